@@ -1,0 +1,79 @@
+//! Vigil's telemetry data model and the one interface every backend offers.
+//!
+//! Metrics follow the Prometheus model: a metric name, labels, float samples
+//! with millisecond timestamps. Every series belongs to a project and carries
+//! its resource (`cluster`, `node`, `namespace`, `application`, `container`)
+//! among its labels.
+//!
+//! Backends: [`redb`] (embedded, one file, one process: the monolith) and
+//! ClickHouse (for split deployments; it lands with the storage issue).
+
+pub mod config;
+pub mod error;
+pub mod model;
+pub mod redb;
+
+use std::sync::Arc;
+
+pub use config::{Backend, StorageConfig};
+pub use error::StorageError;
+pub use model::{
+    Labels, Matcher, MatcherOp, MetricBatch, Sample, SeriesData, SeriesSelector, SeriesWrite,
+    WriteOutcome,
+};
+
+/// What storage every service sees. Writes are acknowledged only once they
+/// are durable; a batch id already stored for the project is not written again.
+#[async_trait::async_trait]
+pub trait TelemetryStore: Send + Sync + std::fmt::Debug {
+    /// Stores a batch atomically: all of it or nothing.
+    async fn write_metrics(&self, batch: MetricBatch) -> Result<WriteOutcome, StorageError>;
+
+    /// Samples in `[start_ms, end_ms]` of every series the selector matches.
+    async fn select(
+        &self,
+        project: &str,
+        selector: &SeriesSelector,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<SeriesData>, StorageError>;
+
+    /// The newest sample at or after `since_ms` of every matching series;
+    /// series with no such sample are left out.
+    async fn latest(
+        &self,
+        project: &str,
+        selector: &SeriesSelector,
+        since_ms: i64,
+    ) -> Result<Vec<SeriesData>, StorageError>;
+}
+
+/// How the process that opens the store is deployed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deployment {
+    /// One `vigil` process hosting every service that touches the store.
+    Monolith,
+    /// A service started on its own, beside other processes.
+    Standalone { service: &'static str },
+}
+
+/// Opens the configured backend.
+pub fn open(
+    config: &StorageConfig,
+    data_dir: &std::path::Path,
+    deployment: Deployment,
+) -> Result<Arc<dyn TelemetryStore>, StorageError> {
+    match (config.backend, deployment) {
+        (Backend::Redb, Deployment::Standalone { service }) => {
+            Err(StorageError::RedbNeedsMonolith { service })
+        }
+        (Backend::Redb, Deployment::Monolith) => {
+            let path = config.redb.path.clone().unwrap_or_else(|| data_dir.join("telemetry.redb"));
+            Ok(Arc::new(redb::RedbStore::open(&path)?))
+        }
+        (Backend::Clickhouse, _) => Err(StorageError::BackendUnavailable {
+            backend: "clickhouse",
+            reason: "the ClickHouse backend is not built yet (it lands with the storage issue); use storage.backend = \"redb\" with `vigil up`",
+        }),
+    }
+}
