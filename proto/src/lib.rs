@@ -34,3 +34,25 @@ pub mod heartbeat {
         tonic::include_proto!("vigil.heartbeat.v1");
     }
 }
+
+/// Names of the metrics and labels that Vigil's agent writes and its readers
+/// rely on: part of the contract, like the messages above.
+pub mod names {
+    /// Busy share of all CPUs of a host over the last interval, 0..1.
+    pub const HOST_CPU_USAGE_RATIO: &str = "host_cpu_usage_ratio";
+    pub const HOST_CPU_CORES: &str = "host_cpu_cores";
+    pub const HOST_MEMORY_TOTAL_BYTES: &str = "host_memory_total_bytes";
+    pub const HOST_MEMORY_AVAILABLE_BYTES: &str = "host_memory_available_bytes";
+    pub const HOST_LOAD1: &str = "host_load1";
+    /// CPU seconds per second used by a process (1.0 = one core busy).
+    pub const PROCESS_CPU_USAGE_CORES: &str = "process_cpu_usage_cores";
+    pub const PROCESS_MEMORY_RSS_BYTES: &str = "process_memory_rss_bytes";
+
+    pub const LABEL_CLUSTER: &str = "cluster";
+    pub const LABEL_NODE: &str = "node";
+    pub const LABEL_NAMESPACE: &str = "namespace";
+    pub const LABEL_APPLICATION: &str = "application";
+    pub const LABEL_CONTAINER: &str = "container";
+    pub const LABEL_PID: &str = "pid";
+    pub const LABEL_PROCESS: &str = "process";
+}

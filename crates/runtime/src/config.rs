@@ -156,6 +156,19 @@ impl ConfigLoader {
         Ok(Self { root })
     }
 
+    /// `data_dir`: where embedded state lives. Default: `$HOME/.local/share/vigil`
+    /// (or `./vigil-data` without a home).
+    pub fn data_dir(&self) -> Result<PathBuf, ConfigError> {
+        let configured: PathBuf = self.section("data_dir")?;
+        if !configured.as_os_str().is_empty() {
+            return Ok(configured);
+        }
+        Ok(match std::env::var_os("HOME") {
+            Some(home) if !home.is_empty() => PathBuf::from(home).join(".local/share/vigil"),
+            _ => PathBuf::from("vigil-data"),
+        })
+    }
+
     /// Deserializes and validates one top-level section; an absent section
     /// takes its defaults.
     pub fn section<T>(&self, section: &str) -> Result<T, ConfigError>

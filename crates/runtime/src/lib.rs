@@ -9,15 +9,19 @@
 //! - [`http`]: an axum server with the same limits and `/healthz`, `/readyz`,
 //!   `/metrics` (Prometheus text exposition).
 //! - [`shutdown`]: SIGTERM/SIGINT handling that lets servers drain.
+//! - [`auth`]: projects and their API keys.
+//! - [`service`]: the shared `main` of every service binary.
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
+pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 
-pub use error::RuntimeError;
+pub use error::{ErrorKind, RuntimeError, ServiceError};
 pub use metrics::{Metrics, Readiness};
 pub use shutdown::Shutdown;

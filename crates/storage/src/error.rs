@@ -49,3 +49,18 @@ io_from!(
     redb::StorageError,
     redb::CommitError
 );
+
+impl vigil_runtime::ServiceError for StorageError {
+    fn kind(&self) -> vigil_runtime::ErrorKind {
+        use vigil_runtime::ErrorKind;
+        match self {
+            Self::InvalidData(_) => ErrorKind::InvalidArgument,
+            Self::Io(_) | Self::AlreadyOpen { .. } | Self::BackendUnavailable { .. } => {
+                ErrorKind::Unavailable
+            }
+            Self::RedbNeedsMonolith { .. } | Self::Open { .. } | Self::Corrupt(_) => {
+                ErrorKind::Internal
+            }
+        }
+    }
+}

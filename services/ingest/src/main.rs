@@ -1,0 +1,24 @@
+use std::process::ExitCode;
+
+use vigil_runtime::auth::{ApiKeys, ProjectConfig};
+use vigil_storage::{Deployment, StorageConfig};
+
+fn main() -> ExitCode {
+    vigil_runtime::service::main(
+        "vigil-ingest",
+        "Vigil ingest gateway: stores agent batches (and, later, OTLP and remote_write); the only writer",
+        |loader, shutdown| async move {
+            let config: vigil_ingest::IngestConfig = loader.section("ingest")?;
+            let storage: StorageConfig = loader.section("storage")?;
+            let projects: Vec<ProjectConfig> = loader.section("projects")?;
+            let keys = ApiKeys::new(&projects)?;
+            let store = vigil_storage::open(
+                &storage,
+                &loader.data_dir()?,
+                Deployment::Standalone { service: "ingest" },
+            )?;
+            vigil_ingest::run(config, store, keys, shutdown).await?;
+            anyhow::Ok(())
+        },
+    )
+}

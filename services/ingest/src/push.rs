@@ -1,0 +1,313 @@
+//! `vigil.telemetry.v1.TelemetryService/Push`: agent batches into the store.
+
+use std::sync::Arc;
+
+use prometheus_client::metrics::{counter::Counter, family::Family};
+use tonic::{Request, Response, Status};
+use vigil_proto::{
+    names,
+    telemetry::v1::{PushRequest, PushResponse, Resource, telemetry_service_server::TelemetryService},
+};
+use vigil_runtime::{Metrics, ServiceError, auth::Project};
+use vigil_storage::{Labels, MetricBatch, Sample, SeriesWrite, TelemetryStore, WriteOutcome};
+
+use crate::IngestConfig;
+
+/// Longest batch id accepted, in bytes.
+pub const MAX_BATCH_ID_BYTES: usize = 128;
+
+pub struct PushService {
+    store: Arc<dyn TelemetryStore>,
+    max_series: usize,
+    max_samples: usize,
+    batches: Family<[(&'static str, &'static str); 1], Counter>,
+    samples: Counter,
+}
+
+impl PushService {
+    pub fn new(store: Arc<dyn TelemetryStore>, config: &IngestConfig, metrics: &Metrics) -> Self {
+        let batches = Family::default();
+        let samples = Counter::default();
+        metrics.register(
+            "agent_batches",
+            "Agent batches by outcome (stored, duplicate, refused, failed)",
+            batches.clone(),
+        );
+        metrics.register("agent_samples_stored", "Samples durably stored", samples.clone());
+        Self {
+            store,
+            max_series: config.max_series_per_batch,
+            max_samples: config.max_samples_per_batch,
+            batches,
+            samples,
+        }
+    }
+
+    fn count(&self, outcome: &'static str) {
+        self.batches.get_or_create(&[("outcome", outcome)]).inc();
+    }
+
+    /// Turns a request into a store batch, refusing what is malformed or over
+    /// the limits with a message naming the problem.
+    #[allow(clippy::result_large_err)]
+    fn to_batch(&self, project: String, request: PushRequest) -> Result<MetricBatch, Status> {
+        let id = &request.batch_id;
+        if id.is_empty()
+            || id.len() > MAX_BATCH_ID_BYTES
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+        {
+            return Err(Status::invalid_argument(format!(
+                "batch_id must be 1-{MAX_BATCH_ID_BYTES} bytes of [A-Za-z0-9._:-]"
+            )));
+        }
+        let series_count: usize = request.metrics.iter().map(|m| m.series.len()).sum();
+        if series_count > self.max_series {
+            return Err(Status::resource_exhausted(format!(
+                "batch has {series_count} series; at most {} are accepted per batch",
+                self.max_series
+            )));
+        }
+        let sample_count: usize = request
+            .metrics
+            .iter()
+            .flat_map(|m| &m.series)
+            .map(|s| s.samples.len())
+            .sum();
+        if sample_count > self.max_samples {
+            return Err(Status::resource_exhausted(format!(
+                "batch has {sample_count} samples; at most {} are accepted per batch",
+                self.max_samples
+            )));
+        }
+        let mut series = Vec::with_capacity(series_count);
+        for resource_metrics in request.metrics {
+            let resource = resource_labels(resource_metrics.resource.as_ref());
+            for ts in resource_metrics.series {
+                let mut labels: Labels = resource.clone();
+                for label in ts.labels {
+                    if label.value.is_empty() {
+                        continue; // Prometheus: an empty label is an absent label.
+                    }
+                    if resource.contains_key(&label.name) {
+                        return Err(Status::invalid_argument(format!(
+                            "series {}: label {:?} is a resource attribute; set it on the resource",
+                            ts.name, label.name
+                        )));
+                    }
+                    if labels.insert(label.name.clone(), label.value).is_some() {
+                        return Err(Status::invalid_argument(format!(
+                            "series {}: label {:?} is given twice",
+                            ts.name, label.name
+                        )));
+                    }
+                }
+                if let Some(bad) = ts.samples.iter().find(|s| !s.value.is_finite()) {
+                    return Err(Status::invalid_argument(format!(
+                        "series {}: sample at {} ms is {}, not a finite number",
+                        ts.name, bad.timestamp_ms, bad.value
+                    )));
+                }
+                series.push(SeriesWrite {
+                    metric: ts.name,
+                    labels,
+                    samples: ts
+                        .samples
+                        .into_iter()
+                        .map(|s| Sample {
+                            timestamp_ms: s.timestamp_ms,
+                            value: s.value,
+                        })
+                        .collect(),
+                });
+            }
+        }
+        for s in &series {
+            s.validate().map_err(|e| e.to_status())?;
+        }
+        Ok(MetricBatch {
+            project,
+            batch_id: request.batch_id,
+            series,
+        })
+    }
+}
+
+fn resource_labels(resource: Option<&Resource>) -> Labels {
+    let mut labels = Labels::new();
+    if let Some(r) = resource {
+        for (name, value) in [
+            (names::LABEL_CLUSTER, &r.cluster),
+            (names::LABEL_NODE, &r.node),
+            (names::LABEL_NAMESPACE, &r.namespace),
+            (names::LABEL_APPLICATION, &r.application),
+            (names::LABEL_CONTAINER, &r.container),
+        ] {
+            if !value.is_empty() {
+                labels.insert(name.to_owned(), value.clone());
+            }
+        }
+    }
+    labels
+}
+
+#[tonic::async_trait]
+impl TelemetryService for PushService {
+    async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushResponse>, Status> {
+        let project = request
+            .extensions()
+            .get::<Project>()
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("no project: the API key check did not run"))?;
+        let batch = match self.to_batch(project.0.clone(), request.into_inner()) {
+            Ok(batch) => batch,
+            Err(status) => {
+                self.count("refused");
+                tracing::debug!(project = %project.0, error = %status.message(), "batch refused");
+                return Err(status);
+            }
+        };
+        let batch_id = batch.batch_id.clone();
+        match self.store.write_metrics(batch).await {
+            Ok(WriteOutcome::Stored { samples }) => {
+                self.count("stored");
+                self.samples.inc_by(samples);
+                tracing::debug!(project = %project.0, batch_id, samples, "batch stored");
+                Ok(Response::new(PushResponse {
+                    duplicate: false,
+                    samples_stored: samples,
+                }))
+            }
+            Ok(WriteOutcome::Duplicate) => {
+                self.count("duplicate");
+                tracing::debug!(project = %project.0, batch_id, "duplicate batch acknowledged");
+                Ok(Response::new(PushResponse {
+                    duplicate: true,
+                    samples_stored: 0,
+                }))
+            }
+            Err(e) => {
+                self.count("failed");
+                tracing::warn!(project = %project.0, batch_id, error = %e, "batch not stored");
+                Err(e.to_status())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_proto::telemetry::v1::{self as pb, ResourceMetrics, TimeSeries};
+    use vigil_storage::{SeriesSelector, redb::RedbStore};
+
+    fn service(dir: &std::path::Path) -> (PushService, Arc<dyn TelemetryStore>) {
+        let store: Arc<dyn TelemetryStore> =
+            Arc::new(RedbStore::open(&dir.join("t.redb")).unwrap());
+        let config = IngestConfig {
+            max_series_per_batch: 3,
+            max_samples_per_batch: 5,
+            ..IngestConfig::default()
+        };
+        (PushService::new(store.clone(), &config, &Metrics::new("test")), store)
+    }
+
+    fn request(batch_id: &str, series: Vec<TimeSeries>) -> Request<PushRequest> {
+        let mut request = Request::new(PushRequest {
+            batch_id: batch_id.into(),
+            agent: None,
+            metrics: vec![ResourceMetrics {
+                resource: Some(Resource {
+                    node: "web-1".into(),
+                    ..Resource::default()
+                }),
+                series,
+            }],
+        });
+        request.extensions_mut().insert(Project("p".into()));
+        request
+    }
+
+    fn ts(name: &str, labels: &[(&str, &str)], values: &[f64]) -> TimeSeries {
+        TimeSeries {
+            name: name.into(),
+            labels: labels
+                .iter()
+                .map(|(n, v)| pb::Label {
+                    name: (*n).into(),
+                    value: (*v).into(),
+                })
+                .collect(),
+            samples: values
+                .iter()
+                .enumerate()
+                .map(|(i, &value)| pb::Sample {
+                    timestamp_ms: 1000 + i as i64,
+                    value,
+                })
+                .collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn stores_with_resource_labels_and_dedups_retries() {
+        let dir = tempfile::tempdir().unwrap();
+        let (svc, store) = service(dir.path());
+        let response = svc
+            .push(request("b-1", vec![ts("host_load1", &[("pid", "7")], &[0.5, 0.6])]))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(response.samples_stored, 2);
+        assert!(!response.duplicate);
+        let again = svc
+            .push(request("b-1", vec![ts("host_load1", &[("pid", "7")], &[0.5, 0.6])]))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(again.duplicate);
+        let got = store
+            .select("p", &SeriesSelector::metric("host_load1"), 0, i64::MAX)
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].labels.get("node").map(String::as_str), Some("web-1"));
+        assert_eq!(got[0].labels.get("pid").map(String::as_str), Some("7"));
+        assert_eq!(got[0].samples.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn bad_input_is_refused_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let (svc, _) = service(dir.path());
+        let cases = [
+            (request("", vec![]), tonic::Code::InvalidArgument, "batch_id"),
+            (request("a b", vec![]), tonic::Code::InvalidArgument, "batch_id"),
+            (
+                request("x", vec![ts("m", &[], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])]),
+                tonic::Code::ResourceExhausted,
+                "samples",
+            ),
+            (
+                request("x", vec![ts("m", &[], &[]), ts("m", &[], &[]), ts("m", &[], &[]), ts("m", &[], &[])]),
+                tonic::Code::ResourceExhausted,
+                "series",
+            ),
+            (request("x", vec![ts("m", &[], &[f64::NAN])]), tonic::Code::InvalidArgument, "finite"),
+            (request("x", vec![ts("bad-name", &[], &[1.0])]), tonic::Code::InvalidArgument, "bad-name"),
+            (request("x", vec![ts("m", &[("node", "other")], &[1.0])]), tonic::Code::InvalidArgument, "resource"),
+        ];
+        for (req, code, needle) in cases {
+            let status = svc.push(req).await.unwrap_err();
+            assert_eq!(status.code(), code, "{status:?}");
+            assert!(status.message().contains(needle), "{status:?}");
+        }
+        let mut unauthenticated = request("x", vec![]);
+        unauthenticated.extensions_mut().clear();
+        assert_eq!(
+            svc.push(unauthenticated).await.unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
+    }
+}

@@ -1,0 +1,397 @@
+//! `vigil.query.v1.QueryService`.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use tonic::{Request, Response, Status};
+use vigil_proto::{
+    names,
+    query::v1::{
+        self as pb, Host, ListHostsRequest, ListHostsResponse, ListProcessesRequest,
+        ListProcessesResponse, Process, QueryRangeRequest, QueryRangeResponse,
+        label_matcher::Op, query_service_server::QueryService,
+    },
+};
+use vigil_runtime::{ServiceError, auth::is_valid_project_name};
+use vigil_storage::{
+    Matcher, MatcherOp, SeriesData, SeriesSelector, TelemetryStore, model::is_valid_metric_name,
+};
+
+use crate::QueryConfig;
+
+/// The query API over a store.
+pub struct QueryApi {
+    store: Arc<dyn TelemetryStore>,
+    default_lookback: Duration,
+    max_range: Duration,
+    max_series: usize,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[allow(clippy::result_large_err)]
+fn check_project(project: &str) -> Result<(), Status> {
+    if is_valid_project_name(project) {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "project {project:?} is not a valid project name"
+        )))
+    }
+}
+
+impl QueryApi {
+    pub fn new(store: Arc<dyn TelemetryStore>, config: &QueryConfig) -> Self {
+        Self {
+            store,
+            default_lookback: config.default_lookback,
+            max_range: config.max_range,
+            max_series: config.max_series,
+        }
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn since(&self, lookback_ms: i64) -> Result<i64, Status> {
+        if lookback_ms < 0 {
+            return Err(Status::invalid_argument("lookback_ms must not be negative"));
+        }
+        let lookback = if lookback_ms == 0 {
+            millis(self.default_lookback)
+        } else {
+            lookback_ms.min(millis(self.max_range))
+        };
+        Ok(now_ms().saturating_sub(lookback))
+    }
+
+    async fn latest(
+        &self,
+        project: &str,
+        selector: SeriesSelector,
+        since: i64,
+    ) -> Result<Vec<SeriesData>, Status> {
+        self.store
+            .latest(project, &selector, since)
+            .await
+            .map_err(|e| e.to_status())
+    }
+}
+
+fn label<'a>(series: &'a SeriesData, name: &str) -> &'a str {
+    series.labels.get(name).map_or("", String::as_str)
+}
+
+#[tonic::async_trait]
+impl QueryService for QueryApi {
+    async fn list_hosts(
+        &self,
+        request: Request<ListHostsRequest>,
+    ) -> Result<Response<ListHostsResponse>, Status> {
+        let request = request.into_inner();
+        check_project(&request.project)?;
+        let since = self.since(request.lookback_ms)?;
+        let mut hosts: BTreeMap<(String, String), Host> = BTreeMap::new();
+        for metric in [
+            names::HOST_CPU_USAGE_RATIO,
+            names::HOST_CPU_CORES,
+            names::HOST_MEMORY_TOTAL_BYTES,
+            names::HOST_MEMORY_AVAILABLE_BYTES,
+            names::HOST_LOAD1,
+        ] {
+            for series in self
+                .latest(&request.project, SeriesSelector::metric(metric), since)
+                .await?
+            {
+                let Some(sample) = series.samples.last() else {
+                    continue;
+                };
+                let cluster = label(&series, names::LABEL_CLUSTER).to_owned();
+                let node = label(&series, names::LABEL_NODE).to_owned();
+                if node.is_empty() {
+                    continue;
+                }
+                let host = hosts
+                    .entry((cluster.clone(), node.clone()))
+                    .or_insert_with(|| Host {
+                        cluster,
+                        node,
+                        ..Host::default()
+                    });
+                host.last_seen_ms = host.last_seen_ms.max(sample.timestamp_ms);
+                let slot = match metric {
+                    names::HOST_CPU_USAGE_RATIO => &mut host.cpu_usage_ratio,
+                    names::HOST_CPU_CORES => &mut host.cpu_cores,
+                    names::HOST_MEMORY_TOTAL_BYTES => &mut host.memory_total_bytes,
+                    names::HOST_MEMORY_AVAILABLE_BYTES => &mut host.memory_available_bytes,
+                    _ => &mut host.load1,
+                };
+                *slot = Some(sample.value);
+            }
+        }
+        let hosts = hosts
+            .into_values()
+            .map(|mut host| {
+                if let (Some(total), Some(available)) =
+                    (host.memory_total_bytes, host.memory_available_bytes)
+                {
+                    if total > 0.0 {
+                        host.memory_usage_ratio = Some(((total - available) / total).clamp(0.0, 1.0));
+                    }
+                }
+                host
+            })
+            .collect();
+        Ok(Response::new(ListHostsResponse { hosts }))
+    }
+
+    async fn list_processes(
+        &self,
+        request: Request<ListProcessesRequest>,
+    ) -> Result<Response<ListProcessesResponse>, Status> {
+        let request = request.into_inner();
+        check_project(&request.project)?;
+        if request.node.is_empty() {
+            return Err(Status::invalid_argument("node is required"));
+        }
+        let since = self.since(request.lookback_ms)?;
+        let mut processes: HashMap<u32, Process> = HashMap::new();
+        for metric in [names::PROCESS_CPU_USAGE_CORES, names::PROCESS_MEMORY_RSS_BYTES] {
+            let selector = SeriesSelector::metric(metric)
+                .with(Matcher::equal(names::LABEL_NODE, &request.node));
+            for series in self.latest(&request.project, selector, since).await? {
+                let (Some(sample), Ok(pid)) =
+                    (series.samples.last(), label(&series, names::LABEL_PID).parse::<u32>())
+                else {
+                    continue;
+                };
+                let process = processes.entry(pid).or_insert_with(|| Process {
+                    pid,
+                    ..Process::default()
+                });
+                // A pid can be reused: keep the name of the newest series.
+                if sample.timestamp_ms >= process.last_seen_ms {
+                    process.name = label(&series, names::LABEL_PROCESS).to_owned();
+                    process.last_seen_ms = sample.timestamp_ms;
+                }
+                if metric == names::PROCESS_CPU_USAGE_CORES {
+                    process.cpu_usage_cores = Some(sample.value);
+                } else {
+                    process.memory_rss_bytes = Some(sample.value);
+                }
+            }
+        }
+        let mut processes: Vec<Process> = processes.into_values().collect();
+        processes.sort_by(|a, b| {
+            let key = |p: &Process| (p.cpu_usage_cores.unwrap_or(0.0), p.memory_rss_bytes.unwrap_or(0.0));
+            key(b).partial_cmp(&key(a)).unwrap_or(std::cmp::Ordering::Equal).then(a.pid.cmp(&b.pid))
+        });
+        if request.limit > 0 {
+            processes.truncate(request.limit as usize);
+        }
+        Ok(Response::new(ListProcessesResponse { processes }))
+    }
+
+    async fn query_range(
+        &self,
+        request: Request<QueryRangeRequest>,
+    ) -> Result<Response<QueryRangeResponse>, Status> {
+        let request = request.into_inner();
+        check_project(&request.project)?;
+        if !is_valid_metric_name(&request.metric) {
+            return Err(Status::invalid_argument(format!(
+                "metric {:?} is not a valid metric name",
+                request.metric
+            )));
+        }
+        if request.end_ms < request.start_ms {
+            return Err(Status::invalid_argument("end_ms is before start_ms"));
+        }
+        if request.end_ms.saturating_sub(request.start_ms) > millis(self.max_range) {
+            return Err(Status::invalid_argument(format!(
+                "time range is longer than the {} allowed",
+                humantime_serde::re::humantime::format_duration(self.max_range)
+            )));
+        }
+        let mut selector = SeriesSelector::metric(&request.metric);
+        for m in request.matchers {
+            let op = match Op::try_from(m.op) {
+                Ok(Op::Equal) => MatcherOp::Equal,
+                Ok(Op::NotEqual) => MatcherOp::NotEqual,
+                _ => {
+                    return Err(Status::invalid_argument(format!(
+                        "matcher on {:?} has no valid op",
+                        m.name
+                    )));
+                }
+            };
+            selector.matchers.push(Matcher {
+                name: m.name,
+                op,
+                value: m.value,
+            });
+        }
+        let found = self
+            .store
+            .select(&request.project, &selector, request.start_ms, request.end_ms)
+            .await
+            .map_err(|e| e.to_status())?;
+        if found.len() > self.max_series {
+            return Err(Status::resource_exhausted(format!(
+                "{} series match; at most {} are returned: narrow the matchers",
+                found.len(),
+                self.max_series
+            )));
+        }
+        let series = found
+            .into_iter()
+            .map(|s| pb::Series {
+                metric: s.metric,
+                labels: s
+                    .labels
+                    .into_iter()
+                    .map(|(name, value)| pb::Label { name, value })
+                    .collect(),
+                samples: s
+                    .samples
+                    .into_iter()
+                    .map(|p| pb::Sample {
+                        timestamp_ms: p.timestamp_ms,
+                        value: p.value,
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(QueryRangeResponse { series }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_storage::{Labels, MetricBatch, Sample, SeriesWrite, redb::RedbStore};
+
+    async fn api_with(series: Vec<(&str, &[(&str, &str)], f64)>) -> (QueryApi, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(RedbStore::open(&dir.path().join("t.redb")).unwrap());
+        let now = now_ms();
+        let batch = MetricBatch {
+            project: "p".into(),
+            batch_id: "b".into(),
+            series: series
+                .into_iter()
+                .map(|(metric, labels, value)| SeriesWrite {
+                    metric: metric.into(),
+                    labels: labels
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect::<Labels>(),
+                    samples: vec![Sample {
+                        timestamp_ms: now,
+                        value,
+                    }],
+                })
+                .collect(),
+        };
+        store.write_metrics(batch).await.unwrap();
+        (QueryApi::new(store, &QueryConfig::default()), dir)
+    }
+
+    #[tokio::test]
+    async fn hosts_join_their_figures() {
+        let (api, _dir) = api_with(vec![
+            (names::HOST_CPU_USAGE_RATIO, &[("node", "a")], 0.25),
+            (names::HOST_MEMORY_TOTAL_BYTES, &[("node", "a")], 1000.0),
+            (names::HOST_MEMORY_AVAILABLE_BYTES, &[("node", "a")], 250.0),
+            (names::HOST_CPU_USAGE_RATIO, &[("node", "b")], 0.5),
+        ])
+        .await;
+        let hosts = api
+            .list_hosts(Request::new(ListHostsRequest {
+                project: "p".into(),
+                lookback_ms: 0,
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .hosts;
+        assert_eq!(hosts.len(), 2);
+        assert_eq!(hosts[0].node, "a");
+        assert_eq!(hosts[0].cpu_usage_ratio, Some(0.25));
+        assert_eq!(hosts[0].memory_usage_ratio, Some(0.75));
+        assert_eq!(hosts[1].memory_usage_ratio, None);
+    }
+
+    #[tokio::test]
+    async fn processes_sorted_by_cpu_and_limited() {
+        let (api, _dir) = api_with(vec![
+            (names::PROCESS_CPU_USAGE_CORES, &[("node", "a"), ("pid", "1"), ("process", "init")], 0.01),
+            (names::PROCESS_CPU_USAGE_CORES, &[("node", "a"), ("pid", "2"), ("process", "busy")], 1.5),
+            (names::PROCESS_MEMORY_RSS_BYTES, &[("node", "a"), ("pid", "2"), ("process", "busy")], 4096.0),
+            (names::PROCESS_CPU_USAGE_CORES, &[("node", "b"), ("pid", "3"), ("process", "other")], 9.0),
+        ])
+        .await;
+        let processes = api
+            .list_processes(Request::new(ListProcessesRequest {
+                project: "p".into(),
+                node: "a".into(),
+                lookback_ms: 0,
+                limit: 1,
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .processes;
+        assert_eq!(processes.len(), 1);
+        assert_eq!(processes[0].name, "busy");
+        assert_eq!(processes[0].memory_rss_bytes, Some(4096.0));
+    }
+
+    #[tokio::test]
+    async fn bad_requests_say_why() {
+        let (api, _dir) = api_with(vec![]).await;
+        let err = api
+            .list_hosts(Request::new(ListHostsRequest {
+                project: "".into(),
+                lookback_ms: 0,
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        let err = api
+            .query_range(Request::new(QueryRangeRequest {
+                project: "p".into(),
+                metric: "m".into(),
+                matchers: vec![],
+                start_ms: 10,
+                end_ms: 5,
+            }))
+            .await
+            .unwrap_err();
+        assert!(err.message().contains("before"), "{err:?}");
+        let err = api
+            .query_range(Request::new(QueryRangeRequest {
+                project: "p".into(),
+                metric: "m".into(),
+                matchers: vec![pb::LabelMatcher {
+                    name: "x".into(),
+                    op: 0,
+                    value: "y".into(),
+                }],
+                start_ms: 0,
+                end_ms: 5,
+            }))
+            .await
+            .unwrap_err();
+        assert!(err.message().contains("op"), "{err:?}");
+    }
+}
