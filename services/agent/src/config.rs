@@ -1,0 +1,104 @@
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use serde::Deserialize;
+use vigil_runtime::config::{
+    ConfigError, HttpServerConfig, Validate, key, nonzero_duration, positive,
+};
+
+/// `[agent]`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Ingest's gRPC address, `host:port` or `http(s)://host:port`.
+    pub ingest_endpoint: String,
+    /// The project's API key. Prefer `api_key_file` outside of tests.
+    pub api_key: String,
+    /// A file holding the API key (read at start).
+    pub api_key_file: Option<PathBuf>,
+    /// How often figures are collected and shipped.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Longest wait for ingest to acknowledge one batch.
+    #[serde(with = "humantime_serde")]
+    pub push_timeout: Duration,
+    /// Cluster name put on every record (empty on a plain host).
+    pub cluster: String,
+    /// This machine's name; default: the kernel hostname.
+    pub node: String,
+    /// Where procfs is mounted (`/host/proc` in a container).
+    pub proc_root: PathBuf,
+    /// Most processes reported per interval, busiest first.
+    pub max_processes: usize,
+    /// Batches kept in memory while ingest is unreachable; the oldest are
+    /// dropped (and counted) beyond this.
+    pub max_pending_batches: usize,
+    /// Health and metrics; default 127.0.0.1:7400.
+    pub http: HttpServerConfig,
+}
+
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("ingest_endpoint", &self.ingest_endpoint)
+            .field("api_key", &"[redacted]")
+            .field("api_key_file", &self.api_key_file)
+            .field("interval", &self.interval)
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            ingest_endpoint: "127.0.0.1:4317".into(),
+            api_key: String::new(),
+            api_key_file: None,
+            interval: Duration::from_secs(10),
+            push_timeout: Duration::from_secs(10),
+            cluster: String::new(),
+            node: String::new(),
+            proc_root: PathBuf::from("/proc"),
+            max_processes: 200,
+            max_pending_batches: 360,
+            http: HttpServerConfig::on(SocketAddr::from(([127, 0, 0, 1], 7400))),
+        }
+    }
+}
+
+impl Validate for AgentConfig {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        if self.ingest_endpoint.is_empty() {
+            return Err(ConfigError::invalid(key(prefix, "ingest_endpoint"), "must not be empty"));
+        }
+        if self.interval < Duration::from_millis(100) {
+            return Err(ConfigError::invalid(key(prefix, "interval"), "must be at least 100ms"));
+        }
+        nonzero_duration(prefix, "push_timeout", self.push_timeout)?;
+        positive(prefix, "max_processes", self.max_processes)?;
+        positive(prefix, "max_pending_batches", self.max_pending_batches)?;
+        self.http.validate(&key(prefix, "http"))
+    }
+}
+
+impl AgentConfig {
+    /// The API key, from `api_key` or `api_key_file`.
+    pub fn resolve_api_key(&self) -> Result<String, ConfigError> {
+        let api_key = match &self.api_key_file {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| {
+                    ConfigError::invalid("agent.api_key_file", format!("{}: {e}", path.display()))
+                })?
+                .trim()
+                .to_owned(),
+            None => self.api_key.clone(),
+        };
+        if api_key.is_empty() {
+            return Err(ConfigError::invalid(
+                "agent.api_key",
+                "the agent needs its project's API key (agent.api_key or agent.api_key_file)",
+            ));
+        }
+        Ok(api_key)
+    }
+}
