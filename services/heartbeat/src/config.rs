@@ -1,0 +1,113 @@
+use std::{collections::HashSet, net::SocketAddr, path::PathBuf, time::Duration};
+
+use serde::Deserialize;
+use vigil_runtime::config::{
+    ConfigError, GrpcServerConfig, HttpServerConfig, Validate, key, nonzero_duration,
+};
+
+/// `[heartbeat]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeartbeatConfig {
+    /// Ping API, check API, health and metrics; default 127.0.0.1:7490.
+    pub http: HttpServerConfig,
+    /// gRPC API; default 127.0.0.1:7491.
+    pub grpc: GrpcServerConfig,
+    /// Pings are kept here; default `<data_dir>/heartbeat.redb`.
+    pub state_path: Option<PathBuf>,
+    /// How often statuses are re-evaluated to notice checks going late or down.
+    #[serde(with = "humantime_serde")]
+    pub evaluate_every: Duration,
+    /// The checks, declared in configuration.
+    pub checks: Vec<CheckConfig>,
+}
+
+/// `[[heartbeat.checks]]`: a job or cluster expected to ping every `period`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckConfig {
+    pub name: String,
+    /// Short name for URLs and listings; default: derived from `name`.
+    #[serde(default)]
+    pub slug: String,
+    /// The ping address is `/ping/<uuid>`.
+    pub uuid: String,
+    #[serde(with = "humantime_serde")]
+    pub period: Duration,
+    /// Extra time after `period` before the check is down.
+    #[serde(with = "humantime_serde", default)]
+    pub grace: Duration,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        Self {
+            http: HttpServerConfig::on(SocketAddr::from(([127, 0, 0, 1], 7490))),
+            grpc: GrpcServerConfig::on(SocketAddr::from(([127, 0, 0, 1], 7491))),
+            state_path: None,
+            evaluate_every: Duration::from_secs(1),
+            checks: Vec::new(),
+        }
+    }
+}
+
+impl CheckConfig {
+    pub fn slug(&self) -> String {
+        if !self.slug.is_empty() {
+            return self.slug.clone();
+        }
+        let mut slug = String::new();
+        for c in self.name.chars() {
+            if c.is_ascii_alphanumeric() {
+                slug.push(c.to_ascii_lowercase());
+            } else if !slug.ends_with('-') {
+                slug.push('-');
+            }
+        }
+        slug.trim_matches('-').to_owned()
+    }
+}
+
+impl Validate for CheckConfig {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        if self.name.trim().is_empty() {
+            return Err(ConfigError::invalid(key(prefix, "name"), "must not be empty"));
+        }
+        if uuid::Uuid::parse_str(&self.uuid).is_err() {
+            return Err(ConfigError::invalid(
+                key(prefix, "uuid"),
+                format!("{:?} is not a UUID", self.uuid),
+            ));
+        }
+        if self.period < Duration::from_secs(1) {
+            return Err(ConfigError::invalid(key(prefix, "period"), "must be at least 1s"));
+        }
+        Ok(())
+    }
+}
+
+impl Validate for HeartbeatConfig {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        self.http.validate(&key(prefix, "http"))?;
+        self.grpc.validate(&key(prefix, "grpc"))?;
+        nonzero_duration(prefix, "evaluate_every", self.evaluate_every)?;
+        self.checks.validate(&key(prefix, "checks"))?;
+        let mut uuids = HashSet::new();
+        let mut slugs = HashSet::new();
+        for (i, check) in self.checks.iter().enumerate() {
+            if !uuids.insert(check.uuid.to_ascii_lowercase()) {
+                return Err(ConfigError::invalid(
+                    format!("{prefix}.checks[{i}].uuid"),
+                    "another check has the same uuid",
+                ));
+            }
+            if !slugs.insert(check.slug()) {
+                return Err(ConfigError::invalid(
+                    format!("{prefix}.checks[{i}].slug"),
+                    "another check has the same slug",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
