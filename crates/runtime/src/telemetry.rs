@@ -1,6 +1,8 @@
 //! One tracing setup for every Vigil binary: an env filter (`RUST_LOG` wins
 //! over `log.level`), plain or JSON lines on stderr.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 use crate::config::{ConfigError, LogConfig, LogFormat};
@@ -18,7 +20,12 @@ pub fn init(config: &LogConfig) -> Result<(), ConfigError> {
     let registry = tracing_subscriber::registry().with(filter);
     let result = match config.format {
         LogFormat::Plain => registry
-            .with(fmt::layer().with_writer(std::io::stderr).with_target(true))
+            .with(
+                fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_target(true),
+            )
             .try_init(),
         LogFormat::Json => registry
             .with(
