@@ -296,14 +296,17 @@ async fn run_suite(mut suite: SuiteConfig, services: &[Service]) -> anyhow::Resu
     // Run until Ctrl-C / SIGTERM, or until a service fails.
     let mut first_error = None;
     tokio::select! {
+        biased;
         () = shutdown.wait() => {}
         joined = tasks.join_next() => {
             if let Some(joined) = joined {
                 let (name, result) = joined.context("a service task panicked")?;
-                first_error = Some(match result {
-                    Ok(()) => anyhow::anyhow!("{name} stopped unexpectedly"),
-                    Err(e) => e.context(format!("{name} failed")),
-                });
+                first_error = match result {
+                    // Stopping because shutdown was asked for is no failure.
+                    Ok(()) if shutdown.is_triggered() => None,
+                    Ok(()) => Some(anyhow::anyhow!("{name} stopped unexpectedly")),
+                    Err(e) => Some(e.context(format!("{name} failed"))),
+                };
                 shutdown.trigger();
             }
         }

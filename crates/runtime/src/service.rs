@@ -60,10 +60,17 @@ pub async fn run_until_stopped<E: Display>(
     }
 }
 
-/// The whole `main` of a service binary.
-pub fn main<F, Fut, E>(name: &'static str, about: &'static str, body: F) -> ExitCode
+/// The whole `main` of a service binary. `configure` takes the service's
+/// sections from the loaded configuration (an error there exits with
+/// [`EXIT_CONFIG`], naming the key); `body` runs the service.
+pub fn main<C, F, Fut, E>(
+    name: &'static str,
+    about: &'static str,
+    configure: impl FnOnce(&ConfigLoader) -> Result<C, ConfigError>,
+    body: F,
+) -> ExitCode
 where
-    F: FnOnce(ConfigLoader, Shutdown) -> Fut,
+    F: FnOnce(C, Shutdown) -> Fut,
     Fut: Future<Output = Result<(), E>>,
     E: Display,
 {
@@ -77,8 +84,8 @@ where
         Ok(args) => args,
         Err(e) => e.exit(),
     };
-    let loader = match load(args.config.as_deref()) {
-        Ok(loader) => loader,
+    let config = match load(args.config.as_deref()).and_then(|loader| configure(&loader)) {
+        Ok(config) => config,
         Err(e) => {
             eprintln!("{name}: {e}");
             return ExitCode::from(EXIT_CONFIG);
@@ -98,6 +105,6 @@ where
     runtime.block_on(async {
         let shutdown = Shutdown::new();
         shutdown.trigger_on_signals();
-        run_until_stopped(name, &shutdown, body(loader, shutdown.clone())).await
+        run_until_stopped(name, &shutdown, body(config, shutdown.clone())).await
     })
 }

@@ -7,14 +7,17 @@ fn main() -> ExitCode {
     vigil_runtime::service::main(
         "vigil-ingest",
         "Vigil ingest gateway: stores agent batches (and, later, OTLP and remote_write); the only writer",
-        |loader, shutdown| async move {
+        |loader| {
             let config: vigil_ingest::IngestConfig = loader.section("ingest")?;
             let storage: StorageConfig = loader.section("storage")?;
             let projects: Vec<ProjectConfig> = loader.section("projects")?;
             let keys = ApiKeys::new(&projects)?;
+            Ok((config, storage, keys, loader.data_dir()?))
+        },
+        |(config, storage, keys, data_dir), shutdown| async move {
             let store = vigil_storage::open(
                 &storage,
-                &loader.data_dir()?,
+                &data_dir,
                 Deployment::Standalone { service: "ingest" },
             )?;
             vigil_ingest::run(config, store, keys, shutdown).await?;

@@ -1,0 +1,426 @@
+//! The walking skeleton, end to end, with the real binaries:
+//! agent → ingest → store → query → UI page; an inspection incident;
+//! heartbeat up → late → down; split mode; bad configuration.
+
+use std::{path::Path, time::Duration};
+
+use vigil_e2e::{
+    BINARIES, Running, eventually, free_port, hostname, http_get, http_post, json, run_to_end,
+    start, wait_healthy,
+};
+
+const API_KEY: &str = "e2e-key-0123456789abcdef";
+const CHECK_UUID: &str = "0b8f1c0e-7d3a-4c55-9a61-5f2e8d7c9b10";
+
+struct Ports {
+    ingest_grpc: u16,
+    ingest_http: u16,
+    query_grpc: u16,
+    query_http: u16,
+    alerting_grpc: u16,
+    alerting_http: u16,
+    ui: u16,
+    heartbeat_http: u16,
+    heartbeat_grpc: u16,
+    agent_http: u16,
+}
+
+impl Ports {
+    fn new() -> Self {
+        Self {
+            ingest_grpc: free_port(),
+            ingest_http: free_port(),
+            query_grpc: free_port(),
+            query_http: free_port(),
+            alerting_grpc: free_port(),
+            alerting_http: free_port(),
+            ui: free_port(),
+            heartbeat_http: free_port(),
+            heartbeat_grpc: free_port(),
+            agent_http: free_port(),
+        }
+    }
+}
+
+/// One configuration file for the whole suite, as a user would write it:
+/// fast intervals, a memory threshold of 0% so the inspection must fire,
+/// and a heartbeat check with a 2 s period and 1 s grace.
+fn write_config(dir: &Path, p: &Ports) -> String {
+    let text = format!(
+        r#"
+data_dir = "{data}"
+
+[[projects]]
+name = "default"
+api_keys = ["{API_KEY}"]
+
+[ingest.grpc]
+listen = "127.0.0.1:{ingest_grpc}"
+[ingest.http]
+listen = "127.0.0.1:{ingest_http}"
+
+[query.grpc]
+listen = "127.0.0.1:{query_grpc}"
+[query.http]
+listen = "127.0.0.1:{query_http}"
+
+[alerting]
+query_endpoint = "127.0.0.1:{query_grpc}"
+interval = "1s"
+[alerting.grpc]
+listen = "127.0.0.1:{alerting_grpc}"
+[alerting.http]
+listen = "127.0.0.1:{alerting_http}"
+[alerting.inspections.host_memory]
+threshold_percent = 0.0
+critical_percent = 100.0
+
+[ui_gateway]
+processes_per_host = 1000
+query_endpoint = "127.0.0.1:{query_grpc}"
+alerting_endpoint = "127.0.0.1:{alerting_grpc}"
+[ui_gateway.http]
+listen = "127.0.0.1:{ui}"
+
+[heartbeat.http]
+listen = "127.0.0.1:{heartbeat_http}"
+[heartbeat.grpc]
+listen = "127.0.0.1:{heartbeat_grpc}"
+[[heartbeat.checks]]
+name = "nightly backup"
+uuid = "{CHECK_UUID}"
+period = "2s"
+grace = "1s"
+
+[agent]
+ingest_endpoint = "127.0.0.1:{ingest_grpc}"
+api_key = "{API_KEY}"
+interval = "1s"
+max_processes = 1000
+[agent.http]
+listen = "127.0.0.1:{agent_http}"
+"#,
+        data = dir.join("data").display(),
+        ingest_grpc = p.ingest_grpc,
+        ingest_http = p.ingest_http,
+        query_grpc = p.query_grpc,
+        query_http = p.query_http,
+        alerting_grpc = p.alerting_grpc,
+        alerting_http = p.alerting_http,
+        ui = p.ui,
+        heartbeat_http = p.heartbeat_http,
+        heartbeat_grpc = p.heartbeat_grpc,
+        agent_http = p.agent_http,
+    );
+    let path = dir.join("vigil.toml");
+    std::fs::write(&path, text).expect("config written");
+    path.display().to_string()
+}
+
+/// The UI page lists this host with live figures and the given process.
+fn assert_ui_shows_host(p: &Ports, pid: u32) {
+    let ui = format!("http://127.0.0.1:{}", p.ui);
+    let node = hostname();
+    let page = eventually(Duration::from_secs(30), "the UI page listing this host and process", || {
+        let (status, body) = http_get(&format!("{ui}/"))?;
+        let pid_cell = format!("<td class=\"num\">{pid}</td>");
+        (status == 200 && body.contains(&format!("data-node=\"{node}\"")) && body.contains(&pid_cell))
+            .then_some(body)
+    });
+    assert!(page.contains("<td class=\"num cpu\">"), "CPU column present");
+    let (status, hosts) = http_get(&format!("{ui}/api/v1/hosts")).expect("hosts JSON");
+    assert_eq!(status, 200, "{hosts}");
+    let hosts = json(&hosts);
+    let host = hosts["hosts"]
+        .as_array()
+        .and_then(|h| h.iter().find(|h| h["node"] == node.as_str()))
+        .unwrap_or_else(|| panic!("this host in {hosts}"));
+    let total = host["memory_total_bytes"].as_f64().expect("memory total");
+    let available = host["memory_available_bytes"].as_f64().expect("memory available");
+    assert!(total > available && available > 0.0, "{host}");
+    let cpu = host["cpu_usage_ratio"].as_f64().expect("cpu ratio after two collections");
+    assert!((0.0..=1.0).contains(&cpu), "{host}");
+    // Cross-check with the kernel: MemTotal in /proc/meminfo, in bytes.
+    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("meminfo");
+    let kib: f64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .expect("MemTotal");
+    assert_eq!(total, kib * 1024.0, "memory total matches /proc/meminfo");
+    let process = host["processes"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|x| x["pid"] == pid))
+        .unwrap_or_else(|| panic!("process {pid} in {host}"));
+    assert!(process["memory_rss_bytes"].as_f64().unwrap_or(0.0) > 0.0, "{process}");
+}
+
+/// The memory inspection (threshold 0%) opens an incident, seen through the UI.
+fn assert_incident_opened(p: &Ports) {
+    let url = format!("http://127.0.0.1:{}/api/v1/incidents", p.ui);
+    let incident = eventually(Duration::from_secs(30), "a host_memory incident", || {
+        let (status, body) = http_get(&url)?;
+        if status != 200 {
+            return None;
+        }
+        json(&body)["incidents"]
+            .as_array()?
+            .iter()
+            .find(|i| i["inspection"] == "host_memory" && i["state"] == "open")
+            .cloned()
+    });
+    assert_eq!(incident["subject"], format!("node={}", hostname()));
+    assert!(incident["summary"].as_str().unwrap_or("").contains("threshold 0.0%"), "{incident}");
+    let (_, page) = http_get(&format!("http://127.0.0.1:{}/", p.ui)).expect("page");
+    assert!(page.contains("class=\"incident\""), "the page lists the incident");
+}
+
+fn check_status(p: &Ports) -> String {
+    let (status, body) =
+        http_get(&format!("http://127.0.0.1:{}/api/v1/checks", p.heartbeat_http)).expect("checks");
+    assert_eq!(status, 200, "{body}");
+    let checks = json(&body);
+    checks["checks"][0]["status"].as_str().expect("a status").to_owned()
+}
+
+/// New → ping → up → (pings stop) → late → down; unknown checks are 404.
+fn assert_heartbeat_up_then_down(p: &Ports) {
+    let base = format!("http://127.0.0.1:{}", p.heartbeat_http);
+    assert_eq!(check_status(p), "new");
+    let (status, body) = http_get(&format!("{base}/ping/{CHECK_UUID}")).expect("ping");
+    assert_eq!((status, body.trim()), (200, "OK"));
+    assert_eq!(check_status(p), "up");
+    let (status, _) = http_post(&format!("{base}/ping/00000000-0000-4000-8000-000000000000")).expect("ping");
+    assert_eq!(status, 404, "unknown check");
+    let (status, _) = http_get(&format!("{base}/ping/not-a-uuid")).expect("ping");
+    assert_eq!(status, 400, "malformed uuid");
+    eventually(Duration::from_secs(10), "the check to go late", || (check_status(p) == "late").then_some(()));
+    eventually(Duration::from_secs(10), "the check to go down", || (check_status(p) == "down").then_some(()));
+    // A ping brings it back; a failure signal takes it down at once.
+    assert_eq!(http_post(&format!("{base}/ping/{CHECK_UUID}/0")).expect("ping").0, 200);
+    assert_eq!(check_status(p), "up");
+    assert_eq!(http_post(&format!("{base}/ping/{CHECK_UUID}/fail")).expect("ping").0, 200);
+    assert_eq!(check_status(p), "down");
+}
+
+fn stop_cleanly(running: &mut Running) {
+    let status = running
+        .terminate(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("{} did not stop within 20 s of SIGTERM", running.name));
+    assert!(
+        status.success(),
+        "{} exited with {status} after SIGTERM\nstderr:\n{}",
+        running.name,
+        running.stderr_text()
+    );
+}
+
+#[test]
+fn monolith_walking_skeleton() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let p = Ports::new();
+    let config = write_config(dir.path(), &p);
+    let mut vigil = start(dir.path(), "vigil", &["up", "--config", &config], &[]);
+    wait_healthy(&mut vigil, &format!("http://127.0.0.1:{}/healthz", p.ui), Duration::from_secs(60));
+    for port in [p.ingest_http, p.query_http, p.alerting_http, p.heartbeat_http, p.agent_http] {
+        wait_healthy(&mut vigil, &format!("http://127.0.0.1:{port}/readyz"), Duration::from_secs(10));
+    }
+    let summary = eventually(Duration::from_secs(10), "the start-up summary", || {
+        let out = vigil.stdout_text();
+        out.contains("Press Ctrl-C").then_some(out)
+    });
+    assert!(summary.contains(&format!("http://127.0.0.1:{}/", p.ui)), "{summary}");
+    assert!(summary.contains("Data:"), "{summary}");
+    assert!(summary.contains("/proc"), "says how the agent collects: {summary}");
+
+    assert_ui_shows_host(&p, vigil.pid());
+    assert_incident_opened(&p);
+    assert_heartbeat_up_then_down(&p);
+
+    // Each service exposes its own Prometheus metrics.
+    let (status, metrics) = http_get(&format!("http://127.0.0.1:{}/metrics", p.ingest_http)).expect("metrics");
+    assert_eq!(status, 200);
+    assert!(metrics.contains("vigil_ingest_agent_batches_total{outcome=\"stored\"}"), "{metrics}");
+    assert!(!vigil.stderr_text().contains(API_KEY), "the API key never reaches the logs");
+
+    stop_cleanly(&mut vigil);
+    assert!(vigil.stdout_text().contains("vigil stopped cleanly"));
+}
+
+#[test]
+fn monolith_generates_and_prints_an_api_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ui = free_port();
+    let env = [
+        ("VIGIL_UI_GATEWAY__HTTP__LISTEN", format!("127.0.0.1:{ui}")),
+        ("VIGIL_INGEST__GRPC__LISTEN", format!("127.0.0.1:{}", free_port())),
+        ("VIGIL_INGEST__HTTP__LISTEN", format!("127.0.0.1:{}", free_port())),
+        ("VIGIL_QUERY__GRPC__LISTEN", format!("127.0.0.1:{}", free_port())),
+        ("VIGIL_QUERY__HTTP__LISTEN", format!("127.0.0.1:{}", free_port())),
+        ("VIGIL_ALERTING__GRPC__LISTEN", format!("127.0.0.1:{}", free_port())),
+        ("VIGIL_ALERTING__HTTP__LISTEN", format!("127.0.0.1:{}", free_port())),
+        ("VIGIL_HEARTBEAT__HTTP__LISTEN", format!("127.0.0.1:{}", free_port())),
+        ("VIGIL_HEARTBEAT__GRPC__LISTEN", format!("127.0.0.1:{}", free_port())),
+        ("VIGIL_AGENT__HTTP__LISTEN", format!("127.0.0.1:{}", free_port())),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let data = dir.path().join("data");
+    let data_arg = data.display().to_string();
+    let mut vigil = start(dir.path(), "vigil", &["up", "--data-dir", &data_arg], &env);
+    let out = eventually(Duration::from_secs(60), "the start-up summary", || {
+        vigil.assert_alive();
+        let out = vigil.stdout_text();
+        out.contains("Press Ctrl-C").then_some(out)
+    });
+    let key = std::fs::read_to_string(data.join("api-key")).expect("key saved");
+    let key = key.trim();
+    assert!(key.starts_with("vgl_") && out.contains(key), "{out}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join("api-key")).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the key file is private");
+    }
+    assert!(out.contains(&format!("http://127.0.0.1:{ui}/")), "{out}");
+    stop_cleanly(&mut vigil);
+    // The same key on the next start.
+    let mut again = start(dir.path(), "vigil", &["up", "--data-dir", &data_arg], &env);
+    let out = eventually(Duration::from_secs(60), "the second summary", || {
+        again.assert_alive();
+        let out = again.stdout_text();
+        out.contains("Press Ctrl-C").then_some(out)
+    });
+    assert!(out.contains(key), "key kept across restarts: {out}");
+    stop_cleanly(&mut again);
+}
+
+#[test]
+fn split_mode() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let p = Ports::new();
+    let config = write_config(dir.path(), &p);
+
+    // redb is single-process: ingest or query alone must refuse it.
+    for binary in ["vigil-ingest", "vigil-query"] {
+        let (status, _, stderr) =
+            run_to_end(dir.path(), binary, &["--config", &config], &[], Duration::from_secs(30));
+        assert!(!status.success(), "{binary} must refuse redb alone");
+        assert!(
+            stderr.contains("cannot run on its own with the embedded redb backend")
+                && stderr.contains("vigil up"),
+            "{binary}: {stderr}"
+        );
+    }
+
+    // The store's owner in one process; every other service its own binary.
+    let mut storage = start(dir.path(), "vigil", &["up", "--config", &config, "--only", "ingest,query"], &[]);
+    wait_healthy(&mut storage, &format!("http://127.0.0.1:{}/readyz", p.ingest_http), Duration::from_secs(60));
+    wait_healthy(&mut storage, &format!("http://127.0.0.1:{}/readyz", p.query_http), Duration::from_secs(10));
+    let mut others: Vec<(Running, u16)> = [
+        ("vigil-alerting", p.alerting_http),
+        ("vigil-ui-gateway", p.ui),
+        ("vigil-heartbeat", p.heartbeat_http),
+        ("vigil-agent", p.agent_http),
+    ]
+    .into_iter()
+    .map(|(binary, port)| (start(dir.path(), binary, &["--config", &config], &[]), port))
+    .collect();
+    for (running, port) in &mut others {
+        wait_healthy(running, &format!("http://127.0.0.1:{port}/readyz"), Duration::from_secs(30));
+    }
+    let agent_pid = others[3].0.pid();
+    assert_ui_shows_host(&p, agent_pid);
+    assert_incident_opened(&p);
+    assert_heartbeat_up_then_down(&p);
+
+    for (running, _) in &mut others {
+        stop_cleanly(running);
+    }
+    stop_cleanly(&mut storage);
+}
+
+#[test]
+fn bad_configuration_stops_start_up_naming_the_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Each binary checks the sections it reads; `vigil` checks them all.
+    for (binary, section) in [
+        ("vigil-ingest", "ingest.grpc"),
+        ("vigil-query", "query.http"),
+        ("vigil-alerting", "alerting.inspections.host_cpu"),
+        ("vigil-agent", "agent"),
+        ("vigil-heartbeat", "heartbeat"),
+        ("vigil-ui-gateway", "ui_gateway"),
+        ("vigil", "storage.redb"),
+    ] {
+        let path = dir.path().join(format!("{binary}.toml"));
+        std::fs::write(&path, format!("[{section}]\nlisen = \"127.0.0.1:1\"\n")).expect("write");
+        let path = path.display().to_string();
+        let args: Vec<&str> = if binary == "vigil" {
+            vec!["up", "--config", &path]
+        } else {
+            vec!["--config", &path]
+        };
+        let (status, _, stderr) = run_to_end(dir.path(), binary, &args, &[], Duration::from_secs(30));
+        assert_eq!(status.code(), Some(2), "{binary}: {stderr}");
+        assert!(stderr.contains(&format!("`{section}.lisen`")), "{binary}: {stderr}");
+    }
+    let bad_field = dir.path().join("bad.toml");
+    std::fs::write(&bad_field, "[ingest.grpc]\nlisen = \"127.0.0.1:1\"\n").expect("write");
+    let bad_field = bad_field.display().to_string();
+    let (status, _, stderr) =
+        run_to_end(dir.path(), "vigil", &["up", "--config", &bad_field], &[], Duration::from_secs(30));
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("`ingest.grpc.lisen`"), "{stderr}");
+
+    // From the environment: a bad value, and an unknown section.
+    let (status, _, stderr) = run_to_end(
+        dir.path(),
+        "vigil",
+        &["check-config"],
+        &[("VIGIL_QUERY__GRPC__LISTEN", "not-an-address")],
+        Duration::from_secs(30),
+    );
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("`query.grpc.listen`"), "{stderr}");
+    let (status, _, stderr) = run_to_end(
+        dir.path(),
+        "vigil-heartbeat",
+        &[],
+        &[("VIGIL_HEARTBAET__EVALUATE_EVERY", "1s")],
+        Duration::from_secs(30),
+    );
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("VIGIL_HEARTBAET"), "{stderr}");
+
+    // A value that parses but is not acceptable.
+    let (status, _, stderr) = run_to_end(
+        dir.path(),
+        "vigil",
+        &["check-config"],
+        &[("VIGIL_ALERTING__INSPECTIONS__HOST_CPU__THRESHOLD_PERCENT", "150")],
+        Duration::from_secs(30),
+    );
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("`alerting.inspections.host_cpu.threshold_percent`"), "{stderr}");
+}
+
+#[test]
+fn every_binary_has_help_and_version() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for binary in BINARIES {
+        let (status, stdout, stderr) =
+            run_to_end(dir.path(), binary, &["--help"], &[], Duration::from_secs(30));
+        assert!(status.success(), "{binary} --help: {stderr}");
+        let text = if *binary == "vigil" {
+            let (_, up_help, _) =
+                run_to_end(dir.path(), binary, &["up", "--help"], &[], Duration::from_secs(30));
+            up_help
+        } else {
+            stdout
+        };
+        assert!(text.contains("--config"), "{binary}: {text}");
+        let (status, stdout, _) =
+            run_to_end(dir.path(), binary, &["--version"], &[], Duration::from_secs(30));
+        assert!(status.success() && stdout.contains(env!("CARGO_PKG_VERSION")), "{binary}: {stdout}");
+    }
+}
