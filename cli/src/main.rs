@@ -25,7 +25,11 @@ use vigil_runtime::{
 use vigil_storage::{Deployment, StorageConfig};
 
 #[derive(Debug, Parser)]
-#[command(name = "vigil", version, about = "Vigil: self-hosted observability with zero application changes")]
+#[command(
+    name = "vigil",
+    version,
+    about = "Vigil: self-hosted observability with zero application changes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -248,28 +252,77 @@ async fn run_suite(mut suite: SuiteConfig, services: &[Service]) -> anyhow::Resu
     shutdown.trigger_on_signals();
     let mut tasks: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
     if let (true, Some(store)) = (wants(Service::Ingest), &store) {
-        let (config, store, keys, s) = (suite.ingest.clone(), store.clone(), keys.clone(), shutdown.clone());
-        tasks.spawn(async move { ("ingest", vigil_ingest::run(config, store, keys, s).await.map_err(Into::into)) });
+        let (config, store, keys, s) = (
+            suite.ingest.clone(),
+            store.clone(),
+            keys.clone(),
+            shutdown.clone(),
+        );
+        tasks.spawn(async move {
+            (
+                "ingest",
+                vigil_ingest::run(config, store, keys, s)
+                    .await
+                    .map_err(Into::into),
+            )
+        });
     }
     if let (true, Some(store)) = (wants(Service::Query), &store) {
         let (config, store, s) = (suite.query.clone(), store.clone(), shutdown.clone());
-        tasks.spawn(async move { ("query", vigil_query::run(config, store, s).await.map_err(Into::into)) });
+        tasks.spawn(async move {
+            (
+                "query",
+                vigil_query::run(config, store, s).await.map_err(Into::into),
+            )
+        });
     }
     if wants(Service::Alerting) {
-        let (config, dir, s) = (suite.alerting.clone(), suite.data_dir.clone(), shutdown.clone());
-        tasks.spawn(async move { ("alerting", vigil_alerting::run(config, &dir, s).await.map_err(Into::into)) });
+        let (config, dir, s) = (
+            suite.alerting.clone(),
+            suite.data_dir.clone(),
+            shutdown.clone(),
+        );
+        tasks.spawn(async move {
+            (
+                "alerting",
+                vigil_alerting::run(config, &dir, s)
+                    .await
+                    .map_err(Into::into),
+            )
+        });
     }
     if wants(Service::UiGateway) {
         let (config, s) = (suite.ui_gateway.clone(), shutdown.clone());
-        tasks.spawn(async move { ("ui-gateway", vigil_ui_gateway::run(config, s).await.map_err(Into::into)) });
+        tasks.spawn(async move {
+            (
+                "ui-gateway",
+                vigil_ui_gateway::run(config, s).await.map_err(Into::into),
+            )
+        });
     }
     if wants(Service::Heartbeat) {
-        let (config, dir, s) = (suite.heartbeat.clone(), suite.data_dir.clone(), shutdown.clone());
-        tasks.spawn(async move { ("heartbeat", vigil_heartbeat::run(config, &dir, s).await.map_err(Into::into)) });
+        let (config, dir, s) = (
+            suite.heartbeat.clone(),
+            suite.data_dir.clone(),
+            shutdown.clone(),
+        );
+        tasks.spawn(async move {
+            (
+                "heartbeat",
+                vigil_heartbeat::run(config, &dir, s)
+                    .await
+                    .map_err(Into::into),
+            )
+        });
     }
     if wants(Service::Agent) {
         let (config, s) = (suite.agent.clone(), shutdown.clone());
-        tasks.spawn(async move { ("agent", vigil_agent::run(config, s).await.map_err(Into::into)) });
+        tasks.spawn(async move {
+            (
+                "agent",
+                vigil_agent::run(config, s).await.map_err(Into::into),
+            )
+        });
     }
 
     // Tell the user where things are once the services listen (or one failed).
@@ -358,7 +411,10 @@ fn print_summary(
     let wants = |s: Service| services.contains(&s);
     let mut out = String::from("\nVigil is up (monolith, embedded redb storage).\n");
     if wants(Service::UiGateway) {
-        out += &format!("  UI:         http://{}/\n", reachable(suite.ui_gateway.http.listen));
+        out += &format!(
+            "  UI:         http://{}/\n",
+            reachable(suite.ui_gateway.http.listen)
+        );
     }
     let origin = if generated {
         "generated now, saved in"
@@ -371,7 +427,8 @@ fn print_summary(
             suite.data_dir.join("api-key").display()
         );
     } else {
-        out += &format!("  API keys:   from the configuration (project {project} shown in the UI)\n");
+        out +=
+            &format!("  API keys:   from the configuration (project {project} shown in the UI)\n");
     }
     out += &format!("  Data:       {}\n", suite.data_dir.display());
     if wants(Service::Ingest) {
@@ -382,7 +439,10 @@ fn print_summary(
         );
     }
     if wants(Service::Query) {
-        out += &format!("  Query:      gRPC {}\n", reachable(suite.query.grpc.listen));
+        out += &format!(
+            "  Query:      gRPC {}\n",
+            reachable(suite.query.grpc.listen)
+        );
     }
     if wants(Service::Heartbeat) {
         out += &format!(

@@ -24,7 +24,10 @@ impl std::fmt::Debug for ProjectConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProjectConfig")
             .field("name", &self.name)
-            .field("api_keys", &format_args!("[{} redacted]", self.api_keys.len()))
+            .field(
+                "api_keys",
+                &format_args!("[{} redacted]", self.api_keys.len()),
+            )
             .finish()
     }
 }
@@ -54,7 +57,9 @@ impl Validate for ProjectConfig {
             if api_key.len() < MIN_API_KEY_LEN || api_key.chars().any(char::is_whitespace) {
                 return Err(ConfigError::invalid(
                     format!("{prefix}.api_keys[{i}]"),
-                    format!("an API key needs at least {MIN_API_KEY_LEN} characters and no whitespace"),
+                    format!(
+                        "an API key needs at least {MIN_API_KEY_LEN} characters and no whitespace"
+                    ),
                 ));
             }
         }
@@ -98,13 +103,13 @@ impl ApiKeys {
         let mut by_digest = HashMap::new();
         for (i, project) in projects.iter().enumerate() {
             for (j, api_key) in project.api_keys.iter().enumerate() {
-                if let Some(other) = by_digest.insert(digest(api_key), project.name.clone()) {
-                    if other != project.name {
-                        return Err(ConfigError::invalid(
-                            format!("projects[{i}].api_keys[{j}]"),
-                            format!("this key is also a key of project {other:?}"),
-                        ));
-                    }
+                if let Some(other) = by_digest.insert(digest(api_key), project.name.clone())
+                    && other != project.name
+                {
+                    return Err(ConfigError::invalid(
+                        format!("projects[{i}].api_keys[{j}]"),
+                        format!("this key is also a key of project {other:?}"),
+                    ));
                 }
             }
         }
@@ -133,7 +138,10 @@ impl ApiKeys {
     /// A tonic interceptor that puts the [`Project`] in the request's
     /// extensions, or answers UNAUTHENTICATED.
     #[allow(clippy::result_large_err)] // tonic's interceptor signature
-    pub fn intercept(&self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    pub fn intercept(
+        &self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         let header = request
             .metadata()
             .get("authorization")
@@ -181,8 +189,14 @@ mod tests {
             Ok(Project("staging".into()))
         );
         assert_eq!(keys.authenticate(None), Err(AuthError::Missing));
-        assert_eq!(keys.authenticate(Some("Basic abc")), Err(AuthError::Malformed));
-        assert_eq!(keys.authenticate(Some("Bearer nope")), Err(AuthError::Unknown));
+        assert_eq!(
+            keys.authenticate(Some("Basic abc")),
+            Err(AuthError::Malformed)
+        );
+        assert_eq!(
+            keys.authenticate(Some("Bearer nope")),
+            Err(AuthError::Unknown)
+        );
     }
 
     #[test]
@@ -195,12 +209,23 @@ mod tests {
             name: "Prod!".into(),
             api_keys: vec!["short".into()],
         };
-        assert!(bad.validate("projects[0]").unwrap_err().to_string().contains("projects[0].name"));
+        assert!(
+            bad.validate("projects[0]")
+                .unwrap_err()
+                .to_string()
+                .contains("projects[0].name")
+        );
         let short = ProjectConfig {
             name: "ok".into(),
             api_keys: vec!["short".into()],
         };
-        assert!(short.validate("projects[0]").unwrap_err().to_string().contains("api_keys[0]"));
+        assert!(
+            short
+                .validate("projects[0]")
+                .unwrap_err()
+                .to_string()
+                .contains("api_keys[0]")
+        );
     }
 
     #[test]

@@ -131,7 +131,10 @@ impl ConfigLoader {
         let env_keys = top_level_keys(&env_only)
             .map_err(|message| ConfigError::invalid("environment", message))?;
         for (keys, origin) in [
-            (file_keys, file.map_or_else(String::new, |p| p.display().to_string())),
+            (
+                file_keys,
+                file.map_or_else(String::new, |p| p.display().to_string()),
+            ),
             (env_keys, "environment".to_owned()),
         ] {
             if let Some(unknown) = keys.into_iter().find(|k| !SECTIONS.contains(&k.as_str())) {
@@ -280,7 +283,7 @@ pub struct GrpcServerConfig {
     pub request_timeout: Duration,
     /// Calls served at once across all connections; more are shed with UNAVAILABLE.
     pub concurrency_limit: usize,
-    /// Largest request message accepted, in bytes (RESOURCE_EXHAUSTED beyond).
+    /// Largest request message accepted, in bytes (OUT_OF_RANGE beyond).
     pub max_message_bytes: usize,
 }
 
@@ -382,7 +385,10 @@ mod tests {
     impl Validate for Section {
         fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
             if self.threshold > 100 {
-                return Err(ConfigError::invalid(key(prefix, "threshold"), "at most 100"));
+                return Err(ConfigError::invalid(
+                    key(prefix, "threshold"),
+                    "at most 100",
+                ));
             }
             if let Some(grpc) = &self.grpc {
                 grpc.validate(&key(prefix, "grpc"))?;
@@ -466,7 +472,10 @@ mod tests {
         let loader =
             ConfigLoader::load_with_env(None, env(&[("VIGIL_QUERY__THRESHOLD", "101")])).unwrap();
         let err = loader.section::<Section>("query").unwrap_err().to_string();
-        assert!(err.contains("`query.threshold`") && err.contains("at most 100"), "{err}");
+        assert!(
+            err.contains("`query.threshold`") && err.contains("at most 100"),
+            "{err}"
+        );
         let loader = ConfigLoader::load_with_env(
             None,
             env(&[("VIGIL_QUERY__GRPC__CONCURRENCY_LIMIT", "0")]),

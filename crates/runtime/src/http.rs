@@ -32,12 +32,13 @@ pub struct HttpServer {
 impl HttpServer {
     /// Binds the listener now, so that a port in use fails start-up at once.
     pub async fn bind(name: &str, config: &HttpServerConfig) -> Result<Self, RuntimeError> {
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| RuntimeError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| RuntimeError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
         Ok(Self {
             name: name.to_owned(),
             config: config.clone(),
@@ -101,7 +102,10 @@ async fn overloaded(error: BoxError) -> (StatusCode, String) {
             "overloaded: too many requests in flight, retry later".to_owned(),
         )
     } else {
-        (StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {error}"))
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("internal error: {error}"),
+        )
     }
 }
 

@@ -125,7 +125,10 @@ impl RequestMetricsLayer {
             requests.clone(),
         );
         metrics.register(
-            &format!("{kind}_{}_request_duration_seconds", server.replace('-', "_")),
+            &format!(
+                "{kind}_{}_request_duration_seconds",
+                server.replace('-', "_")
+            ),
             "Time to produce the response head",
             seconds.clone(),
         );
@@ -210,7 +213,10 @@ where
             Ok(response) => match state.protocol {
                 Protocol::Http => {
                     let status = response.status();
-                    (status.as_u16().to_string(), status != http::StatusCode::NOT_FOUND)
+                    (
+                        status.as_u16().to_string(),
+                        status != http::StatusCode::NOT_FOUND,
+                    )
                 }
                 Protocol::Grpc => {
                     // Errors travel in the headers of a trailers-only response;

@@ -68,7 +68,11 @@ pub fn open(
             Err(StorageError::RedbNeedsMonolith { service })
         }
         (Backend::Redb, Deployment::Monolith) => {
-            let path = config.redb.path.clone().unwrap_or_else(|| data_dir.join("telemetry.redb"));
+            let path = config
+                .redb
+                .path
+                .clone()
+                .unwrap_or_else(|| data_dir.join("telemetry.redb"));
             Ok(Arc::new(redb::RedbStore::open(&path)?))
         }
         (Backend::Clickhouse, _) => Err(StorageError::BackendUnavailable {

@@ -34,7 +34,9 @@ pub struct MetricBatch {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteOutcome {
-    Stored { samples: u64 },
+    Stored {
+        samples: u64,
+    },
     /// This batch id was stored before; nothing was written.
     Duplicate,
 }

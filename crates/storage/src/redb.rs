@@ -123,10 +123,8 @@ impl RedbStore {
                         let encoded = postcard::to_stdvec(&meta)
                             .map_err(|e| StorageError::Corrupt(e.to_string()))?;
                         series_table.insert(id, encoded.as_slice())?;
-                        by_metric.insert(
-                            (batch.project.as_str(), series.metric.as_str(), id),
-                            (),
-                        )?;
+                        by_metric
+                            .insert((batch.project.as_str(), series.metric.as_str(), id), ())?;
                     }
                 }
                 for sample in &series.samples {
@@ -134,10 +132,7 @@ impl RedbStore {
                     stored += 1;
                 }
             }
-            batches.insert(
-                (batch.project.as_str(), batch.batch_id.as_str()),
-                now_ms(),
-            )?;
+            batches.insert((batch.project.as_str(), batch.batch_id.as_str()), now_ms())?;
             stored
         };
         txn.commit()?;
@@ -337,7 +332,13 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(a.len(), 1);
-        assert_eq!(a[0].samples, vec![Sample { timestamp_ms: 1000, value: 0.5 }]);
+        assert_eq!(
+            a[0].samples,
+            vec![Sample {
+                timestamp_ms: 1000,
+                value: 0.5
+            }]
+        );
 
         let latest = store
             .latest("p1", &SeriesSelector::metric("cpu"), 1600)
@@ -377,7 +378,13 @@ mod tests {
             .select("p", &SeriesSelector::metric("cpu"), 0, 10)
             .await
             .unwrap();
-        assert_eq!(got[0].samples, vec![Sample { timestamp_ms: 1, value: 1.0 }]);
+        assert_eq!(
+            got[0].samples,
+            vec![Sample {
+                timestamp_ms: 1,
+                value: 1.0
+            }]
+        );
     }
 
     #[tokio::test]
@@ -388,7 +395,10 @@ mod tests {
             .write_metrics(batch(
                 "p",
                 "b",
-                vec![series("good", "a", &[(1, 1.0)]), series("bad name", "a", &[(1, 1.0)])],
+                vec![
+                    series("good", "a", &[(1, 1.0)]),
+                    series("bad name", "a", &[(1, 1.0)]),
+                ],
             ))
             .await
             .unwrap_err();

@@ -69,10 +69,16 @@ impl Default for AgentConfig {
 impl Validate for AgentConfig {
     fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
         if self.ingest_endpoint.is_empty() {
-            return Err(ConfigError::invalid(key(prefix, "ingest_endpoint"), "must not be empty"));
+            return Err(ConfigError::invalid(
+                key(prefix, "ingest_endpoint"),
+                "must not be empty",
+            ));
         }
         if self.interval < Duration::from_millis(100) {
-            return Err(ConfigError::invalid(key(prefix, "interval"), "must be at least 100ms"));
+            return Err(ConfigError::invalid(
+                key(prefix, "interval"),
+                "must be at least 100ms",
+            ));
         }
         nonzero_duration(prefix, "push_timeout", self.push_timeout)?;
         positive(prefix, "max_processes", self.max_processes)?;

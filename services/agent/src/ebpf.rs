@@ -46,10 +46,16 @@ mod tests {
 
     #[test]
     fn probe_matches_this_machine() {
-        let euid = procfs::process::Process::myself().unwrap().status().unwrap().euid;
+        let euid = procfs::process::Process::myself()
+            .unwrap()
+            .status()
+            .unwrap()
+            .euid;
         let support = probe();
         if euid != 0 {
-            assert!(matches!(&support, Support::Unavailable(r) if r.contains("not running as root")));
+            assert!(
+                matches!(&support, Support::Unavailable(r) if r.contains("not running as root"))
+            );
         } else if Path::new(BTF_PATH).exists() {
             assert_eq!(support, Support::Available);
         }

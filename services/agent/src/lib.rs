@@ -41,9 +41,8 @@ pub enum AgentError {
     BadApiKey,
 }
 
-type AuthInterceptor = Box<
-    dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send + Sync,
->;
+type AuthInterceptor =
+    Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send + Sync>;
 type Client = TelemetryServiceClient<InterceptedService<Channel, AuthInterceptor>>;
 
 struct AgentMetrics {
@@ -76,7 +75,11 @@ impl AgentMetrics {
             "Batches dropped: refused by ingest, or the pending queue overflowed",
             this.batches_dropped.clone(),
         );
-        metrics.register("batches_pending", "Batches waiting for ingest", this.pending.clone());
+        metrics.register(
+            "batches_pending",
+            "Batches waiting for ingest",
+            this.pending.clone(),
+        );
         this
     }
 }
@@ -101,7 +104,9 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
     let http = HttpServer::bind("agent-http", &config.http).await?;
     let channel = vigil_runtime::grpc::channel(&config.ingest_endpoint, config.push_timeout)?;
     let interceptor: AuthInterceptor = Box::new(move |mut request: tonic::Request<()>| {
-        request.metadata_mut().insert("authorization", bearer.clone());
+        request
+            .metadata_mut()
+            .insert("authorization", bearer.clone());
         Ok(request)
     });
     let client = TelemetryServiceClient::with_interceptor(channel, interceptor);
@@ -135,7 +140,8 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
             match collected {
                 Ok((host, processes)) => {
                     let processes = proc::busiest(processes, config.max_processes);
-                    let batch = shipper.batch(resource_metrics(&config.cluster, &node, &host, &processes));
+                    let batch =
+                        shipper.batch(resource_metrics(&config.cluster, &node, &host, &processes));
                     shipper.enqueue(batch);
                 }
                 Err(e) => tracing::warn!(error = %e, "collection failed"),
@@ -157,7 +163,10 @@ type Collected = Result<(HostFigures, Vec<ProcessFigures>), proc::CollectError>;
 
 /// Collects off the async runtime: reading every /proc/<pid>/stat takes
 /// milliseconds.
-async fn collect(mut collector: ProcCollector, root: &std::path::Path) -> (ProcCollector, Collected) {
+async fn collect(
+    mut collector: ProcCollector,
+    root: &std::path::Path,
+) -> (ProcCollector, Collected) {
     match tokio::task::spawn_blocking(move || {
         let result = collector.collect();
         (collector, result)
@@ -167,7 +176,10 @@ async fn collect(mut collector: ProcCollector, root: &std::path::Path) -> (ProcC
         Ok(pair) => pair,
         Err(e) => (
             ProcCollector::new(root),
-            Err(proc::CollectError::new(root, format!("collector task failed: {e}"))),
+            Err(proc::CollectError::new(
+                root,
+                format!("collector task failed: {e}"),
+            )),
         ),
     }
 }
@@ -204,7 +216,10 @@ pub fn resource_metrics(
     for (name, value) in [
         (names::HOST_CPU_CORES, host.cpu_cores),
         (names::HOST_MEMORY_TOTAL_BYTES, host.memory_total_bytes),
-        (names::HOST_MEMORY_AVAILABLE_BYTES, host.memory_available_bytes),
+        (
+            names::HOST_MEMORY_AVAILABLE_BYTES,
+            host.memory_available_bytes,
+        ),
         (names::HOST_LOAD1, host.load1),
     ] {
         out.push(series(name, vec![], ts, value));
@@ -221,9 +236,19 @@ pub fn resource_metrics(
             },
         ];
         if let Some(cores) = p.cpu_usage_cores {
-            out.push(series(names::PROCESS_CPU_USAGE_CORES, labels.clone(), ts, cores));
+            out.push(series(
+                names::PROCESS_CPU_USAGE_CORES,
+                labels.clone(),
+                ts,
+                cores,
+            ));
         }
-        out.push(series(names::PROCESS_MEMORY_RSS_BYTES, labels, ts, p.memory_rss_bytes));
+        out.push(series(
+            names::PROCESS_MEMORY_RSS_BYTES,
+            labels,
+            ts,
+            p.memory_rss_bytes,
+        ));
     }
     vec![ResourceMetrics {
         resource: Some(vigil_proto::telemetry::v1::Resource {
@@ -350,7 +375,11 @@ mod tests {
             .iter()
             .find(|s| s.name == names::PROCESS_MEMORY_RSS_BYTES)
             .unwrap();
-        assert!(rss.labels.iter().any(|l| l.name == "pid" && l.value == "42"));
+        assert!(
+            rss.labels
+                .iter()
+                .any(|l| l.name == "pid" && l.value == "42")
+        );
         assert_eq!(rss.samples[0].value, 7.0);
     }
 

@@ -5,6 +5,6 @@ fn main() -> ExitCode {
         "vigil-agent",
         "Vigil node agent: observes this host and ships its figures to ingest",
         |loader| loader.section::<vigil_agent::AgentConfig>("agent"),
-        |config, shutdown| vigil_agent::run(config, shutdown),
+        vigil_agent::run,
     )
 }

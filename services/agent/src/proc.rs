@@ -118,7 +118,8 @@ impl ProcCollector {
         let meminfo_path = self.root.join("meminfo");
         let meminfo = procfs::Meminfo::from_file(&meminfo_path).map_err(read_err(&meminfo_path))?;
         let loadavg_path = self.root.join("loadavg");
-        let load = procfs::LoadAverage::from_file(&loadavg_path).map_err(read_err(&loadavg_path))?;
+        let load =
+            procfs::LoadAverage::from_file(&loadavg_path).map_err(read_err(&loadavg_path))?;
 
         let cpu_usage_ratio = self.previous.as_ref().and_then(|prev| {
             let total = host_ticks.total.checked_sub(prev.host.total)?;
@@ -131,14 +132,15 @@ impl ProcCollector {
             memory_total_bytes: meminfo.mem_total as f64,
             memory_available_bytes: meminfo
                 .mem_available
-                .unwrap_or(meminfo.mem_free + meminfo.cached) as f64,
+                .unwrap_or(meminfo.mem_free + meminfo.cached)
+                as f64,
             load1: f64::from(load.one),
         };
 
         let mut processes = Vec::new();
         let mut ticks_now = HashMap::new();
-        let iter = procfs::process::all_processes_with_root(&self.root)
-            .map_err(read_err(&self.root))?;
+        let iter =
+            procfs::process::all_processes_with_root(&self.root).map_err(read_err(&self.root))?;
         for process in iter.flatten() {
             // Processes exit between listing and reading: skip them.
             let Ok(stat) = process.stat() else { continue };
@@ -154,9 +156,8 @@ impl ProcCollector {
             let cpu_usage_cores = self.previous.as_ref().and_then(|prev| {
                 let before = prev.processes.get(&key)?;
                 let secs = now.duration_since(prev.at).as_secs_f64();
-                (secs > 0.0).then(|| {
-                    ticks.saturating_sub(*before) as f64 / self.ticks_per_second / secs
-                })
+                (secs > 0.0)
+                    .then(|| ticks.saturating_sub(*before) as f64 / self.ticks_per_second / secs)
             });
             processes.push(ProcessFigures {
                 pid: u32::try_from(stat.pid).unwrap_or(0),
@@ -239,7 +240,14 @@ mod tests {
             cpu_usage_cores: cpu,
             memory_rss_bytes: rss,
         };
-        let top = busiest(vec![p(1, None, 10.0), p(2, Some(0.5), 1.0), p(3, Some(0.0), 99.0)], 2);
+        let top = busiest(
+            vec![
+                p(1, None, 10.0),
+                p(2, Some(0.5), 1.0),
+                p(3, Some(0.0), 99.0),
+            ],
+            2,
+        );
         assert_eq!(top.iter().map(|p| p.pid).collect::<Vec<_>>(), vec![2, 3]);
     }
 }

@@ -76,7 +76,10 @@ impl Validate for ThresholdConfig {
             ("critical_percent", self.critical_percent),
         ] {
             if !(0.0..=100.0).contains(&value) {
-                return Err(ConfigError::invalid(key(prefix, field), "must be between 0 and 100"));
+                return Err(ConfigError::invalid(
+                    key(prefix, field),
+                    "must be between 0 and 100",
+                ));
             }
         }
         if self.critical_percent < self.threshold_percent {
@@ -94,13 +97,22 @@ impl Validate for AlertingConfig {
         self.grpc.validate(&key(prefix, "grpc"))?;
         self.http.validate(&key(prefix, "http"))?;
         if self.query_endpoint.is_empty() {
-            return Err(ConfigError::invalid(key(prefix, "query_endpoint"), "must not be empty"));
+            return Err(ConfigError::invalid(
+                key(prefix, "query_endpoint"),
+                "must not be empty",
+            ));
         }
         if !is_valid_project_name(&self.project) {
-            return Err(ConfigError::invalid(key(prefix, "project"), "not a valid project name"));
+            return Err(ConfigError::invalid(
+                key(prefix, "project"),
+                "not a valid project name",
+            ));
         }
         if self.interval < Duration::from_millis(100) {
-            return Err(ConfigError::invalid(key(prefix, "interval"), "must be at least 100ms"));
+            return Err(ConfigError::invalid(
+                key(prefix, "interval"),
+                "must be at least 100ms",
+            ));
         }
         self.inspections
             .host_cpu

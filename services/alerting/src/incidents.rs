@@ -29,7 +29,12 @@ macro_rules! io_from {
         }
     )*};
 }
-io_from!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+io_from!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
 
 impl vigil_runtime::ServiceError for IncidentStoreError {
     fn kind(&self) -> vigil_runtime::ErrorKind {
@@ -122,7 +127,10 @@ impl IncidentStore {
             );
             let existing_id = open.get(key)?.map(|id| id.value().to_owned());
             let existing = match &existing_id {
-                Some(id) => incidents.get(id.as_str())?.map(|v| decode(v.value())).transpose()?,
+                Some(id) => incidents
+                    .get(id.as_str())?
+                    .map(|v| decode(v.value()))
+                    .transpose()?,
                 None => None,
             };
             let transition = match existing {
@@ -149,8 +157,9 @@ impl IncidentStore {
                     threshold: finding.threshold,
                 }),
             };
-            let (Transition::Opened(incident) | Transition::Updated(incident) | Transition::Resolved(incident)) =
-                &transition;
+            let (Transition::Opened(incident)
+            | Transition::Updated(incident)
+            | Transition::Resolved(incident)) = &transition;
             incidents.insert(incident.id.as_str(), encode(incident)?.as_slice())?;
             open.insert(key, incident.id.as_str())?;
             transition
@@ -177,7 +186,10 @@ impl IncidentStore {
             match id {
                 None => None,
                 Some(id) => {
-                    let incident = incidents.get(id.as_str())?.map(|v| decode(v.value())).transpose()?;
+                    let incident = incidents
+                        .get(id.as_str())?
+                        .map(|v| decode(v.value()))
+                        .transpose()?;
                     match incident {
                         Some(mut incident) => {
                             incident.resolved_at_ms = Some(now_ms);
@@ -225,7 +237,11 @@ impl IncidentStore {
                 out.push(incident);
             }
         }
-        out.sort_by(|a, b| b.opened_at_ms.cmp(&a.opened_at_ms).then_with(|| a.id.cmp(&b.id)));
+        out.sort_by(|a, b| {
+            b.opened_at_ms
+                .cmp(&a.opened_at_ms)
+                .then_with(|| a.id.cmp(&b.id))
+        });
         Ok(out)
     }
 }
@@ -250,21 +266,41 @@ mod tests {
     fn open_update_resolve_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let store = IncidentStore::open(&dir.path().join("a.redb")).unwrap();
-        let Transition::Opened(first) = store.record(&finding("node=a", Severity::Warning, 91.0), 10).unwrap() else {
+        let Transition::Opened(first) = store
+            .record(&finding("node=a", Severity::Warning, 91.0), 10)
+            .unwrap()
+        else {
             panic!("expected opened");
         };
-        let Transition::Updated(updated) = store.record(&finding("node=a", Severity::Critical, 99.0), 20).unwrap() else {
+        let Transition::Updated(updated) = store
+            .record(&finding("node=a", Severity::Critical, 99.0), 20)
+            .unwrap()
+        else {
             panic!("expected updated");
         };
         assert_eq!(updated.id, first.id);
         assert_eq!(updated.severity, Severity::Critical);
         assert_eq!(updated.opened_at_ms, 10);
-        assert_eq!(store.open_subjects("p", "host_cpu").unwrap(), vec!["node=a"]);
-        let resolved = store.resolve("p", "host_cpu", "node=a", 30).unwrap().unwrap();
+        assert_eq!(
+            store.open_subjects("p", "host_cpu").unwrap(),
+            vec!["node=a"]
+        );
+        let resolved = store
+            .resolve("p", "host_cpu", "node=a", 30)
+            .unwrap()
+            .unwrap();
         assert_eq!(resolved.resolved_at_ms, Some(30));
         assert!(store.open_subjects("p", "host_cpu").unwrap().is_empty());
-        assert!(store.resolve("p", "host_cpu", "node=a", 31).unwrap().is_none());
-        let Transition::Opened(second) = store.record(&finding("node=a", Severity::Warning, 95.0), 40).unwrap() else {
+        assert!(
+            store
+                .resolve("p", "host_cpu", "node=a", 31)
+                .unwrap()
+                .is_none()
+        );
+        let Transition::Opened(second) = store
+            .record(&finding("node=a", Severity::Warning, 95.0), 40)
+            .unwrap()
+        else {
             panic!("a new incident after resolution");
         };
         assert_ne!(second.id, first.id);
@@ -280,10 +316,15 @@ mod tests {
         let path = dir.path().join("a.redb");
         {
             let store = IncidentStore::open(&path).unwrap();
-            store.record(&finding("node=a", Severity::Warning, 91.0), 10).unwrap();
+            store
+                .record(&finding("node=a", Severity::Warning, 91.0), 10)
+                .unwrap();
         }
         let store = IncidentStore::open(&path).unwrap();
         assert_eq!(store.list("p").unwrap().len(), 1);
-        assert_eq!(store.open_subjects("p", "host_cpu").unwrap(), vec!["node=a"]);
+        assert_eq!(
+            store.open_subjects("p", "host_cpu").unwrap(),
+            vec!["node=a"]
+        );
     }
 }

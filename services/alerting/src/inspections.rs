@@ -72,7 +72,14 @@ pub fn evaluate_hosts(project: &str, config: &InspectionsConfig, hosts: &[Host])
         ..Evaluation::default()
     };
     for host in hosts {
-        check(&mut evaluation, HOST_CPU, "CPU usage", &config.host_cpu, host, host.cpu_usage_ratio);
+        check(
+            &mut evaluation,
+            HOST_CPU,
+            "CPU usage",
+            &config.host_cpu,
+            host,
+            host.cpu_usage_ratio,
+        );
         check(
             &mut evaluation,
             HOST_MEMORY,
@@ -124,14 +131,24 @@ mod tests {
         let e = evaluate_hosts(
             "p",
             &config,
-            &[host("a", Some(0.95), Some(0.5)), host("b", Some(0.99), None)],
+            &[
+                host("a", Some(0.95), Some(0.5)),
+                host("b", Some(0.99), None),
+            ],
         );
         assert_eq!(e.firing.len(), 2);
         assert_eq!(e.firing[0].severity, Severity::Warning);
         assert_eq!(e.firing[0].subject, "node=a");
-        assert!(e.firing[0].summary.contains("95.0%"), "{}", e.firing[0].summary);
+        assert!(
+            e.firing[0].summary.contains("95.0%"),
+            "{}",
+            e.firing[0].summary
+        );
         assert_eq!(e.firing[1].severity, Severity::Critical);
-        assert_eq!(e.healthy, vec![(HOST_MEMORY.to_owned(), "node=a".to_owned())]);
+        assert_eq!(
+            e.healthy,
+            vec![(HOST_MEMORY.to_owned(), "node=a".to_owned())]
+        );
     }
 
     #[test]

@@ -69,7 +69,8 @@ pub async fn run(
     )
     .add_descriptor_set(vigil_proto::FILE_DESCRIPTOR_SET);
 
-    let channel = vigil_runtime::grpc::channel(&config.query_endpoint, config.grpc.request_timeout)?;
+    let channel =
+        vigil_runtime::grpc::channel(&config.query_endpoint, config.grpc.request_timeout)?;
     let worker = Worker {
         query: QueryServiceClient::new(channel),
         store,
@@ -77,7 +78,11 @@ pub async fn run(
         runs: Family::default(),
         transitions: Family::default(),
     };
-    metrics.register("inspection_runs", "Inspection rounds by outcome", worker.runs.clone());
+    metrics.register(
+        "inspection_runs",
+        "Inspection rounds by outcome",
+        worker.runs.clone(),
+    );
     metrics.register(
         "incident_transitions",
         "Incidents opened and resolved",
@@ -123,7 +128,9 @@ impl Worker {
         {
             Ok(response) => response.into_inner().hosts,
             Err(status) => {
-                self.runs.get_or_create(&[("outcome", "query_failed")]).inc();
+                self.runs
+                    .get_or_create(&[("outcome", "query_failed")])
+                    .inc();
                 tracing::warn!(code = ?status.code(), error = status.message(), "inspection skipped: query API failed");
                 return;
             }
@@ -137,23 +144,42 @@ impl Worker {
                 for transition in transitions {
                     match transition {
                         Transition::Opened(i) => {
-                            self.transitions.get_or_create(&[("transition", "opened")]).inc();
-                            tracing::warn!(incident = i.id, inspection = i.inspection, subject = i.subject, summary = i.summary, "incident opened");
+                            self.transitions
+                                .get_or_create(&[("transition", "opened")])
+                                .inc();
+                            tracing::warn!(
+                                incident = i.id,
+                                inspection = i.inspection,
+                                subject = i.subject,
+                                summary = i.summary,
+                                "incident opened"
+                            );
                         }
                         Transition::Resolved(i) => {
-                            self.transitions.get_or_create(&[("transition", "resolved")]).inc();
-                            tracing::info!(incident = i.id, inspection = i.inspection, subject = i.subject, "incident resolved");
+                            self.transitions
+                                .get_or_create(&[("transition", "resolved")])
+                                .inc();
+                            tracing::info!(
+                                incident = i.id,
+                                inspection = i.inspection,
+                                subject = i.subject,
+                                "incident resolved"
+                            );
                         }
                         Transition::Updated(_) => {}
                     }
                 }
             }
             Ok(Err(e)) => {
-                self.runs.get_or_create(&[("outcome", "store_failed")]).inc();
+                self.runs
+                    .get_or_create(&[("outcome", "store_failed")])
+                    .inc();
                 tracing::error!(error = %e, "cannot record inspection results");
             }
             Err(e) => {
-                self.runs.get_or_create(&[("outcome", "store_failed")]).inc();
+                self.runs
+                    .get_or_create(&[("outcome", "store_failed")])
+                    .inc();
                 tracing::error!(error = %e, "inspection task failed");
             }
         }

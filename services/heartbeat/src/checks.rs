@@ -30,7 +30,12 @@ macro_rules! io_from {
         }
     )*};
 }
-io_from!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+io_from!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
 
 impl vigil_runtime::ServiceError for CheckStoreError {
     fn kind(&self) -> vigil_runtime::ErrorKind {
@@ -227,11 +232,19 @@ mod tests {
         assert_eq!(status(&c, &s, 91_000), Status::Late);
         assert_eq!(status(&c, &s, 91_001), Status::Down);
         s.apply(PingKind::Log, 91_002);
-        assert_eq!(status(&c, &s, 91_003), Status::Down, "a log ping changes nothing");
+        assert_eq!(
+            status(&c, &s, 91_003),
+            Status::Down,
+            "a log ping changes nothing"
+        );
         s.apply(PingKind::Success, 100_000);
         assert_eq!(status(&c, &s, 100_001), Status::Up);
         s.apply(PingKind::Fail, 100_002);
-        assert_eq!(status(&c, &s, 100_003), Status::Down, "failure is down at once");
+        assert_eq!(
+            status(&c, &s, 100_003),
+            Status::Down,
+            "failure is down at once"
+        );
         assert_eq!(s.pings, 5);
     }
 
@@ -246,8 +259,16 @@ mod tests {
         let path = dir.path().join("hb.redb");
         {
             let store = CheckStore::open(&path, vec![check()]).unwrap();
-            assert!(store.ping("00000000-0000-4000-8000-000000000000", PingKind::Success, 1).unwrap().is_none());
-            let state = store.ping(&UUID.to_uppercase(), PingKind::Success, 5).unwrap().unwrap();
+            assert!(
+                store
+                    .ping("00000000-0000-4000-8000-000000000000", PingKind::Success, 1)
+                    .unwrap()
+                    .is_none()
+            );
+            let state = store
+                .ping(&UUID.to_uppercase(), PingKind::Success, 5)
+                .unwrap()
+                .unwrap();
             assert_eq!(state.last_success_ms, Some(5));
         }
         let store = CheckStore::open(&path, vec![check()]).unwrap();

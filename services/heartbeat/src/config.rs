@@ -71,7 +71,10 @@ impl CheckConfig {
 impl Validate for CheckConfig {
     fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
         if self.name.trim().is_empty() {
-            return Err(ConfigError::invalid(key(prefix, "name"), "must not be empty"));
+            return Err(ConfigError::invalid(
+                key(prefix, "name"),
+                "must not be empty",
+            ));
         }
         if uuid::Uuid::parse_str(&self.uuid).is_err() {
             return Err(ConfigError::invalid(
@@ -80,7 +83,10 @@ impl Validate for CheckConfig {
             ));
         }
         if self.period < Duration::from_secs(1) {
-            return Err(ConfigError::invalid(key(prefix, "period"), "must be at least 1s"));
+            return Err(ConfigError::invalid(
+                key(prefix, "period"),
+                "must be at least 1s",
+            ));
         }
         Ok(())
     }

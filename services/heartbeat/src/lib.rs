@@ -87,7 +87,11 @@ pub async fn run(
     };
     let changes: Family<[(&'static str, &'static str); 1], Counter> = Family::default();
     metrics.register("pings", "Pings received, by kind", state.pings.clone());
-    metrics.register("status_changes", "Checks entering a status", changes.clone());
+    metrics.register(
+        "status_changes",
+        "Checks entering a status",
+        changes.clone(),
+    );
     let app = Router::new()
         .route("/ping/{uuid}", get(ping_success).post(ping_success))
         .route("/ping/{uuid}/{action}", get(ping_action).post(ping_action))
@@ -106,14 +110,20 @@ pub async fn run(
                         let status = checks::status(&check, &ping, now);
                         let previous = last.insert(check.uuid.clone(), status);
                         if previous.is_some_and(|p| p != status) {
-                            changes.get_or_create(&[("status", status_name(status))]).inc();
+                            changes
+                                .get_or_create(&[("status", status_name(status))])
+                                .inc();
                             match status {
                                 Status::Down | Status::Late => tracing::warn!(
                                     check = check.name,
                                     status = status_name(status),
                                     "check stopped pinging in time"
                                 ),
-                                _ => tracing::info!(check = check.name, status = status_name(status), "check status changed"),
+                                _ => tracing::info!(
+                                    check = check.name,
+                                    status = status_name(status),
+                                    "check status changed"
+                                ),
                             }
                         }
                     }
@@ -162,17 +172,26 @@ async fn record(state: AppState, uuid: String, kind: PingKind) -> HttpResponse {
             state.pings.get_or_create(&[("kind", kind_name)]).inc();
             (StatusCode::OK, "OK\n").into_response()
         }
-        Ok(Ok(None)) => (StatusCode::NOT_FOUND, "not found: no check has this uuid\n").into_response(),
+        Ok(Ok(None)) => {
+            (StatusCode::NOT_FOUND, "not found: no check has this uuid\n").into_response()
+        }
         Ok(Err(e)) => {
             tracing::error!(error = %e, "ping not stored");
             let (code, message) = e.to_http();
             (code, format!("{message}\n")).into_response()
         }
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("ping task failed: {e}\n")).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("ping task failed: {e}\n"),
+        )
+            .into_response(),
     }
 }
 
-async fn ping_success(State(state): State<AppState>, UrlPath(uuid): UrlPath<String>) -> HttpResponse {
+async fn ping_success(
+    State(state): State<AppState>,
+    UrlPath(uuid): UrlPath<String>,
+) -> HttpResponse {
     record(state, uuid, PingKind::Success).await
 }
 

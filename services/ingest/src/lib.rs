@@ -14,11 +14,8 @@ use std::sync::Arc;
 pub use config::IngestConfig;
 use vigil_proto::telemetry::v1::telemetry_service_server::TelemetryServiceServer;
 use vigil_runtime::{
-    Metrics, Readiness, RuntimeError, Shutdown,
-    auth::ApiKeys,
-    config::ConfigError,
-    grpc::GrpcServer,
-    http::HttpServer,
+    Metrics, Readiness, RuntimeError, Shutdown, auth::ApiKeys, config::ConfigError,
+    grpc::GrpcServer, http::HttpServer,
 };
 use vigil_storage::TelemetryStore;
 
@@ -49,8 +46,8 @@ pub async fn run(
     let mut grpc = GrpcServer::bind("ingest", &config.grpc).await?;
     let http = HttpServer::bind("ingest-http", &config.http).await?;
     let push = push::PushService::new(store, &config, &metrics);
-    let server = TelemetryServiceServer::new(push)
-        .max_decoding_message_size(config.grpc.max_message_bytes);
+    let server =
+        TelemetryServiceServer::new(push).max_decoding_message_size(config.grpc.max_message_bytes);
     grpc.add_service(tonic::service::interceptor::InterceptedService::new(
         server,
         move |request| keys.intercept(request),

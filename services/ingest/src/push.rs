@@ -6,7 +6,9 @@ use prometheus_client::metrics::{counter::Counter, family::Family};
 use tonic::{Request, Response, Status};
 use vigil_proto::{
     names,
-    telemetry::v1::{PushRequest, PushResponse, Resource, telemetry_service_server::TelemetryService},
+    telemetry::v1::{
+        PushRequest, PushResponse, Resource, telemetry_service_server::TelemetryService,
+    },
 };
 use vigil_runtime::{Metrics, ServiceError, auth::Project};
 use vigil_storage::{Labels, MetricBatch, Sample, SeriesWrite, TelemetryStore, WriteOutcome};
@@ -33,7 +35,11 @@ impl PushService {
             "Agent batches by outcome (stored, duplicate, refused, failed)",
             batches.clone(),
         );
-        metrics.register("agent_samples_stored", "Samples durably stored", samples.clone());
+        metrics.register(
+            "agent_samples_stored",
+            "Samples durably stored",
+            samples.clone(),
+        );
         Self {
             store,
             max_series: config.max_series_per_batch,
@@ -210,7 +216,10 @@ mod tests {
             max_samples_per_batch: 5,
             ..IngestConfig::default()
         };
-        (PushService::new(store.clone(), &config, &Metrics::new("test")), store)
+        (
+            PushService::new(store.clone(), &config, &Metrics::new("test")),
+            store,
+        )
     }
 
     fn request(batch_id: &str, series: Vec<TimeSeries>) -> Request<PushRequest> {
@@ -255,14 +264,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (svc, store) = service(dir.path());
         let response = svc
-            .push(request("b-1", vec![ts("host_load1", &[("pid", "7")], &[0.5, 0.6])]))
+            .push(request(
+                "b-1",
+                vec![ts("host_load1", &[("pid", "7")], &[0.5, 0.6])],
+            ))
             .await
             .unwrap()
             .into_inner();
         assert_eq!(response.samples_stored, 2);
         assert!(!response.duplicate);
         let again = svc
-            .push(request("b-1", vec![ts("host_load1", &[("pid", "7")], &[0.5, 0.6])]))
+            .push(request(
+                "b-1",
+                vec![ts("host_load1", &[("pid", "7")], &[0.5, 0.6])],
+            ))
             .await
             .unwrap()
             .into_inner();
@@ -282,21 +297,49 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (svc, _) = service(dir.path());
         let cases = [
-            (request("", vec![]), tonic::Code::InvalidArgument, "batch_id"),
-            (request("a b", vec![]), tonic::Code::InvalidArgument, "batch_id"),
+            (
+                request("", vec![]),
+                tonic::Code::InvalidArgument,
+                "batch_id",
+            ),
+            (
+                request("a b", vec![]),
+                tonic::Code::InvalidArgument,
+                "batch_id",
+            ),
             (
                 request("x", vec![ts("m", &[], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])]),
                 tonic::Code::ResourceExhausted,
                 "samples",
             ),
             (
-                request("x", vec![ts("m", &[], &[]), ts("m", &[], &[]), ts("m", &[], &[]), ts("m", &[], &[])]),
+                request(
+                    "x",
+                    vec![
+                        ts("m", &[], &[]),
+                        ts("m", &[], &[]),
+                        ts("m", &[], &[]),
+                        ts("m", &[], &[]),
+                    ],
+                ),
                 tonic::Code::ResourceExhausted,
                 "series",
             ),
-            (request("x", vec![ts("m", &[], &[f64::NAN])]), tonic::Code::InvalidArgument, "finite"),
-            (request("x", vec![ts("bad-name", &[], &[1.0])]), tonic::Code::InvalidArgument, "bad-name"),
-            (request("x", vec![ts("m", &[("node", "other")], &[1.0])]), tonic::Code::InvalidArgument, "resource"),
+            (
+                request("x", vec![ts("m", &[], &[f64::NAN])]),
+                tonic::Code::InvalidArgument,
+                "finite",
+            ),
+            (
+                request("x", vec![ts("bad-name", &[], &[1.0])]),
+                tonic::Code::InvalidArgument,
+                "bad-name",
+            ),
+            (
+                request("x", vec![ts("m", &[("node", "other")], &[1.0])]),
+                tonic::Code::InvalidArgument,
+                "resource",
+            ),
         ];
         for (req, code, needle) in cases {
             let status = svc.push(req).await.unwrap_err();

@@ -11,8 +11,8 @@ use vigil_proto::{
     names,
     query::v1::{
         self as pb, Host, ListHostsRequest, ListHostsResponse, ListProcessesRequest,
-        ListProcessesResponse, Process, QueryRangeRequest, QueryRangeResponse,
-        label_matcher::Op, query_service_server::QueryService,
+        ListProcessesResponse, Process, QueryRangeRequest, QueryRangeResponse, label_matcher::Op,
+        query_service_server::QueryService,
     },
 };
 use vigil_runtime::{ServiceError, auth::is_valid_project_name};
@@ -143,10 +143,9 @@ impl QueryService for QueryApi {
             .map(|mut host| {
                 if let (Some(total), Some(available)) =
                     (host.memory_total_bytes, host.memory_available_bytes)
+                    && total > 0.0
                 {
-                    if total > 0.0 {
-                        host.memory_usage_ratio = Some(((total - available) / total).clamp(0.0, 1.0));
-                    }
+                    host.memory_usage_ratio = Some(((total - available) / total).clamp(0.0, 1.0));
                 }
                 host
             })
@@ -165,13 +164,17 @@ impl QueryService for QueryApi {
         }
         let since = self.since(request.lookback_ms)?;
         let mut processes: HashMap<u32, Process> = HashMap::new();
-        for metric in [names::PROCESS_CPU_USAGE_CORES, names::PROCESS_MEMORY_RSS_BYTES] {
+        for metric in [
+            names::PROCESS_CPU_USAGE_CORES,
+            names::PROCESS_MEMORY_RSS_BYTES,
+        ] {
             let selector = SeriesSelector::metric(metric)
                 .with(Matcher::equal(names::LABEL_NODE, &request.node));
             for series in self.latest(&request.project, selector, since).await? {
-                let (Some(sample), Ok(pid)) =
-                    (series.samples.last(), label(&series, names::LABEL_PID).parse::<u32>())
-                else {
+                let (Some(sample), Ok(pid)) = (
+                    series.samples.last(),
+                    label(&series, names::LABEL_PID).parse::<u32>(),
+                ) else {
                     continue;
                 };
                 let process = processes.entry(pid).or_insert_with(|| Process {
@@ -192,8 +195,16 @@ impl QueryService for QueryApi {
         }
         let mut processes: Vec<Process> = processes.into_values().collect();
         processes.sort_by(|a, b| {
-            let key = |p: &Process| (p.cpu_usage_cores.unwrap_or(0.0), p.memory_rss_bytes.unwrap_or(0.0));
-            key(b).partial_cmp(&key(a)).unwrap_or(std::cmp::Ordering::Equal).then(a.pid.cmp(&b.pid))
+            let key = |p: &Process| {
+                (
+                    p.cpu_usage_cores.unwrap_or(0.0),
+                    p.memory_rss_bytes.unwrap_or(0.0),
+                )
+            };
+            key(b)
+                .partial_cmp(&key(a))
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(a.pid.cmp(&b.pid))
         });
         if request.limit > 0 {
             processes.truncate(request.limit as usize);
@@ -242,7 +253,12 @@ impl QueryService for QueryApi {
         }
         let found = self
             .store
-            .select(&request.project, &selector, request.start_ms, request.end_ms)
+            .select(
+                &request.project,
+                &selector,
+                request.start_ms,
+                request.end_ms,
+            )
             .await
             .map_err(|e| e.to_status())?;
         if found.len() > self.max_series {
@@ -280,7 +296,9 @@ mod tests {
     use super::*;
     use vigil_storage::{Labels, MetricBatch, Sample, SeriesWrite, redb::RedbStore};
 
-    async fn api_with(series: Vec<(&str, &[(&str, &str)], f64)>) -> (QueryApi, tempfile::TempDir) {
+    type Point<'a> = (&'a str, &'a [(&'a str, &'a str)], f64);
+
+    async fn api_with(series: Vec<Point<'_>>) -> (QueryApi, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(RedbStore::open(&dir.path().join("t.redb")).unwrap());
         let now = now_ms();
@@ -334,10 +352,26 @@ mod tests {
     #[tokio::test]
     async fn processes_sorted_by_cpu_and_limited() {
         let (api, _dir) = api_with(vec![
-            (names::PROCESS_CPU_USAGE_CORES, &[("node", "a"), ("pid", "1"), ("process", "init")], 0.01),
-            (names::PROCESS_CPU_USAGE_CORES, &[("node", "a"), ("pid", "2"), ("process", "busy")], 1.5),
-            (names::PROCESS_MEMORY_RSS_BYTES, &[("node", "a"), ("pid", "2"), ("process", "busy")], 4096.0),
-            (names::PROCESS_CPU_USAGE_CORES, &[("node", "b"), ("pid", "3"), ("process", "other")], 9.0),
+            (
+                names::PROCESS_CPU_USAGE_CORES,
+                &[("node", "a"), ("pid", "1"), ("process", "init")],
+                0.01,
+            ),
+            (
+                names::PROCESS_CPU_USAGE_CORES,
+                &[("node", "a"), ("pid", "2"), ("process", "busy")],
+                1.5,
+            ),
+            (
+                names::PROCESS_MEMORY_RSS_BYTES,
+                &[("node", "a"), ("pid", "2"), ("process", "busy")],
+                4096.0,
+            ),
+            (
+                names::PROCESS_CPU_USAGE_CORES,
+                &[("node", "b"), ("pid", "3"), ("process", "other")],
+                9.0,
+            ),
         ])
         .await;
         let processes = api

@@ -46,12 +46,22 @@ impl Validate for UiGatewayConfig {
             ("alerting_endpoint", &self.alerting_endpoint),
         ] {
             if value.is_empty() {
-                return Err(ConfigError::invalid(key(prefix, field), "must not be empty"));
+                return Err(ConfigError::invalid(
+                    key(prefix, field),
+                    "must not be empty",
+                ));
             }
         }
         if !is_valid_project_name(&self.project) {
-            return Err(ConfigError::invalid(key(prefix, "project"), "not a valid project name"));
+            return Err(ConfigError::invalid(
+                key(prefix, "project"),
+                "not a valid project name",
+            ));
         }
-        positive(prefix, "processes_per_host", self.processes_per_host as usize)
+        positive(
+            prefix,
+            "processes_per_host",
+            self.processes_per_host as usize,
+        )
     }
 }

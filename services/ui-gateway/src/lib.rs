@@ -22,7 +22,8 @@ use serde::Serialize;
 use tonic::transport::Channel;
 use vigil_proto::{
     alerting::v1::{
-        IncidentState, ListIncidentsRequest, Severity, alerting_service_client::AlertingServiceClient,
+        IncidentState, ListIncidentsRequest, Severity,
+        alerting_service_client::AlertingServiceClient,
     },
     query::v1::{ListHostsRequest, ListProcessesRequest, query_service_client::QueryServiceClient},
 };
@@ -238,12 +239,7 @@ async fn overview_page(State(backends): State<Backends>) -> Response {
         errors => errors,
     };
     match backends.templates.render("overview.html", context) {
-        Ok(html) => (
-            status,
-            [(header::CACHE_CONTROL, "no-store")],
-            Html(html),
-        )
-            .into_response(),
+        Ok(html) => (status, [(header::CACHE_CONTROL, "no-store")], Html(html)).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "cannot render the overview");
             (StatusCode::INTERNAL_SERVER_ERROR, "cannot render the page").into_response()

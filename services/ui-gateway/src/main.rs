@@ -5,6 +5,6 @@ fn main() -> ExitCode {
         "vigil-ui-gateway",
         "Vigil UI gateway: the web UI, backed by the query and alerting APIs",
         |loader| loader.section::<vigil_ui_gateway::UiGatewayConfig>("ui_gateway"),
-        |config, shutdown| vigil_ui_gateway::run(config, shutdown),
+        vigil_ui_gateway::run,
     )
 }

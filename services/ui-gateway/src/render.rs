@@ -63,7 +63,11 @@ impl Templates {
         Self { env: Arc::new(env) }
     }
 
-    pub fn render(&self, name: &str, context: minijinja::Value) -> Result<String, minijinja::Error> {
+    pub fn render(
+        &self,
+        name: &str,
+        context: minijinja::Value,
+    ) -> Result<String, minijinja::Error> {
         self.env.get_template(name)?.render(context)
     }
 }

@@ -33,7 +33,8 @@ pub fn bin_dir() -> &'static Path {
     DIR.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.current_dir(workspace_root()).args(["build", "--locked", "--bins"]);
+        cmd.current_dir(workspace_root())
+            .args(["build", "--locked", "--bins"]);
         for package in [
             "vigil-cli",
             "vigil-agent",
@@ -85,13 +86,17 @@ impl Running {
 
     /// Whether it exited; its status if so.
     pub fn try_status(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Sends SIGTERM and waits up to `timeout` for the exit status.
     pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let pid = self.pid();
-        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
         self.wait(timeout)
     }
 
@@ -122,11 +127,11 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            if child.try_wait().ok().flatten().is_none() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+        if let Some(mut child) = self.child.take()
+            && child.try_wait().ok().flatten().is_none()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
@@ -158,7 +163,9 @@ pub fn start(dir: &Path, binary: &str, args: &[&str], env: &[(&str, &str)]) -> R
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
     Running {
         name: binary.to_owned(),
         child: Some(child),
@@ -216,7 +223,10 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> O
         if let Some(value) = probe() {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         pause(Duration::from_millis(200));
     }
 }

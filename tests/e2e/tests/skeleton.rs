@@ -121,13 +121,22 @@ listen = "127.0.0.1:{agent_http}"
 fn assert_ui_shows_host(p: &Ports, pid: u32) {
     let ui = format!("http://127.0.0.1:{}", p.ui);
     let node = hostname();
-    let page = eventually(Duration::from_secs(30), "the UI page listing this host and process", || {
-        let (status, body) = http_get(&format!("{ui}/"))?;
-        let pid_cell = format!("<td class=\"num\">{pid}</td>");
-        (status == 200 && body.contains(&format!("data-node=\"{node}\"")) && body.contains(&pid_cell))
+    let page = eventually(
+        Duration::from_secs(30),
+        "the UI page listing this host and process",
+        || {
+            let (status, body) = http_get(&format!("{ui}/"))?;
+            let pid_cell = format!("<td class=\"num\">{pid}</td>");
+            (status == 200
+                && body.contains(&format!("data-node=\"{node}\""))
+                && body.contains(&pid_cell))
             .then_some(body)
-    });
-    assert!(page.contains("<td class=\"num cpu\">"), "CPU column present");
+        },
+    );
+    assert!(
+        page.contains("<td class=\"num cpu\">"),
+        "CPU column present"
+    );
     let (status, hosts) = http_get(&format!("{ui}/api/v1/hosts")).expect("hosts JSON");
     assert_eq!(status, 200, "{hosts}");
     let hosts = json(&hosts);
@@ -136,9 +145,13 @@ fn assert_ui_shows_host(p: &Ports, pid: u32) {
         .and_then(|h| h.iter().find(|h| h["node"] == node.as_str()))
         .unwrap_or_else(|| panic!("this host in {hosts}"));
     let total = host["memory_total_bytes"].as_f64().expect("memory total");
-    let available = host["memory_available_bytes"].as_f64().expect("memory available");
+    let available = host["memory_available_bytes"]
+        .as_f64()
+        .expect("memory available");
     assert!(total > available && available > 0.0, "{host}");
-    let cpu = host["cpu_usage_ratio"].as_f64().expect("cpu ratio after two collections");
+    let cpu = host["cpu_usage_ratio"]
+        .as_f64()
+        .expect("cpu ratio after two collections");
     assert!((0.0..=1.0).contains(&cpu), "{host}");
     // Cross-check with the kernel: MemTotal in /proc/meminfo, in bytes.
     let meminfo = std::fs::read_to_string("/proc/meminfo").expect("meminfo");
@@ -152,7 +165,10 @@ fn assert_ui_shows_host(p: &Ports, pid: u32) {
         .as_array()
         .and_then(|ps| ps.iter().find(|x| x["pid"] == pid))
         .unwrap_or_else(|| panic!("process {pid} in {host}"));
-    assert!(process["memory_rss_bytes"].as_f64().unwrap_or(0.0) > 0.0, "{process}");
+    assert!(
+        process["memory_rss_bytes"].as_f64().unwrap_or(0.0) > 0.0,
+        "{process}"
+    );
 }
 
 /// The memory inspection (threshold 0%) opens an incident, seen through the UI.
@@ -170,17 +186,32 @@ fn assert_incident_opened(p: &Ports) {
             .cloned()
     });
     assert_eq!(incident["subject"], format!("node={}", hostname()));
-    assert!(incident["summary"].as_str().unwrap_or("").contains("threshold 0.0%"), "{incident}");
+    assert!(
+        incident["summary"]
+            .as_str()
+            .unwrap_or("")
+            .contains("threshold 0.0%"),
+        "{incident}"
+    );
     let (_, page) = http_get(&format!("http://127.0.0.1:{}/", p.ui)).expect("page");
-    assert!(page.contains("class=\"incident\""), "the page lists the incident");
+    assert!(
+        page.contains("class=\"incident\""),
+        "the page lists the incident"
+    );
 }
 
 fn check_status(p: &Ports) -> String {
-    let (status, body) =
-        http_get(&format!("http://127.0.0.1:{}/api/v1/checks", p.heartbeat_http)).expect("checks");
+    let (status, body) = http_get(&format!(
+        "http://127.0.0.1:{}/api/v1/checks",
+        p.heartbeat_http
+    ))
+    .expect("checks");
     assert_eq!(status, 200, "{body}");
     let checks = json(&body);
-    checks["checks"][0]["status"].as_str().expect("a status").to_owned()
+    checks["checks"][0]["status"]
+        .as_str()
+        .expect("a status")
+        .to_owned()
 }
 
 /// New → ping → up → (pings stop) → late → down; unknown checks are 404.
@@ -190,16 +221,31 @@ fn assert_heartbeat_up_then_down(p: &Ports) {
     let (status, body) = http_get(&format!("{base}/ping/{CHECK_UUID}")).expect("ping");
     assert_eq!((status, body.trim()), (200, "OK"));
     assert_eq!(check_status(p), "up");
-    let (status, _) = http_post(&format!("{base}/ping/00000000-0000-4000-8000-000000000000")).expect("ping");
+    let (status, _) =
+        http_post(&format!("{base}/ping/00000000-0000-4000-8000-000000000000")).expect("ping");
     assert_eq!(status, 404, "unknown check");
     let (status, _) = http_get(&format!("{base}/ping/not-a-uuid")).expect("ping");
     assert_eq!(status, 400, "malformed uuid");
-    eventually(Duration::from_secs(10), "the check to go late", || (check_status(p) == "late").then_some(()));
-    eventually(Duration::from_secs(10), "the check to go down", || (check_status(p) == "down").then_some(()));
+    eventually(Duration::from_secs(10), "the check to go late", || {
+        (check_status(p) == "late").then_some(())
+    });
+    eventually(Duration::from_secs(10), "the check to go down", || {
+        (check_status(p) == "down").then_some(())
+    });
     // A ping brings it back; a failure signal takes it down at once.
-    assert_eq!(http_post(&format!("{base}/ping/{CHECK_UUID}/0")).expect("ping").0, 200);
+    assert_eq!(
+        http_post(&format!("{base}/ping/{CHECK_UUID}/0"))
+            .expect("ping")
+            .0,
+        200
+    );
     assert_eq!(check_status(p), "up");
-    assert_eq!(http_post(&format!("{base}/ping/{CHECK_UUID}/fail")).expect("ping").0, 200);
+    assert_eq!(
+        http_post(&format!("{base}/ping/{CHECK_UUID}/fail"))
+            .expect("ping")
+            .0,
+        200
+    );
     assert_eq!(check_status(p), "down");
 }
 
@@ -221,27 +267,54 @@ fn monolith_walking_skeleton() {
     let p = Ports::new();
     let config = write_config(dir.path(), &p);
     let mut vigil = start(dir.path(), "vigil", &["up", "--config", &config], &[]);
-    wait_healthy(&mut vigil, &format!("http://127.0.0.1:{}/healthz", p.ui), Duration::from_secs(60));
-    for port in [p.ingest_http, p.query_http, p.alerting_http, p.heartbeat_http, p.agent_http] {
-        wait_healthy(&mut vigil, &format!("http://127.0.0.1:{port}/readyz"), Duration::from_secs(10));
+    wait_healthy(
+        &mut vigil,
+        &format!("http://127.0.0.1:{}/healthz", p.ui),
+        Duration::from_secs(60),
+    );
+    for port in [
+        p.ingest_http,
+        p.query_http,
+        p.alerting_http,
+        p.heartbeat_http,
+        p.agent_http,
+    ] {
+        wait_healthy(
+            &mut vigil,
+            &format!("http://127.0.0.1:{port}/readyz"),
+            Duration::from_secs(10),
+        );
     }
     let summary = eventually(Duration::from_secs(10), "the start-up summary", || {
         let out = vigil.stdout_text();
         out.contains("Press Ctrl-C").then_some(out)
     });
-    assert!(summary.contains(&format!("http://127.0.0.1:{}/", p.ui)), "{summary}");
+    assert!(
+        summary.contains(&format!("http://127.0.0.1:{}/", p.ui)),
+        "{summary}"
+    );
     assert!(summary.contains("Data:"), "{summary}");
-    assert!(summary.contains("/proc"), "says how the agent collects: {summary}");
+    assert!(
+        summary.contains("/proc"),
+        "says how the agent collects: {summary}"
+    );
 
     assert_ui_shows_host(&p, vigil.pid());
     assert_incident_opened(&p);
     assert_heartbeat_up_then_down(&p);
 
     // Each service exposes its own Prometheus metrics.
-    let (status, metrics) = http_get(&format!("http://127.0.0.1:{}/metrics", p.ingest_http)).expect("metrics");
+    let (status, metrics) =
+        http_get(&format!("http://127.0.0.1:{}/metrics", p.ingest_http)).expect("metrics");
     assert_eq!(status, 200);
-    assert!(metrics.contains("vigil_ingest_agent_batches_total{outcome=\"stored\"}"), "{metrics}");
-    assert!(!vigil.stderr_text().contains(API_KEY), "the API key never reaches the logs");
+    assert!(
+        metrics.contains("vigil_ingest_agent_batches_total{outcome=\"stored\"}"),
+        "{metrics}"
+    );
+    assert!(
+        !vigil.stderr_text().contains(API_KEY),
+        "the API key never reaches the logs"
+    );
 
     stop_cleanly(&mut vigil);
     assert!(vigil.stdout_text().contains("vigil stopped cleanly"));
@@ -253,15 +326,42 @@ fn monolith_generates_and_prints_an_api_key() {
     let ui = free_port();
     let env = [
         ("VIGIL_UI_GATEWAY__HTTP__LISTEN", format!("127.0.0.1:{ui}")),
-        ("VIGIL_INGEST__GRPC__LISTEN", format!("127.0.0.1:{}", free_port())),
-        ("VIGIL_INGEST__HTTP__LISTEN", format!("127.0.0.1:{}", free_port())),
-        ("VIGIL_QUERY__GRPC__LISTEN", format!("127.0.0.1:{}", free_port())),
-        ("VIGIL_QUERY__HTTP__LISTEN", format!("127.0.0.1:{}", free_port())),
-        ("VIGIL_ALERTING__GRPC__LISTEN", format!("127.0.0.1:{}", free_port())),
-        ("VIGIL_ALERTING__HTTP__LISTEN", format!("127.0.0.1:{}", free_port())),
-        ("VIGIL_HEARTBEAT__HTTP__LISTEN", format!("127.0.0.1:{}", free_port())),
-        ("VIGIL_HEARTBEAT__GRPC__LISTEN", format!("127.0.0.1:{}", free_port())),
-        ("VIGIL_AGENT__HTTP__LISTEN", format!("127.0.0.1:{}", free_port())),
+        (
+            "VIGIL_INGEST__GRPC__LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        ),
+        (
+            "VIGIL_INGEST__HTTP__LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        ),
+        (
+            "VIGIL_QUERY__GRPC__LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        ),
+        (
+            "VIGIL_QUERY__HTTP__LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        ),
+        (
+            "VIGIL_ALERTING__GRPC__LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        ),
+        (
+            "VIGIL_ALERTING__HTTP__LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        ),
+        (
+            "VIGIL_HEARTBEAT__HTTP__LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        ),
+        (
+            "VIGIL_HEARTBEAT__GRPC__LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        ),
+        (
+            "VIGIL_AGENT__HTTP__LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        ),
     ];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let data = dir.path().join("data");
@@ -278,7 +378,10 @@ fn monolith_generates_and_prints_an_api_key() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(data.join("api-key")).expect("meta").permissions().mode();
+        let mode = std::fs::metadata(data.join("api-key"))
+            .expect("meta")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o077, 0, "the key file is private");
     }
     assert!(out.contains(&format!("http://127.0.0.1:{ui}/")), "{out}");
@@ -302,8 +405,13 @@ fn split_mode() {
 
     // redb is single-process: ingest or query alone must refuse it.
     for binary in ["vigil-ingest", "vigil-query"] {
-        let (status, _, stderr) =
-            run_to_end(dir.path(), binary, &["--config", &config], &[], Duration::from_secs(30));
+        let (status, _, stderr) = run_to_end(
+            dir.path(),
+            binary,
+            &["--config", &config],
+            &[],
+            Duration::from_secs(30),
+        );
         assert!(!status.success(), "{binary} must refuse redb alone");
         assert!(
             stderr.contains("cannot run on its own with the embedded redb backend")
@@ -313,9 +421,22 @@ fn split_mode() {
     }
 
     // The store's owner in one process; every other service its own binary.
-    let mut storage = start(dir.path(), "vigil", &["up", "--config", &config, "--only", "ingest,query"], &[]);
-    wait_healthy(&mut storage, &format!("http://127.0.0.1:{}/readyz", p.ingest_http), Duration::from_secs(60));
-    wait_healthy(&mut storage, &format!("http://127.0.0.1:{}/readyz", p.query_http), Duration::from_secs(10));
+    let mut storage = start(
+        dir.path(),
+        "vigil",
+        &["up", "--config", &config, "--only", "ingest,query"],
+        &[],
+    );
+    wait_healthy(
+        &mut storage,
+        &format!("http://127.0.0.1:{}/readyz", p.ingest_http),
+        Duration::from_secs(60),
+    );
+    wait_healthy(
+        &mut storage,
+        &format!("http://127.0.0.1:{}/readyz", p.query_http),
+        Duration::from_secs(10),
+    );
     let mut others: Vec<(Running, u16)> = [
         ("vigil-alerting", p.alerting_http),
         ("vigil-ui-gateway", p.ui),
@@ -326,7 +447,11 @@ fn split_mode() {
     .map(|(binary, port)| (start(dir.path(), binary, &["--config", &config], &[]), port))
     .collect();
     for (running, port) in &mut others {
-        wait_healthy(running, &format!("http://127.0.0.1:{port}/readyz"), Duration::from_secs(30));
+        wait_healthy(
+            running,
+            &format!("http://127.0.0.1:{port}/readyz"),
+            Duration::from_secs(30),
+        );
     }
     let agent_pid = others[3].0.pid();
     assert_ui_shows_host(&p, agent_pid);
@@ -360,15 +485,24 @@ fn bad_configuration_stops_start_up_naming_the_key() {
         } else {
             vec!["--config", &path]
         };
-        let (status, _, stderr) = run_to_end(dir.path(), binary, &args, &[], Duration::from_secs(30));
+        let (status, _, stderr) =
+            run_to_end(dir.path(), binary, &args, &[], Duration::from_secs(30));
         assert_eq!(status.code(), Some(2), "{binary}: {stderr}");
-        assert!(stderr.contains(&format!("`{section}.lisen`")), "{binary}: {stderr}");
+        assert!(
+            stderr.contains(&format!("`{section}.lisen`")),
+            "{binary}: {stderr}"
+        );
     }
     let bad_field = dir.path().join("bad.toml");
     std::fs::write(&bad_field, "[ingest.grpc]\nlisen = \"127.0.0.1:1\"\n").expect("write");
     let bad_field = bad_field.display().to_string();
-    let (status, _, stderr) =
-        run_to_end(dir.path(), "vigil", &["up", "--config", &bad_field], &[], Duration::from_secs(30));
+    let (status, _, stderr) = run_to_end(
+        dir.path(),
+        "vigil",
+        &["up", "--config", &bad_field],
+        &[],
+        Duration::from_secs(30),
+    );
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("`ingest.grpc.lisen`"), "{stderr}");
 
@@ -397,30 +531,54 @@ fn bad_configuration_stops_start_up_naming_the_key() {
         dir.path(),
         "vigil",
         &["check-config"],
-        &[("VIGIL_ALERTING__INSPECTIONS__HOST_CPU__THRESHOLD_PERCENT", "150")],
+        &[(
+            "VIGIL_ALERTING__INSPECTIONS__HOST_CPU__THRESHOLD_PERCENT",
+            "150",
+        )],
         Duration::from_secs(30),
     );
     assert_eq!(status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("`alerting.inspections.host_cpu.threshold_percent`"), "{stderr}");
+    assert!(
+        stderr.contains("`alerting.inspections.host_cpu.threshold_percent`"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn every_binary_has_help_and_version() {
     let dir = tempfile::tempdir().expect("temp dir");
     for binary in BINARIES {
-        let (status, stdout, stderr) =
-            run_to_end(dir.path(), binary, &["--help"], &[], Duration::from_secs(30));
+        let (status, stdout, stderr) = run_to_end(
+            dir.path(),
+            binary,
+            &["--help"],
+            &[],
+            Duration::from_secs(30),
+        );
         assert!(status.success(), "{binary} --help: {stderr}");
         let text = if *binary == "vigil" {
-            let (_, up_help, _) =
-                run_to_end(dir.path(), binary, &["up", "--help"], &[], Duration::from_secs(30));
+            let (_, up_help, _) = run_to_end(
+                dir.path(),
+                binary,
+                &["up", "--help"],
+                &[],
+                Duration::from_secs(30),
+            );
             up_help
         } else {
             stdout
         };
         assert!(text.contains("--config"), "{binary}: {text}");
-        let (status, stdout, _) =
-            run_to_end(dir.path(), binary, &["--version"], &[], Duration::from_secs(30));
-        assert!(status.success() && stdout.contains(env!("CARGO_PKG_VERSION")), "{binary}: {stdout}");
+        let (status, stdout, _) = run_to_end(
+            dir.path(),
+            binary,
+            &["--version"],
+            &[],
+            Duration::from_secs(30),
+        );
+        assert!(
+            status.success() && stdout.contains(env!("CARGO_PKG_VERSION")),
+            "{binary}: {stdout}"
+        );
     }
 }
