@@ -2,6 +2,8 @@
 //! message-size limit, health checking, reflection, graceful shutdown) as a
 //! client sees it.
 
+#![allow(clippy::unwrap_used)] // a test: a panic is the failure report
+
 use std::{net::TcpListener, sync::Arc, time::Duration};
 
 use tonic::{Code, Request};

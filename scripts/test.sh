@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs every check CI runs: formatting, clippy (warnings are errors), and all
+# test tiers (unit, integration, end-to-end) with the lock file enforced.
+# Installs what the tests need first (scripts/install-deps.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+
+start=$(date +%s)
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --workspace --locked --no-fail-fast
+echo "== all checks passed in $(( $(date +%s) - start ))s"
