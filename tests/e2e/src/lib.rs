@@ -216,6 +216,18 @@ pub fn http_post(url: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
+/// Runs the real `curl` against `url`, as a cron job pinging a check would:
+/// (HTTP status, body).
+pub fn curl(url: &str) -> (u16, String) {
+    let output = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}", url])
+        .output()
+        .expect("curl runs (scripts/install-deps.sh installs it)");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
 /// Polls `probe` until it returns Some, or panics after `timeout` with `what`.
 pub fn eventually<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;

@@ -5,8 +5,8 @@
 use std::{path::Path, time::Duration};
 
 use vigil_e2e::{
-    BINARIES, Running, eventually, free_port, hostname, http_get, http_post, json, run_to_end,
-    start, wait_healthy,
+    BINARIES, Running, curl, eventually, free_port, hostname, http_get, http_post, json,
+    run_to_end, start, wait_healthy,
 };
 
 const API_KEY: &str = "e2e-key-0123456789abcdef";
@@ -218,7 +218,7 @@ fn check_status(p: &Ports) -> String {
 fn assert_heartbeat_up_then_down(p: &Ports) {
     let base = format!("http://127.0.0.1:{}", p.heartbeat_http);
     assert_eq!(check_status(p), "new");
-    let (status, body) = http_get(&format!("{base}/ping/{CHECK_UUID}")).expect("ping");
+    let (status, body) = curl(&format!("{base}/ping/{CHECK_UUID}"));
     assert_eq!((status, body.trim()), (200, "OK"));
     assert_eq!(check_status(p), "up");
     let (status, _) =
