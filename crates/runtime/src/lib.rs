@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
+pub mod time;
 
 pub use error::{ErrorKind, RuntimeError, ServiceError};
 pub use metrics::{Metrics, Readiness};

@@ -14,8 +14,8 @@
 use std::{
     path::{Path, PathBuf},
     sync::Arc,
-    time::{SystemTime, UNIX_EPOCH},
 };
+use vigil_runtime::time::now_ms;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -48,19 +48,7 @@ pub struct RedbStore {
 impl RedbStore {
     /// Opens (creating if needed) the store at `path`.
     pub fn open(path: &Path) -> Result<Self, StorageError> {
-        let open_err = |message: String| StorageError::Open {
-            path: path.to_owned(),
-            message,
-        };
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| open_err(e.to_string()))?;
-        }
-        let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StorageError::AlreadyOpen {
-                path: path.to_owned(),
-            },
-            other => open_err(other.to_string()),
-        })?;
+        let db = open_database(path)?;
         // Create the tables once so that readers never meet a missing table.
         let txn = db.begin_write()?;
         txn.open_table(SERIES)?;
@@ -120,8 +108,7 @@ impl RedbStore {
                     }
                     Some(_) => {}
                     None => {
-                        let encoded = postcard::to_stdvec(&meta)
-                            .map_err(|e| StorageError::Corrupt(e.to_string()))?;
+                        let encoded = encode_record(&meta)?;
                         series_table.insert(id, encoded.as_slice())?;
                         by_metric
                             .insert((batch.project.as_str(), series.metric.as_str(), id), ())?;
@@ -204,8 +191,37 @@ impl RedbStore {
     }
 }
 
-fn decode_meta(bytes: &[u8]) -> Result<SeriesMeta, StorageError> {
+/// Opens (creating it and its folder if needed) a redb file. redb holds a
+/// file for one process: a file open elsewhere is refused with a clear error.
+/// Services keep their own state (incidents, pings) with this too.
+pub fn open_database(path: &Path) -> Result<Database, StorageError> {
+    let open_err = |message: String| StorageError::Open {
+        path: path.to_owned(),
+        message,
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| open_err(e.to_string()))?;
+    }
+    Database::create(path).map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => StorageError::AlreadyOpen {
+            path: path.to_owned(),
+        },
+        other => open_err(other.to_string()),
+    })
+}
+
+/// Encodes a record for a redb value (postcard).
+pub fn encode_record<T: Serialize>(record: &T) -> Result<Vec<u8>, StorageError> {
+    postcard::to_stdvec(record).map_err(|e| StorageError::Corrupt(e.to_string()))
+}
+
+/// Decodes a record written by [`encode_record`].
+pub fn decode_record<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageError> {
     postcard::from_bytes(bytes).map_err(|e| StorageError::Corrupt(e.to_string()))
+}
+
+fn decode_meta(bytes: &[u8]) -> Result<SeriesMeta, StorageError> {
+    decode_record(bytes)
 }
 
 fn series_id(project: &str, metric: &str, labels: &Labels) -> u64 {
@@ -221,12 +237,6 @@ fn series_id(project: &str, metric: &str, labels: &Labels) -> u64 {
         hasher.update(&[0xff]);
     }
     hasher.digest()
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 async fn blocking<T, F>(f: F) -> Result<T, StorageError>

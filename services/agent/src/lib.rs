@@ -8,10 +8,8 @@ mod config;
 pub mod ebpf;
 pub mod proc;
 
-use std::{
-    collections::VecDeque,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{collections::VecDeque, time::Duration};
+use vigil_runtime::time::now_ms;
 
 pub use config::AgentConfig;
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
@@ -182,12 +180,6 @@ async fn collect(
             )),
         ),
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn series(name: &str, labels: Vec<Label>, timestamp_ms: i64, value: f64) -> TimeSeries {

@@ -6,44 +6,13 @@ use std::{path::Path, sync::Arc};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
+use vigil_storage::{
+    StorageError,
+    redb::{decode_record, encode_record, open_database},
+};
 
 const INCIDENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("incidents");
 const OPEN: TableDefinition<(&str, &str, &str), &str> = TableDefinition::new("open_incidents");
-
-#[derive(Debug, thiserror::Error)]
-pub enum IncidentStoreError {
-    #[error("incident store {path}: {message}")]
-    Open { path: String, message: String },
-    #[error("incident store I/O failed: {0}")]
-    Io(String),
-    #[error("corrupt incident record: {0}")]
-    Corrupt(String),
-}
-
-macro_rules! io_from {
-    ($($t:ty),*) => {$(
-        impl From<$t> for IncidentStoreError {
-            fn from(e: $t) -> Self {
-                Self::Io(e.to_string())
-            }
-        }
-    )*};
-}
-io_from!(
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
-
-impl vigil_runtime::ServiceError for IncidentStoreError {
-    fn kind(&self) -> vigil_runtime::ErrorKind {
-        match self {
-            Self::Io(_) => vigil_runtime::ErrorKind::Unavailable,
-            Self::Open { .. } | Self::Corrupt(_) => vigil_runtime::ErrorKind::Internal,
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Severity {
@@ -89,24 +58,13 @@ pub struct IncidentStore {
     db: Arc<Database>,
 }
 
-fn decode(bytes: &[u8]) -> Result<Incident, IncidentStoreError> {
-    postcard::from_bytes(bytes).map_err(|e| IncidentStoreError::Corrupt(e.to_string()))
-}
-
-fn encode(incident: &Incident) -> Result<Vec<u8>, IncidentStoreError> {
-    postcard::to_stdvec(incident).map_err(|e| IncidentStoreError::Corrupt(e.to_string()))
+fn decode(bytes: &[u8]) -> Result<Incident, StorageError> {
+    decode_record(bytes)
 }
 
 impl IncidentStore {
-    pub fn open(path: &Path) -> Result<Self, IncidentStoreError> {
-        let open_err = |message: String| IncidentStoreError::Open {
-            path: path.display().to_string(),
-            message,
-        };
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| open_err(e.to_string()))?;
-        }
-        let db = Database::create(path).map_err(|e| open_err(e.to_string()))?;
+    pub fn open(path: &Path) -> Result<Self, StorageError> {
+        let db = open_database(path)?;
         let txn = db.begin_write()?;
         txn.open_table(INCIDENTS)?;
         txn.open_table(OPEN)?;
@@ -115,7 +73,7 @@ impl IncidentStore {
     }
 
     /// Opens an incident for a firing finding, or updates the open one.
-    pub fn record(&self, finding: &Finding, now_ms: i64) -> Result<Transition, IncidentStoreError> {
+    pub fn record(&self, finding: &Finding, now_ms: i64) -> Result<Transition, StorageError> {
         let txn = self.db.begin_write()?;
         let transition = {
             let mut incidents = txn.open_table(INCIDENTS)?;
@@ -160,7 +118,7 @@ impl IncidentStore {
             let (Transition::Opened(incident)
             | Transition::Updated(incident)
             | Transition::Resolved(incident)) = &transition;
-            incidents.insert(incident.id.as_str(), encode(incident)?.as_slice())?;
+            incidents.insert(incident.id.as_str(), encode_record(incident)?.as_slice())?;
             open.insert(key, incident.id.as_str())?;
             transition
         };
@@ -175,7 +133,7 @@ impl IncidentStore {
         inspection: &str,
         subject: &str,
         now_ms: i64,
-    ) -> Result<Option<Incident>, IncidentStoreError> {
+    ) -> Result<Option<Incident>, StorageError> {
         let txn = self.db.begin_write()?;
         let resolved = {
             let mut incidents = txn.open_table(INCIDENTS)?;
@@ -193,7 +151,7 @@ impl IncidentStore {
                     match incident {
                         Some(mut incident) => {
                             incident.resolved_at_ms = Some(now_ms);
-                            incidents.insert(id.as_str(), encode(&incident)?.as_slice())?;
+                            incidents.insert(id.as_str(), encode_record(&incident)?.as_slice())?;
                             Some(incident)
                         }
                         None => None,
@@ -210,7 +168,7 @@ impl IncidentStore {
         &self,
         project: &str,
         inspection: &str,
-    ) -> Result<Vec<String>, IncidentStoreError> {
+    ) -> Result<Vec<String>, StorageError> {
         let txn = self.db.begin_read()?;
         let open = txn.open_table(OPEN)?;
         let mut subjects = Vec::new();
@@ -226,7 +184,7 @@ impl IncidentStore {
     }
 
     /// All incidents of a project, newest first.
-    pub fn list(&self, project: &str) -> Result<Vec<Incident>, IncidentStoreError> {
+    pub fn list(&self, project: &str) -> Result<Vec<Incident>, StorageError> {
         let txn = self.db.begin_read()?;
         let incidents = txn.open_table(INCIDENTS)?;
         let mut out = Vec::new();

@@ -6,7 +6,7 @@ use vigil_proto::query::v1::Host;
 
 use crate::{
     InspectionsConfig, ThresholdConfig,
-    incidents::{Finding, IncidentStore, IncidentStoreError, Severity, Transition},
+    incidents::{Finding, IncidentStore, Severity, Transition},
 };
 
 pub const HOST_CPU: &str = "host_cpu";
@@ -98,7 +98,7 @@ impl Evaluation {
         &self,
         store: &IncidentStore,
         now_ms: i64,
-    ) -> Result<Vec<Transition>, IncidentStoreError> {
+    ) -> Result<Vec<Transition>, vigil_storage::StorageError> {
         let mut transitions = Vec::new();
         for finding in &self.firing {
             transitions.push(store.record(finding, now_ms)?);

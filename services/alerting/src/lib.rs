@@ -10,13 +10,11 @@ mod config;
 pub mod incidents;
 pub mod inspections;
 
-use std::{
-    path::Path,
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::path::Path;
+use vigil_runtime::time::now_ms;
 
 pub use config::{AlertingConfig, InspectionsConfig, ThresholdConfig};
-use incidents::{Incident, IncidentStore, IncidentStoreError, Severity, Transition};
+use incidents::{Incident, IncidentStore, Severity, Transition};
 use prometheus_client::metrics::{counter::Counter, family::Family};
 use tonic::{Request, Response, Status};
 use vigil_proto::{
@@ -36,13 +34,7 @@ pub enum AlertingError {
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
-    Store(#[from] IncidentStoreError),
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    Store(#[from] vigil_storage::StorageError),
 }
 
 /// Runs the worker and its API until `shutdown`.

@@ -2,49 +2,19 @@
 //! configuration, its last pings and the time; pings are stored in redb
 //! (durably, before the ping is answered) so a restart forgets nothing.
 
-use std::{collections::HashMap, path::Path, sync::Arc, time::Duration};
+use std::{collections::HashMap, path::Path, sync::Arc};
+use vigil_runtime::time::millis;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
+use vigil_storage::{
+    StorageError,
+    redb::{decode_record, encode_record, open_database},
+};
 
 use crate::config::CheckConfig;
 
 const PINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("pings");
-
-#[derive(Debug, thiserror::Error)]
-pub enum CheckStoreError {
-    #[error("heartbeat store {path}: {message}")]
-    Open { path: String, message: String },
-    #[error("heartbeat store I/O failed: {0}")]
-    Io(String),
-    #[error("corrupt ping record: {0}")]
-    Corrupt(String),
-}
-
-macro_rules! io_from {
-    ($($t:ty),*) => {$(
-        impl From<$t> for CheckStoreError {
-            fn from(e: $t) -> Self {
-                Self::Io(e.to_string())
-            }
-        }
-    )*};
-}
-io_from!(
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
-
-impl vigil_runtime::ServiceError for CheckStoreError {
-    fn kind(&self) -> vigil_runtime::ErrorKind {
-        match self {
-            Self::Io(_) => vigil_runtime::ErrorKind::Unavailable,
-            Self::Open { .. } | Self::Corrupt(_) => vigil_runtime::ErrorKind::Internal,
-        }
-    }
-}
 
 /// What a ping says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,10 +65,6 @@ pub enum Status {
     Down,
 }
 
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
 /// The status of a check at `now_ms`.
 pub fn status(check: &CheckConfig, state: &PingState, now_ms: i64) -> Status {
     if state.failed {
@@ -125,20 +91,9 @@ pub struct CheckStore {
     by_uuid: Arc<HashMap<String, usize>>,
 }
 
-fn decode(bytes: &[u8]) -> Result<PingState, CheckStoreError> {
-    postcard::from_bytes(bytes).map_err(|e| CheckStoreError::Corrupt(e.to_string()))
-}
-
 impl CheckStore {
-    pub fn open(path: &Path, checks: Vec<CheckConfig>) -> Result<Self, CheckStoreError> {
-        let open_err = |message: String| CheckStoreError::Open {
-            path: path.display().to_string(),
-            message,
-        };
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| open_err(e.to_string()))?;
-        }
-        let db = Database::create(path).map_err(|e| open_err(e.to_string()))?;
+    pub fn open(path: &Path, checks: Vec<CheckConfig>) -> Result<Self, StorageError> {
+        let db = open_database(path)?;
         let txn = db.begin_write()?;
         txn.open_table(PINGS)?;
         txn.commit()?;
@@ -164,7 +119,7 @@ impl CheckStore {
         uuid: &str,
         kind: PingKind,
         now_ms: i64,
-    ) -> Result<Option<PingState>, CheckStoreError> {
+    ) -> Result<Option<PingState>, StorageError> {
         let uuid = uuid.to_ascii_lowercase();
         if !self.by_uuid.contains_key(&uuid) {
             return Ok(None);
@@ -173,12 +128,11 @@ impl CheckStore {
         let state = {
             let mut table = txn.open_table(PINGS)?;
             let mut state = match table.get(uuid.as_str())? {
-                Some(v) => decode(v.value())?,
+                Some(v) => decode_record(v.value())?,
                 None => PingState::default(),
             };
             state.apply(kind, now_ms);
-            let encoded =
-                postcard::to_stdvec(&state).map_err(|e| CheckStoreError::Corrupt(e.to_string()))?;
+            let encoded = encode_record(&state)?;
             table.insert(uuid.as_str(), encoded.as_slice())?;
             state
         };
@@ -187,14 +141,14 @@ impl CheckStore {
     }
 
     /// Every configured check with its pings, in configuration order.
-    pub fn states(&self) -> Result<Vec<(CheckConfig, PingState)>, CheckStoreError> {
+    pub fn states(&self) -> Result<Vec<(CheckConfig, PingState)>, StorageError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(PINGS)?;
         self.checks
             .iter()
             .map(|check| {
                 let state = match table.get(check.uuid.to_ascii_lowercase().as_str())? {
-                    Some(v) => decode(v.value())?,
+                    Some(v) => decode_record(v.value())?,
                     None => PingState::default(),
                 };
                 Ok((check.clone(), state))
@@ -205,6 +159,8 @@ impl CheckStore {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     const UUID: &str = "5b0f3c38-2f5e-4a53-9d0c-1c3f1f7b8a11";

@@ -11,11 +11,8 @@
 pub mod checks;
 mod config;
 
-use std::{
-    collections::HashMap,
-    path::Path,
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::{collections::HashMap, path::Path};
+use vigil_runtime::time::now_ms;
 
 use axum::{
     Json, Router,
@@ -24,7 +21,7 @@ use axum::{
     response::{IntoResponse, Response as HttpResponse},
     routing::get,
 };
-use checks::{CheckStore, CheckStoreError, PingKind, PingState, Status};
+use checks::{CheckStore, PingKind, PingState, Status};
 pub use config::{CheckConfig, HeartbeatConfig};
 use prometheus_client::metrics::{counter::Counter, family::Family};
 use serde::Serialize;
@@ -42,13 +39,7 @@ pub enum HeartbeatError {
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
-    Store(#[from] CheckStoreError),
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    Store(#[from] vigil_storage::StorageError),
 }
 
 #[derive(Clone)]

@@ -3,8 +3,9 @@
 use std::{
     collections::{BTreeMap, HashMap},
     sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
+use vigil_runtime::time::{millis, now_ms};
 
 use tonic::{Request, Response, Status};
 use vigil_proto::{
@@ -28,16 +29,6 @@ pub struct QueryApi {
     default_lookback: Duration,
     max_range: Duration,
     max_series: usize,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 #[allow(clippy::result_large_err)]

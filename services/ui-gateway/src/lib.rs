@@ -8,7 +8,7 @@
 mod config;
 mod render;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use vigil_runtime::time::now_ms;
 
 use axum::{
     Json, Router,
@@ -63,12 +63,6 @@ pub async fn run(config: UiGatewayConfig, shutdown: Shutdown) -> Result<(), Runt
         .with_state(backends);
     readiness.set_ready(true);
     http.serve(app, &metrics, &readiness, &shutdown).await
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[derive(Debug, Serialize)]
