@@ -251,6 +251,14 @@ async fn run_suite(mut suite: SuiteConfig, services: &[Service]) -> anyhow::Resu
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signals();
     let mut tasks: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
+    if let Some(store) = &store {
+        // The monolith owns the store, so it runs compaction and retention.
+        let (store, s) = (store.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            vigil_storage::run_maintenance(store, Duration::from_secs(60), s).await;
+            ("storage maintenance", Ok(()))
+        });
+    }
     if let (true, Some(store)) = (wants(Service::Ingest), &store) {
         let (config, store, keys, s) = (
             suite.ingest.clone(),

@@ -41,6 +41,8 @@ async fn main() {
         })
         .collect();
 
+    // Old enough that every window has closed by now, young enough to be kept.
+    let base_ms = vigil_runtime::time::now_ms() - 10_000 * batches as i64 - 3 * 3600 * 1000;
     let mut latencies = Vec::with_capacity(batches);
     let started = Instant::now();
     for b in 0..batches {
@@ -52,9 +54,10 @@ async fn main() {
                 .map(|l| SeriesWrite {
                     metric: "process_cpu_usage_cores".into(),
                     labels: l.clone(),
+                    // A regular 10 s scrape; slowly changing gauge values.
                     samples: vec![Sample {
-                        timestamp_ms: 1_000 * b as i64,
-                        value: b as f64,
+                        timestamp_ms: base_ms + 10_000 * b as i64,
+                        value: ((b / 10) % 50) as f64,
                     }],
                 })
                 .collect(),
@@ -66,7 +69,20 @@ async fn main() {
     let elapsed = started.elapsed();
     latencies.sort();
     let samples = batches * series;
+    let head_size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+
+    // Compact everything into blocks (as maintenance does once windows close).
+    let t = Instant::now();
+    let report = store.maintain(vigil_runtime::time::now_ms()).await.unwrap();
+    let compact_time = t.elapsed();
+    drop(store);
+    // Reclaim the pages the head used, then measure what the data takes.
+    {
+        let mut db = redb::Database::create(&path).unwrap();
+        while db.compact().unwrap() {}
+    }
     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let store = RedbStore::open(&path).unwrap();
 
     let selector = SeriesSelector::metric("process_cpu_usage_cores");
     let mut reads = Vec::new();
@@ -92,7 +108,14 @@ async fn main() {
         latencies[latencies.len() - 1],
     );
     println!(
-        "  file: {:.1} MiB, {:.0} bytes/sample",
+        "  head (uncompressed) file: {:.1} MiB, {:.1} bytes/sample",
+        head_size as f64 / (1 << 20) as f64,
+        head_size as f64 / samples as f64
+    );
+    println!(
+        "  compaction: {} samples into {} blocks in {compact_time:?}; file after compaction: {:.2} MiB, {:.2} bytes/sample",
+        report.samples_compacted,
+        report.blocks_written,
         size as f64 / (1 << 20) as f64,
         size as f64 / samples as f64
     );

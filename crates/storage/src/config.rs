@@ -1,7 +1,7 @@
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use serde::Deserialize;
-use vigil_runtime::config::{ConfigError, Validate};
+use vigil_runtime::config::{ConfigError, Validate, key};
 
 /// `[storage]`: which backend holds telemetry.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -9,6 +9,24 @@ use vigil_runtime::config::{ConfigError, Validate};
 pub struct StorageConfig {
     pub backend: Backend,
     pub redb: RedbConfig,
+    pub retention: RetentionConfig,
+}
+
+/// `[storage.retention]`: how long each signal is kept. Changing it takes
+/// effect at the next maintenance round; nothing to migrate by hand.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    #[serde(with = "humantime_serde")]
+    pub metrics: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            metrics: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -30,7 +48,13 @@ pub struct RedbConfig {
 }
 
 impl Validate for StorageConfig {
-    fn validate(&self, _prefix: &str) -> Result<(), ConfigError> {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        if self.retention.metrics < Duration::from_secs(3600) {
+            return Err(ConfigError::invalid(
+                key(prefix, "retention.metrics"),
+                "must be at least 1h",
+            ));
+        }
         Ok(())
     }
 }

@@ -46,6 +46,34 @@ pub trait TelemetryStore: Send + Sync + std::fmt::Debug {
         selector: &SeriesSelector,
         since_ms: i64,
     ) -> Result<Vec<SeriesData>, StorageError>;
+
+    /// Background upkeep as of `now_ms`: compaction and retention.
+    async fn maintain(&self, now_ms: i64) -> Result<MaintenanceReport, StorageError>;
+}
+
+/// What one round of [`TelemetryStore::maintain`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    pub samples_compacted: u64,
+    pub blocks_written: u64,
+    pub blocks_dropped: u64,
+    pub series_dropped: u64,
+    pub batches_dropped: u64,
+}
+
+/// Runs [`TelemetryStore::maintain`] every `interval` until shutdown. The
+/// process that owns the store runs this (the monolith, for redb).
+pub async fn run_maintenance(
+    store: Arc<dyn TelemetryStore>,
+    interval: std::time::Duration,
+    shutdown: vigil_runtime::Shutdown,
+) {
+    while shutdown.sleep(interval).await {
+        match store.maintain(vigil_runtime::time::now_ms()).await {
+            Ok(report) => tracing::debug!(?report, "storage maintenance done"),
+            Err(e) => tracing::warn!(error = %e, "storage maintenance failed; will retry"),
+        }
+    }
 }
 
 /// How the process that opens the store is deployed.

@@ -43,33 +43,91 @@ pub enum WriteOutcome {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MatcherOp {
+    /// `=`
     Equal,
+    /// `!=`
     NotEqual,
+    /// `=~`: the whole value matches the regular expression.
+    RegexMatch,
+    /// `!~`: the whole value does not match the regular expression.
+    RegexNoMatch,
 }
 
-/// A label matcher; a missing label matches the empty value, as in Prometheus.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A label matcher with Prometheus semantics: a missing label matches the
+/// empty value; regular expressions are anchored at both ends.
+#[derive(Debug, Clone)]
 pub struct Matcher {
     pub name: String,
     pub op: MatcherOp,
     pub value: String,
+    regex: Option<regex::Regex>,
 }
 
+impl PartialEq for Matcher {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.op == other.op && self.value == other.value
+    }
+}
+
+impl Eq for Matcher {}
+
+/// Longest regular expression accepted in a matcher, in bytes.
+pub const MAX_REGEX_BYTES: usize = 4096;
+
 impl Matcher {
+    /// A matcher; a regular expression that does not compile is refused
+    /// with the reason.
+    pub fn new(name: &str, op: MatcherOp, value: &str) -> Result<Self, StorageError> {
+        let regex = match op {
+            MatcherOp::Equal | MatcherOp::NotEqual => None,
+            MatcherOp::RegexMatch | MatcherOp::RegexNoMatch => {
+                if value.len() > MAX_REGEX_BYTES {
+                    return Err(StorageError::InvalidData(format!(
+                        "regular expression for label {name} is longer than {MAX_REGEX_BYTES} bytes"
+                    )));
+                }
+                Some(
+                    regex::RegexBuilder::new(&format!("^(?:{value})$"))
+                        .size_limit(1 << 20)
+                        .build()
+                        .map_err(|e| {
+                            StorageError::InvalidData(format!(
+                                "label {name}: invalid regular expression {value:?}: {e}"
+                            ))
+                        })?,
+                )
+            }
+        };
+        Ok(Self {
+            name: name.to_owned(),
+            op,
+            value: value.to_owned(),
+            regex,
+        })
+    }
+
     pub fn equal(name: &str, value: &str) -> Self {
         Self {
             name: name.to_owned(),
             op: MatcherOp::Equal,
             value: value.to_owned(),
+            regex: None,
+        }
+    }
+
+    pub fn matches_value(&self, actual: &str) -> bool {
+        match (self.op, &self.regex) {
+            (MatcherOp::Equal, _) => actual == self.value,
+            (MatcherOp::NotEqual, _) => actual != self.value,
+            (MatcherOp::RegexMatch, Some(re)) => re.is_match(actual),
+            (MatcherOp::RegexNoMatch, Some(re)) => !re.is_match(actual),
+            // Built only through `new`, which compiles the expression.
+            (MatcherOp::RegexMatch | MatcherOp::RegexNoMatch, None) => false,
         }
     }
 
     pub fn matches(&self, labels: &Labels) -> bool {
-        let actual = labels.get(&self.name).map_or("", String::as_str);
-        match self.op {
-            MatcherOp::Equal => actual == self.value,
-            MatcherOp::NotEqual => actual != self.value,
-        }
+        self.matches_value(labels.get(&self.name).map_or("", String::as_str))
     }
 }
 
@@ -181,12 +239,24 @@ mod tests {
         let labels: Labels = [("node".to_owned(), "a".to_owned())].into();
         assert!(Matcher::equal("node", "a").matches(&labels));
         assert!(Matcher::equal("pid", "").matches(&labels));
-        let ne = Matcher {
-            name: "node".into(),
-            op: MatcherOp::NotEqual,
-            value: "a".into(),
-        };
+        let ne = Matcher::new("node", MatcherOp::NotEqual, "a").unwrap();
         assert!(!ne.matches(&labels));
+        let re = Matcher::new("node", MatcherOp::RegexMatch, "a|b").unwrap();
+        assert!(re.matches(&labels));
+        let anchored = Matcher::new("node", MatcherOp::RegexMatch, "").unwrap();
+        assert!(!anchored.matches(&labels), "regexes are anchored");
+        assert!(
+            Matcher::new("pid", MatcherOp::RegexMatch, "")
+                .unwrap()
+                .matches(&labels)
+        );
+        let nre = Matcher::new("node", MatcherOp::RegexNoMatch, "a.*").unwrap();
+        assert!(!nre.matches(&labels));
+        let err = Matcher::new("node", MatcherOp::RegexMatch, "(").unwrap_err();
+        assert!(
+            err.to_string().contains("invalid regular expression"),
+            "{err}"
+        );
     }
 
     #[test]

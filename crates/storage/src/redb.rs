@@ -1,35 +1,81 @@
-//! The embedded backend: one redb file, opened by one process.
+//! The embedded backend: one redb file, opened by one process, laid out as a
+//! time-series database rather than a row per sample.
 //!
 //! Tables:
 //! - `series`: series id → (project, metric, labels), postcard-encoded;
-//! - `series_by_metric`: (project, metric, series id) → () for selection;
-//! - `samples`: (series id, timestamp ms) → value;
-//! - `batches`: (project, batch id) → time stored, for idempotent retries.
+//! - `series_last`: series id → newest sample time, for retention;
+//! - `postings`: (project, label name, label value, series id) → (), the
+//!   inverted index that matchers select through (the metric name is the
+//!   `__name__` label);
+//! - `head`: (series id, timestamp ms) → value: recent samples, uncompressed;
+//! - `blocks`: (window start ms, series id) → one compressed block holding a
+//!   series' samples of one fixed time window (timestamps and values each
+//!   compressed with `pco`);
+//! - `batches` / `batches_by_time`: batch ids stored per project, so that a
+//!   retried batch is written once (kept as long as the metrics retention).
+//!
+//! Writes go to the head in one transaction committed with immediate
+//! durability before the caller hears "stored". [`RedbStore::maintain`]
+//! moves head samples of closed windows into blocks (merging late samples
+//! into existing blocks) and enforces retention, each step a transaction, so
+//! a crash at any point leaves either the old or the new state.
 //!
 //! Series ids are the xxh3 hash of project, metric and sorted labels; a hash
 //! collision is detected on write and refused rather than mixing series.
-//! Every write is one transaction committed with immediate durability (fsync)
-//! before the caller is told it is stored.
 
 use std::{
+    collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
     sync::Arc,
 };
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
+use serde::{Deserialize, Serialize};
 use vigil_runtime::time::now_ms;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use serde::{Deserialize, Serialize};
-
 use crate::{
-    StorageError, TelemetryStore,
+    MaintenanceReport, StorageError, TelemetryStore,
     model::{Labels, MetricBatch, Sample, SeriesData, SeriesSelector, WriteOutcome},
 };
 
 const SERIES: TableDefinition<u64, &[u8]> = TableDefinition::new("series");
-const SERIES_BY_METRIC: TableDefinition<(&str, &str, u64), ()> =
-    TableDefinition::new("series_by_metric");
-const SAMPLES: TableDefinition<(u64, i64), f64> = TableDefinition::new("samples");
+const SERIES_LAST: TableDefinition<u64, i64> = TableDefinition::new("series_last");
+const POSTINGS: TableDefinition<(&str, &str, &str, u64), ()> = TableDefinition::new("postings");
+const HEAD: TableDefinition<(u64, i64), f64> = TableDefinition::new("head");
+const BLOCKS: TableDefinition<(i64, u64), &[u8]> = TableDefinition::new("blocks");
 const BATCHES: TableDefinition<(&str, &str), i64> = TableDefinition::new("batches");
+const BATCHES_BY_TIME: TableDefinition<(i64, &str, &str), ()> =
+    TableDefinition::new("batches_by_time");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// The layout version this code writes; a file of another layout is refused.
+const LAYOUT_VERSION: u64 = 2;
+/// The label under which the metric name is indexed.
+pub const NAME_LABEL: &str = "__name__";
+/// Head samples compacted per transaction, to bound how long writers wait.
+const COMPACTION_CHUNK: usize = 100_000;
+
+/// Tuning of the embedded layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedbOptions {
+    /// Width of one compressed block, in ms (aligned to the epoch).
+    pub block_window_ms: i64,
+    /// How long after its window closes a head sample waits before it is
+    /// compacted, so that slightly late samples land in the head cheaply.
+    pub head_grace_ms: i64,
+    /// Metrics older than this are deleted.
+    pub metrics_retention_ms: i64,
+}
+
+impl Default for RedbOptions {
+    fn default() -> Self {
+        Self {
+            block_window_ms: 2 * 3600 * 1000,
+            head_grace_ms: 10 * 60 * 1000,
+            metrics_retention_ms: 30 * 24 * 3600 * 1000,
+        }
+    }
+}
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 struct SeriesMeta {
@@ -43,152 +89,7 @@ struct SeriesMeta {
 pub struct RedbStore {
     db: Arc<Database>,
     path: PathBuf,
-}
-
-impl RedbStore {
-    /// Opens (creating if needed) the store at `path`.
-    pub fn open(path: &Path) -> Result<Self, StorageError> {
-        let db = open_database(path)?;
-        // Create the tables once so that readers never meet a missing table.
-        let txn = db.begin_write()?;
-        txn.open_table(SERIES)?;
-        txn.open_table(SERIES_BY_METRIC)?;
-        txn.open_table(SAMPLES)?;
-        txn.open_table(BATCHES)?;
-        txn.commit()?;
-        tracing::info!(path = %path.display(), "telemetry store open (redb)");
-        Ok(Self {
-            db: Arc::new(db),
-            path: path.to_owned(),
-        })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    fn write_blocking(&self, batch: &MetricBatch) -> Result<WriteOutcome, StorageError> {
-        for series in &batch.series {
-            series.validate()?;
-        }
-        let txn = self.db.begin_write()?;
-        let samples_stored = {
-            let mut batches = txn.open_table(BATCHES)?;
-            if batches
-                .get((batch.project.as_str(), batch.batch_id.as_str()))?
-                .is_some()
-            {
-                return Ok(WriteOutcome::Duplicate);
-            }
-            let mut series_table = txn.open_table(SERIES)?;
-            let mut by_metric = txn.open_table(SERIES_BY_METRIC)?;
-            let mut samples = txn.open_table(SAMPLES)?;
-            let mut stored = 0u64;
-            for series in &batch.series {
-                let id = series_id(&batch.project, &series.metric, &series.labels);
-                let meta = SeriesMeta {
-                    project: batch.project.clone(),
-                    metric: series.metric.clone(),
-                    labels: series
-                        .labels
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
-                };
-                let existing = series_table
-                    .get(id)?
-                    .map(|v| decode_meta(v.value()))
-                    .transpose()?;
-                match existing {
-                    Some(existing) if existing != meta => {
-                        return Err(StorageError::InvalidData(format!(
-                            "series id collision between {} and {}; series refused",
-                            existing.metric, meta.metric
-                        )));
-                    }
-                    Some(_) => {}
-                    None => {
-                        let encoded = encode_record(&meta)?;
-                        series_table.insert(id, encoded.as_slice())?;
-                        by_metric
-                            .insert((batch.project.as_str(), series.metric.as_str(), id), ())?;
-                    }
-                }
-                for sample in &series.samples {
-                    samples.insert((id, sample.timestamp_ms), sample.value)?;
-                    stored += 1;
-                }
-            }
-            batches.insert((batch.project.as_str(), batch.batch_id.as_str()), now_ms())?;
-            stored
-        };
-        txn.commit()?;
-        Ok(WriteOutcome::Stored {
-            samples: samples_stored,
-        })
-    }
-
-    fn read_blocking(
-        &self,
-        project: &str,
-        selector: &SeriesSelector,
-        start_ms: i64,
-        end_ms: i64,
-        newest_only: bool,
-    ) -> Result<Vec<SeriesData>, StorageError> {
-        let txn = self.db.begin_read()?;
-        let series_table = txn.open_table(SERIES)?;
-        let by_metric = txn.open_table(SERIES_BY_METRIC)?;
-        let samples = txn.open_table(SAMPLES)?;
-        let metric = selector.metric.as_str();
-        let mut out = Vec::new();
-        for entry in by_metric.range((project, metric, 0u64)..=(project, metric, u64::MAX))? {
-            let (key, _) = entry?;
-            let id = key.value().2;
-            let Some(meta) = series_table.get(id)? else {
-                return Err(StorageError::Corrupt(format!(
-                    "series {id} indexed but not stored"
-                )));
-            };
-            let meta = decode_meta(meta.value())?;
-            let labels: Labels = meta.labels.into_iter().collect();
-            if !selector.matches(&labels) {
-                continue;
-            }
-            let mut range = samples.range((id, start_ms)..=(id, end_ms))?;
-            let points: Vec<Sample> = if newest_only {
-                match range.next_back() {
-                    Some(entry) => {
-                        let (k, v) = entry?;
-                        vec![Sample {
-                            timestamp_ms: k.value().1,
-                            value: v.value(),
-                        }]
-                    }
-                    None => Vec::new(),
-                }
-            } else {
-                range
-                    .map(|entry| {
-                        let (k, v) = entry?;
-                        Ok(Sample {
-                            timestamp_ms: k.value().1,
-                            value: v.value(),
-                        })
-                    })
-                    .collect::<Result<_, StorageError>>()?
-            };
-            if points.is_empty() {
-                continue;
-            }
-            out.push(SeriesData {
-                metric: meta.metric,
-                labels,
-                samples: points,
-            });
-        }
-        Ok(out)
-    }
+    options: RedbOptions,
 }
 
 /// Opens (creating it and its folder if needed) a redb file. redb holds a
@@ -220,8 +121,546 @@ pub fn decode_record<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, 
     postcard::from_bytes(bytes).map_err(|e| StorageError::Corrupt(e.to_string()))
 }
 
-fn decode_meta(bytes: &[u8]) -> Result<SeriesMeta, StorageError> {
-    decode_record(bytes)
+/// The start of the window holding `ts`.
+fn window_of(ts: i64, width: i64) -> i64 {
+    ts.div_euclid(width) * width
+}
+
+const BLOCK_FORMAT: u8 = 1;
+
+/// A block: format byte, sample count (u32 LE), length of the compressed
+/// timestamps (u32 LE), the compressed timestamps, the compressed values.
+pub fn encode_block(samples: &[Sample]) -> Result<Vec<u8>, StorageError> {
+    let timestamps: Vec<i64> = samples.iter().map(|s| s.timestamp_ms).collect();
+    let values: Vec<f64> = samples.iter().map(|s| s.value).collect();
+    let config = pco::ChunkConfig::default();
+    let ts = pco::standalone::simple_compress(&timestamps, &config)
+        .map_err(|e| StorageError::Corrupt(format!("cannot compress timestamps: {e}")))?;
+    let vs = pco::standalone::simple_compress(&values, &config)
+        .map_err(|e| StorageError::Corrupt(format!("cannot compress values: {e}")))?;
+    let count = u32::try_from(samples.len())
+        .map_err(|_| StorageError::InvalidData("too many samples for one block".into()))?;
+    let ts_len =
+        u32::try_from(ts.len()).map_err(|_| StorageError::InvalidData("block too large".into()))?;
+    let mut out = Vec::with_capacity(9 + ts.len() + vs.len());
+    out.push(BLOCK_FORMAT);
+    out.extend_from_slice(&count.to_le_bytes());
+    out.extend_from_slice(&ts_len.to_le_bytes());
+    out.extend_from_slice(&ts);
+    out.extend_from_slice(&vs);
+    Ok(out)
+}
+
+/// Decodes a block written by [`encode_block`], checking its structure.
+pub fn decode_block(bytes: &[u8]) -> Result<Vec<Sample>, StorageError> {
+    let corrupt = |what: &str| StorageError::Corrupt(format!("sample block: {what}"));
+    let (&format, rest) = bytes.split_first().ok_or_else(|| corrupt("empty"))?;
+    if format != BLOCK_FORMAT {
+        return Err(corrupt(&format!("unknown format {format}")));
+    }
+    let word = |b: &[u8]| -> Result<usize, StorageError> {
+        let raw: [u8; 4] = b.try_into().map_err(|_| corrupt("truncated header"))?;
+        Ok(u32::from_le_bytes(raw) as usize)
+    };
+    if rest.len() < 8 {
+        return Err(corrupt("truncated header"));
+    }
+    let count = word(&rest[0..4])?;
+    let ts_len = word(&rest[4..8])?;
+    let body = &rest[8..];
+    if body.len() < ts_len {
+        return Err(corrupt("truncated timestamps"));
+    }
+    let (ts, vs) = body.split_at(ts_len);
+    let timestamps: Vec<i64> =
+        pco::standalone::simple_decompress(ts).map_err(|e| corrupt(&format!("timestamps: {e}")))?;
+    let values: Vec<f64> =
+        pco::standalone::simple_decompress(vs).map_err(|e| corrupt(&format!("values: {e}")))?;
+    if timestamps.len() != count || values.len() != count {
+        return Err(corrupt("sample count does not match"));
+    }
+    Ok(timestamps
+        .into_iter()
+        .zip(values)
+        .map(|(timestamp_ms, value)| Sample {
+            timestamp_ms,
+            value,
+        })
+        .collect())
+}
+
+/// Merges `newer` into `older` (both sorted by time); on equal timestamps the
+/// newer sample wins.
+fn merge(older: Vec<Sample>, newer: &[Sample]) -> Vec<Sample> {
+    let mut by_time: BTreeMap<i64, f64> = older
+        .into_iter()
+        .map(|s| (s.timestamp_ms, s.value))
+        .collect();
+    for s in newer {
+        by_time.insert(s.timestamp_ms, s.value);
+    }
+    by_time
+        .into_iter()
+        .map(|(timestamp_ms, value)| Sample {
+            timestamp_ms,
+            value,
+        })
+        .collect()
+}
+
+impl RedbStore {
+    /// Opens (creating if needed) the store at `path` with default options.
+    pub fn open(path: &Path) -> Result<Self, StorageError> {
+        Self::open_with(path, RedbOptions::default())
+    }
+
+    /// Opens the store with explicit options.
+    pub fn open_with(path: &Path, options: RedbOptions) -> Result<Self, StorageError> {
+        if options.block_window_ms <= 0
+            || options.metrics_retention_ms <= 0
+            || options.head_grace_ms < 0
+        {
+            return Err(StorageError::InvalidData(
+                "block window and retention must be positive".into(),
+            ));
+        }
+        let db = open_database(path)?;
+        let txn = db.begin_write()?;
+        {
+            let has_old_layout = txn.list_tables()?.any(|t| t.name() == "samples");
+            let mut meta = txn.open_table(META)?;
+            let version = meta.get("layout_version")?.map(|v| v.value());
+            match version {
+                Some(LAYOUT_VERSION) => {}
+                None if !has_old_layout => {
+                    meta.insert("layout_version", LAYOUT_VERSION)?;
+                }
+                other => {
+                    return Err(StorageError::Open {
+                        path: path.to_owned(),
+                        message: format!(
+                            "written with store layout {} but this Vigil reads layout {LAYOUT_VERSION}; move the file away to start afresh",
+                            other.unwrap_or(1)
+                        ),
+                    });
+                }
+            }
+            // Create every table once so that readers never meet a missing one.
+            txn.open_table(SERIES)?;
+            txn.open_table(SERIES_LAST)?;
+            txn.open_table(POSTINGS)?;
+            txn.open_table(HEAD)?;
+            txn.open_table(BLOCKS)?;
+            txn.open_table(BATCHES)?;
+            txn.open_table(BATCHES_BY_TIME)?;
+        }
+        txn.commit()?;
+        tracing::info!(path = %path.display(), "telemetry store open (redb)");
+        Ok(Self {
+            db: Arc::new(db),
+            path: path.to_owned(),
+            options,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn options(&self) -> RedbOptions {
+        self.options
+    }
+
+    fn write_blocking(&self, batch: &MetricBatch) -> Result<WriteOutcome, StorageError> {
+        for series in &batch.series {
+            series.validate()?;
+        }
+        let txn = self.db.begin_write()?;
+        let samples_stored = {
+            let mut batches = txn.open_table(BATCHES)?;
+            let key = (batch.project.as_str(), batch.batch_id.as_str());
+            if batches.get(key)?.is_some() {
+                return Ok(WriteOutcome::Duplicate);
+            }
+            let mut series_table = txn.open_table(SERIES)?;
+            let mut series_last = txn.open_table(SERIES_LAST)?;
+            let mut postings = txn.open_table(POSTINGS)?;
+            let mut head = txn.open_table(HEAD)?;
+            let mut stored = 0u64;
+            for series in &batch.series {
+                let id = series_id(&batch.project, &series.metric, &series.labels);
+                let existing = series_table
+                    .get(id)?
+                    .map(|v| decode_record::<SeriesMeta>(v.value()))
+                    .transpose()?;
+                match existing {
+                    Some(existing) => {
+                        if existing.project != batch.project
+                            || existing.metric != series.metric
+                            || !existing
+                                .labels
+                                .iter()
+                                .map(|(k, v)| (k, v))
+                                .eq(series.labels.iter())
+                        {
+                            return Err(StorageError::InvalidData(format!(
+                                "series id collision between {} and {}; series refused",
+                                existing.metric, series.metric
+                            )));
+                        }
+                    }
+                    None => {
+                        let meta = SeriesMeta {
+                            project: batch.project.clone(),
+                            metric: series.metric.clone(),
+                            labels: series
+                                .labels
+                                .iter()
+                                .map(|(k, v)| (k.clone(), v.clone()))
+                                .collect(),
+                        };
+                        series_table.insert(id, encode_record(&meta)?.as_slice())?;
+                        postings.insert(
+                            (
+                                batch.project.as_str(),
+                                NAME_LABEL,
+                                series.metric.as_str(),
+                                id,
+                            ),
+                            (),
+                        )?;
+                        for (name, value) in &series.labels {
+                            postings.insert(
+                                (batch.project.as_str(), name.as_str(), value.as_str(), id),
+                                (),
+                            )?;
+                        }
+                    }
+                }
+                let mut newest = series_last.get(id)?.map_or(i64::MIN, |v| v.value());
+                for sample in &series.samples {
+                    head.insert((id, sample.timestamp_ms), sample.value)?;
+                    newest = newest.max(sample.timestamp_ms);
+                    stored += 1;
+                }
+                if newest > i64::MIN {
+                    series_last.insert(id, newest)?;
+                }
+            }
+            let now = now_ms();
+            batches.insert(key, now)?;
+            txn.open_table(BATCHES_BY_TIME)?
+                .insert((now, batch.project.as_str(), batch.batch_id.as_str()), ())?;
+            stored
+        };
+        txn.commit()?;
+        Ok(WriteOutcome::Stored {
+            samples: samples_stored,
+        })
+    }
+
+    /// Ids of the series that match: candidates from the postings of the
+    /// metric name and of every non-empty equality matcher, then every
+    /// matcher checked on the labels.
+    fn select_series(
+        txn: &redb::ReadTransaction,
+        project: &str,
+        selector: &SeriesSelector,
+    ) -> Result<Vec<(u64, Labels)>, StorageError> {
+        let postings = txn.open_table(POSTINGS)?;
+        let series_table = txn.open_table(SERIES)?;
+        let posting_ids = |name: &str, value: &str| -> Result<BTreeSet<u64>, StorageError> {
+            let mut ids = BTreeSet::new();
+            for entry in
+                postings.range((project, name, value, 0u64)..=(project, name, value, u64::MAX))?
+            {
+                ids.insert(entry?.0.value().3);
+            }
+            Ok(ids)
+        };
+        let mut candidates = posting_ids(NAME_LABEL, &selector.metric)?;
+        for matcher in &selector.matchers {
+            if candidates.is_empty() {
+                break;
+            }
+            if matcher.op == crate::MatcherOp::Equal && !matcher.value.is_empty() {
+                let ids = posting_ids(&matcher.name, &matcher.value)?;
+                candidates.retain(|id| ids.contains(id));
+            }
+        }
+        let mut out = Vec::with_capacity(candidates.len());
+        for id in candidates {
+            let Some(meta) = series_table.get(id)? else {
+                return Err(StorageError::Corrupt(format!(
+                    "series {id} indexed but not stored"
+                )));
+            };
+            let meta: SeriesMeta = decode_record(meta.value())?;
+            let labels: Labels = meta.labels.into_iter().collect();
+            if selector.matches(&labels) {
+                out.push((id, labels));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The first and last block windows present, to bound window walks.
+    fn block_span(blocks: &BlocksTable) -> Result<Option<(i64, i64)>, StorageError> {
+        let first = blocks.first()?.map(|(k, _)| k.value().0);
+        let last = blocks.last()?.map(|(k, _)| k.value().0);
+        Ok(first.zip(last))
+    }
+
+    fn read_blocking(
+        &self,
+        project: &str,
+        selector: &SeriesSelector,
+        start_ms: i64,
+        end_ms: i64,
+        newest_only: bool,
+    ) -> Result<Vec<SeriesData>, StorageError> {
+        let width = self.options.block_window_ms;
+        let txn = self.db.begin_read()?;
+        let matched = Self::select_series(&txn, project, selector)?;
+        let head = txn.open_table(HEAD)?;
+        let blocks = txn.open_table(BLOCKS)?;
+        // Only windows that can hold blocks, so open ranges stay cheap.
+        let windows = Self::block_span(&blocks)?.map(|(first, last)| {
+            (
+                window_of(start_ms, width).max(first),
+                window_of(end_ms, width).min(last),
+            )
+        });
+        let in_range = |s: &Sample| s.timestamp_ms >= start_ms && s.timestamp_ms <= end_ms;
+        let mut out = Vec::with_capacity(matched.len());
+        for (id, labels) in matched {
+            let mut head_range = head.range((id, start_ms)..=(id, end_ms))?;
+            let samples = if newest_only {
+                match head_range.next_back() {
+                    Some(entry) => {
+                        let (k, v) = entry?;
+                        vec![Sample {
+                            timestamp_ms: k.value().1,
+                            value: v.value(),
+                        }]
+                    }
+                    None => newest_in_blocks(&blocks, id, windows, width, &in_range)?
+                        .into_iter()
+                        .collect(),
+                }
+            } else {
+                let mut from_blocks = Vec::new();
+                if let Some((low, high)) = windows {
+                    let mut w = low;
+                    while w <= high {
+                        if let Some(block) = blocks.get((w, id))? {
+                            from_blocks
+                                .extend(decode_block(block.value())?.into_iter().filter(in_range));
+                        }
+                        w += width;
+                    }
+                }
+                let recent = head_range
+                    .map(|entry| {
+                        let (k, v) = entry?;
+                        Ok(Sample {
+                            timestamp_ms: k.value().1,
+                            value: v.value(),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, StorageError>>()?;
+                if from_blocks.is_empty() {
+                    recent
+                } else {
+                    merge(from_blocks, &recent)
+                }
+            };
+            if samples.is_empty() {
+                continue;
+            }
+            out.push(SeriesData {
+                metric: selector.metric.clone(),
+                labels,
+                samples,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Moves head samples of closed windows into compressed blocks, one
+    /// bounded transaction at a time. Returns (samples moved, blocks written).
+    fn compact_blocking(&self, now: i64) -> Result<(u64, u64), StorageError> {
+        let width = self.options.block_window_ms;
+        let cutoff = window_of(now.saturating_sub(self.options.head_grace_ms), width);
+        let (mut moved, mut written) = (0u64, 0u64);
+        loop {
+            let txn = self.db.begin_write()?;
+            let (chunk_samples, chunk_blocks) = {
+                let mut head = txn.open_table(HEAD)?;
+                let mut blocks = txn.open_table(BLOCKS)?;
+                let mut groups: BTreeMap<(i64, u64), Vec<Sample>> = BTreeMap::new();
+                let mut taken = 0usize;
+                for entry in head.iter()? {
+                    let (k, v) = entry?;
+                    let (id, ts) = k.value();
+                    if ts >= cutoff {
+                        continue;
+                    }
+                    groups
+                        .entry((window_of(ts, width), id))
+                        .or_default()
+                        .push(Sample {
+                            timestamp_ms: ts,
+                            value: v.value(),
+                        });
+                    taken += 1;
+                    if taken >= COMPACTION_CHUNK {
+                        break;
+                    }
+                }
+                if groups.is_empty() {
+                    (0, 0)
+                } else {
+                    let mut blocks_written = 0u64;
+                    for ((window, id), samples) in &groups {
+                        let existing = blocks
+                            .get((*window, *id))?
+                            .map(|b| decode_block(b.value()))
+                            .transpose()?
+                            .unwrap_or_default();
+                        let merged = merge(existing, samples);
+                        blocks.insert((*window, *id), encode_block(&merged)?.as_slice())?;
+                        blocks_written += 1;
+                        for s in samples {
+                            head.remove((*id, s.timestamp_ms))?;
+                        }
+                    }
+                    (taken as u64, blocks_written)
+                }
+            };
+            if chunk_samples == 0 {
+                break;
+            }
+            txn.commit()?;
+            moved += chunk_samples;
+            written += chunk_blocks;
+        }
+        Ok((moved, written))
+    }
+
+    /// Deletes metrics older than the retention: whole blocks, stray head
+    /// samples, series not seen since, and batch ids stored before.
+    fn retention_blocking(&self, now: i64) -> Result<(u64, u64, u64), StorageError> {
+        let width = self.options.block_window_ms;
+        let cutoff = now.saturating_sub(self.options.metrics_retention_ms);
+        let first_kept_window = window_of(cutoff, width);
+        let txn = self.db.begin_write()?;
+        let (mut blocks_dropped, mut series_dropped, mut batches_dropped) = (0u64, 0u64, 0u64);
+        {
+            let mut blocks = txn.open_table(BLOCKS)?;
+            blocks.retain_in((i64::MIN, 0u64)..(first_kept_window, 0u64), |_, _| {
+                blocks_dropped += 1;
+                false
+            })?;
+            let mut head = txn.open_table(HEAD)?;
+            head.retain(|(_, ts), _| ts >= cutoff)?;
+
+            let mut series_last = txn.open_table(SERIES_LAST)?;
+            let mut expired = Vec::new();
+            for entry in series_last.iter()? {
+                let (k, v) = entry?;
+                if v.value() < cutoff {
+                    expired.push(k.value());
+                }
+            }
+            let mut series_table = txn.open_table(SERIES)?;
+            let mut postings = txn.open_table(POSTINGS)?;
+            for id in expired {
+                series_last.remove(id)?;
+                let meta = series_table
+                    .remove(id)?
+                    .map(|m| decode_record::<SeriesMeta>(m.value()))
+                    .transpose()?;
+                if let Some(meta) = meta {
+                    postings.remove((
+                        meta.project.as_str(),
+                        NAME_LABEL,
+                        meta.metric.as_str(),
+                        id,
+                    ))?;
+                    for (name, value) in &meta.labels {
+                        postings.remove((
+                            meta.project.as_str(),
+                            name.as_str(),
+                            value.as_str(),
+                            id,
+                        ))?;
+                    }
+                    series_dropped += 1;
+                }
+            }
+
+            let mut by_time = txn.open_table(BATCHES_BY_TIME)?;
+            let mut batches = txn.open_table(BATCHES)?;
+            let mut old = Vec::new();
+            for entry in by_time.range((i64::MIN, "", "")..(cutoff, "", ""))? {
+                let (k, _) = entry?;
+                let (at, project, id) = k.value();
+                old.push((at, project.to_owned(), id.to_owned()));
+            }
+            for (at, project, id) in old {
+                by_time.remove((at, project.as_str(), id.as_str()))?;
+                batches.remove((project.as_str(), id.as_str()))?;
+                batches_dropped += 1;
+            }
+        }
+        txn.commit()?;
+        Ok((blocks_dropped, series_dropped, batches_dropped))
+    }
+
+    /// Compaction then retention, as of `now`.
+    pub fn maintain_blocking(&self, now: i64) -> Result<MaintenanceReport, StorageError> {
+        let (samples_compacted, blocks_written) = self.compact_blocking(now)?;
+        let (blocks_dropped, series_dropped, batches_dropped) = self.retention_blocking(now)?;
+        Ok(MaintenanceReport {
+            samples_compacted,
+            blocks_written,
+            blocks_dropped,
+            series_dropped,
+            batches_dropped,
+        })
+    }
+}
+
+type BlocksTable = redb::ReadOnlyTable<(i64, u64), &'static [u8]>;
+
+/// The newest in-range sample of a series held in blocks, walking the
+/// windows newest first.
+fn newest_in_blocks(
+    blocks: &BlocksTable,
+    id: u64,
+    windows: Option<(i64, i64)>,
+    width: i64,
+    in_range: &impl Fn(&Sample) -> bool,
+) -> Result<Option<Sample>, StorageError> {
+    let Some((low, high)) = windows else {
+        return Ok(None);
+    };
+    let mut w = high;
+    while w >= low {
+        let found = match blocks.get((w, id))? {
+            Some(block) => decode_block(block.value())?
+                .into_iter()
+                .rev()
+                .find(in_range),
+            None => None,
+        };
+        if found.is_some() {
+            return Ok(found);
+        }
+        w -= width;
+    }
+    Ok(None)
 }
 
 fn series_id(project: &str, metric: &str, labels: &Labels) -> u64 {
@@ -276,8 +715,12 @@ impl TelemetryStore for RedbStore {
         let (this, project, selector) = (self.clone(), project.to_owned(), selector.clone());
         blocking(move || this.read_blocking(&project, &selector, since_ms, i64::MAX, true)).await
     }
-}
 
+    async fn maintain(&self, now_ms: i64) -> Result<MaintenanceReport, StorageError> {
+        let this = self.clone();
+        blocking(move || this.maintain_blocking(now_ms)).await
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,6 +861,211 @@ mod tests {
             .await
             .unwrap();
         assert!(got.is_empty(), "nothing of a refused batch is stored");
+    }
+
+    const HOUR: i64 = 3600 * 1000;
+
+    fn options() -> RedbOptions {
+        RedbOptions {
+            block_window_ms: HOUR,
+            head_grace_ms: 0,
+            metrics_retention_ms: 24 * HOUR,
+        }
+    }
+
+    #[test]
+    fn block_codec_round_trips_and_detects_damage() {
+        let samples: Vec<Sample> = (0..720)
+            .map(|i| Sample {
+                timestamp_ms: 1_700_000_000_000 + i * 10_000,
+                value: (i % 7) as f64 * 0.5,
+            })
+            .collect();
+        let block = encode_block(&samples).unwrap();
+        assert_eq!(decode_block(&block).unwrap(), samples);
+        assert!(
+            block.len() < samples.len() * 2,
+            "regular data compresses: {} bytes",
+            block.len()
+        );
+        assert!(decode_block(&block[..block.len() / 2]).is_err());
+        assert!(decode_block(&[]).is_err());
+        let mut bad = block.clone();
+        bad[0] = 99;
+        assert!(
+            decode_block(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("format")
+        );
+    }
+
+    #[tokio::test]
+    async fn compaction_keeps_every_sample_and_merges_late_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open_with(&dir.path().join("t.redb"), options()).unwrap();
+        let now = now_ms();
+        let base = window_of(now, HOUR) - 3 * HOUR;
+        let points: Vec<(i64, f64)> = (0..360).map(|i| (base + i * 30_000, i as f64)).collect();
+        store
+            .write_metrics(batch("p", "b1", vec![series("cpu", "a", &points)]))
+            .await
+            .unwrap();
+        let before = store
+            .select("p", &SeriesSelector::metric("cpu"), 0, i64::MAX)
+            .await
+            .unwrap();
+        let report = store.maintain(now).await.unwrap();
+        assert_eq!(report.samples_compacted, 360);
+        assert_eq!(report.blocks_written, 3, "three closed one-hour windows");
+        let after = store
+            .select("p", &SeriesSelector::metric("cpu"), 0, i64::MAX)
+            .await
+            .unwrap();
+        assert_eq!(before, after, "compaction changes no answer");
+        let partial = store
+            .select(
+                "p",
+                &SeriesSelector::metric("cpu"),
+                base + HOUR,
+                base + HOUR + 60_000,
+            )
+            .await
+            .unwrap();
+        assert_eq!(partial[0].samples.len(), 3);
+        let latest = store
+            .latest("p", &SeriesSelector::metric("cpu"), base)
+            .await
+            .unwrap();
+        assert_eq!(
+            latest[0].samples,
+            vec![Sample {
+                timestamp_ms: base + 359 * 30_000,
+                value: 359.0
+            }]
+        );
+
+        // A late sample for a compacted window, and an overwrite of one.
+        store
+            .write_metrics(batch(
+                "p",
+                "late",
+                vec![series("cpu", "a", &[(base + 15_000, -1.0), (base, 42.0)])],
+            ))
+            .await
+            .unwrap();
+        let got = store
+            .select("p", &SeriesSelector::metric("cpu"), base, base + 30_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            got[0].samples,
+            vec![
+                Sample {
+                    timestamp_ms: base,
+                    value: 42.0
+                },
+                Sample {
+                    timestamp_ms: base + 15_000,
+                    value: -1.0
+                },
+                Sample {
+                    timestamp_ms: base + 30_000,
+                    value: 1.0
+                },
+            ]
+        );
+        let report = store.maintain(now).await.unwrap();
+        assert_eq!((report.samples_compacted, report.blocks_written), (2, 1));
+        let merged = store
+            .select("p", &SeriesSelector::metric("cpu"), base, base + 30_000)
+            .await
+            .unwrap();
+        assert_eq!(got, merged);
+    }
+
+    #[tokio::test]
+    async fn retention_drops_old_data_and_keeps_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open_with(&dir.path().join("t.redb"), options()).unwrap();
+        let now = now_ms();
+        let old = now - 30 * HOUR;
+        let recent = now - 2 * HOUR;
+        store
+            .write_metrics(batch(
+                "p",
+                "b1",
+                vec![
+                    series("cpu", "gone", &[(old, 1.0), (old + 1000, 2.0)]),
+                    series("cpu", "mixed", &[(old, 3.0), (recent, 4.0)]),
+                ],
+            ))
+            .await
+            .unwrap();
+        store.maintain(now).await.unwrap();
+        let report = store.maintain(now).await.unwrap();
+        assert_eq!(report.samples_compacted, 0, "nothing left to compact");
+        let all = store
+            .select("p", &SeriesSelector::metric("cpu"), 0, i64::MAX)
+            .await
+            .unwrap();
+        assert_eq!(
+            all.len(),
+            1,
+            "series with nothing newer than retention are gone"
+        );
+        assert_eq!(all[0].labels.get("node").map(String::as_str), Some("mixed"));
+        assert_eq!(
+            all[0].samples,
+            vec![Sample {
+                timestamp_ms: recent,
+                value: 4.0
+            }]
+        );
+        let gone = store
+            .select(
+                "p",
+                &SeriesSelector::metric("cpu").with(Matcher::equal("node", "gone")),
+                0,
+                i64::MAX,
+            )
+            .await
+            .unwrap();
+        assert!(gone.is_empty());
+    }
+
+    #[tokio::test]
+    async fn matchers_select_through_postings() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("t.redb")).unwrap();
+        let series: Vec<SeriesWrite> = ["web-1", "web-2", "db-1"]
+            .iter()
+            .map(|n| series("cpu", n, &[(1, 1.0)]))
+            .chain([series("mem", "web-1", &[(1, 1.0)])])
+            .collect();
+        store.write_metrics(batch("p", "b", series)).await.unwrap();
+        let nodes = |got: Vec<SeriesData>| -> Vec<String> {
+            got.into_iter().map(|s| s.labels["node"].clone()).collect()
+        };
+        let re = SeriesSelector::metric("cpu")
+            .with(Matcher::new("node", crate::MatcherOp::RegexMatch, "web-.*").unwrap());
+        assert_eq!(nodes(store.select("p", &re, 0, 10).await.unwrap()).len(), 2);
+        let nre = SeriesSelector::metric("cpu")
+            .with(Matcher::new("node", crate::MatcherOp::RegexNoMatch, "web-.*").unwrap());
+        assert_eq!(
+            nodes(store.select("p", &nre, 0, 10).await.unwrap()),
+            vec!["db-1"]
+        );
+        let ne = SeriesSelector::metric("cpu")
+            .with(Matcher::new("node", crate::MatcherOp::NotEqual, "db-1").unwrap());
+        assert_eq!(nodes(store.select("p", &ne, 0, 10).await.unwrap()).len(), 2);
+        let absent = SeriesSelector::metric("cpu").with(Matcher::equal("zone", ""));
+        assert_eq!(
+            nodes(store.select("p", &absent, 0, 10).await.unwrap()).len(),
+            3
+        );
+        let none = SeriesSelector::metric("cpu").with(Matcher::equal("node", "nope"));
+        assert!(store.select("p", &none, 0, 10).await.unwrap().is_empty());
     }
 
     #[test]

@@ -229,6 +229,8 @@ impl QueryService for QueryApi {
             let op = match Op::try_from(m.op) {
                 Ok(Op::Equal) => MatcherOp::Equal,
                 Ok(Op::NotEqual) => MatcherOp::NotEqual,
+                Ok(Op::RegexMatch) => MatcherOp::RegexMatch,
+                Ok(Op::RegexNoMatch) => MatcherOp::RegexNoMatch,
                 _ => {
                     return Err(Status::invalid_argument(format!(
                         "matcher on {:?} has no valid op",
@@ -236,11 +238,9 @@ impl QueryService for QueryApi {
                     )));
                 }
             };
-            selector.matchers.push(Matcher {
-                name: m.name,
-                op,
-                value: m.value,
-            });
+            selector
+                .matchers
+                .push(Matcher::new(&m.name, op, &m.value).map_err(|e| e.to_status())?);
         }
         let found = self
             .store
