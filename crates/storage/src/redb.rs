@@ -215,7 +215,7 @@ impl RedbStore {
     }
 
     /// Opens the store with explicit options.
-    pub fn open_with(path: &Path, options: RedbOptions) -> Result<Self, StorageError> {
+    pub fn open_with(path: &Path, mut options: RedbOptions) -> Result<Self, StorageError> {
         if options.block_window_ms <= 0
             || options.metrics_retention_ms <= 0
             || options.head_grace_ms < 0
@@ -243,6 +243,19 @@ impl RedbStore {
                             other.unwrap_or(1)
                         ),
                     });
+                }
+            }
+            // The block window is part of the layout: the one the file was
+            // created with stays in force.
+            let stored_window = meta.get("block_window_ms")?.map(|v| v.value());
+            match stored_window {
+                Some(stored) => {
+                    options.block_window_ms = i64::try_from(stored).map_err(|_| {
+                        StorageError::Corrupt(format!("block window {stored} out of range"))
+                    })?;
+                }
+                None => {
+                    meta.insert("block_window_ms", options.block_window_ms.unsigned_abs())?;
                 }
             }
             // Create every table once so that readers never meet a missing one.
