@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what building and testing Vigil needs on a fresh machine of this
 # kind (Debian, root, Rust toolchain present). Idempotent: a second run only
-# checks. Today nothing beyond the Rust toolchain is needed: protobuf code is
-# generated with the pure-Rust protox compiler, storage is embedded redb.
-# Later tiers add their servers here (clang for eBPF, ClickHouse, Chromium,
-# an OpenID provider), each started by the tests on loopback.
+# checks. Protobuf code is generated with the pure-Rust protox compiler, so
+# no protoc. Servers the tests need are installed here and started by the
+# tests or scripts/test.sh on loopback: ClickHouse (Debian's 18.16) for the
+# storage conformance suite, curl for heartbeat pings. Later tiers add clang
+# (eBPF), Chromium and an OpenID provider.
 set -euo pipefail
 
 need() { command -v "$1" >/dev/null 2>&1; }
@@ -18,8 +19,15 @@ for component in rustfmt clippy; do
     rustup component add "$component"
   fi
 done
+missing=()
 # curl: the end-to-end tests ping the heartbeat monitor with it, as cron jobs do.
-if ! need curl; then
-  apt-get update -qq && apt-get install -y -qq --no-install-recommends curl
+need curl || missing+=(curl)
+need clickhouse-server || missing+=(clickhouse-server clickhouse-client)
+need python3 || missing+=(python3)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 echo "install-deps: toolchain ready ($(rustc --version))"

@@ -7,6 +7,13 @@ cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
 
+# A private ClickHouse for the storage conformance suite, stopped on exit.
+ch_dir=$(mktemp -d /tmp/vigil-clickhouse.XXXXXX)
+trap 'scripts/clickhouse.sh stop "$ch_dir"; rm -rf "$ch_dir"' EXIT
+CLICKHOUSE_TEST_URL=$(scripts/clickhouse.sh start "$ch_dir")
+export CLICKHOUSE_TEST_URL
+echo "== ClickHouse for tests at $CLICKHOUSE_TEST_URL"
+
 start=$(date +%s)
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

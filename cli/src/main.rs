@@ -239,11 +239,7 @@ async fn run_suite(mut suite: SuiteConfig, services: &[Service]) -> anyhow::Resu
 
     let wants = |s: Service| services.contains(&s);
     let store = if wants(Service::Ingest) || wants(Service::Query) {
-        Some(vigil_storage::open(
-            &suite.storage,
-            &suite.data_dir,
-            Deployment::Monolith,
-        )?)
+        Some(vigil_storage::open(&suite.storage, &suite.data_dir, Deployment::Monolith).await?)
     } else {
         None
     };

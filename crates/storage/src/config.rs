@@ -9,7 +9,49 @@ use vigil_runtime::config::{ConfigError, Validate, key};
 pub struct StorageConfig {
     pub backend: Backend,
     pub redb: RedbConfig,
+    pub clickhouse: ClickHouseConfig,
     pub retention: RetentionConfig,
+}
+
+/// `[storage.clickhouse]`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClickHouseConfig {
+    /// The HTTP interface, e.g. `http://clickhouse:8123`.
+    pub url: String,
+    /// Database holding Vigil's tables (created if missing).
+    pub database: String,
+    pub user: String,
+    pub password: String,
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8123".into(),
+            database: "vigil".into(),
+            user: String::new(),
+            password: String::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for ClickHouseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClickHouseConfig")
+            .field("url", &self.url)
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field(
+                "password",
+                &if self.password.is_empty() {
+                    ""
+                } else {
+                    "[redacted]"
+                },
+            )
+            .finish()
+    }
 }
 
 /// `[storage.retention]`: how long each signal is kept. Changing it takes
@@ -49,6 +91,15 @@ pub struct RedbConfig {
 
 impl Validate for StorageConfig {
     fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        if self.backend == Backend::Clickhouse
+            && !(self.clickhouse.url.starts_with("http://")
+                || self.clickhouse.url.starts_with("https://"))
+        {
+            return Err(ConfigError::invalid(
+                key(prefix, "clickhouse.url"),
+                "must be the HTTP interface, http://host:8123 or https://…",
+            ));
+        }
         if self.retention.metrics < Duration::from_secs(3600) {
             return Err(ConfigError::invalid(
                 key(prefix, "retention.metrics"),

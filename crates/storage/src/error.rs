@@ -9,11 +9,6 @@ pub enum StorageError {
          Run the whole suite in one process with `vigil up`, or set storage.backend = \"clickhouse\" for split deployments"
     )]
     RedbNeedsMonolith { service: &'static str },
-    #[error("storage backend `{backend}` is unavailable: {reason}")]
-    BackendUnavailable {
-        backend: &'static str,
-        reason: &'static str,
-    },
     #[error("cannot open store {path}: {message}")]
     Open { path: PathBuf, message: String },
     #[error("store {path} is already open in another process (redb is single-process)")]
@@ -55,9 +50,7 @@ impl vigil_runtime::ServiceError for StorageError {
         use vigil_runtime::ErrorKind;
         match self {
             Self::InvalidData(_) => ErrorKind::InvalidArgument,
-            Self::Io(_) | Self::AlreadyOpen { .. } | Self::BackendUnavailable { .. } => {
-                ErrorKind::Unavailable
-            }
+            Self::Io(_) | Self::AlreadyOpen { .. } => ErrorKind::Unavailable,
             Self::RedbNeedsMonolith { .. } | Self::Open { .. } | Self::Corrupt(_) => {
                 ErrorKind::Internal
             }

@@ -8,6 +8,7 @@
 //! Backends: [`redb`] (embedded, one file, one process: the monolith) and
 //! ClickHouse (for split deployments; it lands with the storage issue).
 
+pub mod clickhouse;
 pub mod config;
 pub mod error;
 pub mod model;
@@ -85,8 +86,8 @@ pub enum Deployment {
     Standalone { service: &'static str },
 }
 
-/// Opens the configured backend.
-pub fn open(
+/// Opens the configured backend (for ClickHouse: connects and migrates).
+pub async fn open(
     config: &StorageConfig,
     data_dir: &std::path::Path,
     deployment: Deployment,
@@ -101,11 +102,16 @@ pub fn open(
                 .path
                 .clone()
                 .unwrap_or_else(|| data_dir.join("telemetry.redb"));
-            Ok(Arc::new(redb::RedbStore::open(&path)?))
+            let options = redb::RedbOptions {
+                metrics_retention_ms: vigil_runtime::time::millis(config.retention.metrics),
+                ..redb::RedbOptions::default()
+            };
+            let store = redb::RedbStore::open_with(&path, options)?;
+            Ok(Arc::new(store))
         }
-        (Backend::Clickhouse, _) => Err(StorageError::BackendUnavailable {
-            backend: "clickhouse",
-            reason: "the ClickHouse backend is not built yet (it lands with the storage issue); use storage.backend = \"redb\" with `vigil up`",
-        }),
+        (Backend::Clickhouse, _) => Ok(Arc::new(
+            clickhouse::ClickHouseStore::connect(&config.clickhouse, config.retention.metrics)
+                .await?,
+        )),
     }
 }

@@ -165,10 +165,34 @@ pub struct SeriesData {
     pub samples: Vec<Sample>,
 }
 
+/// A series' id: the xxh3 hash of project, metric and sorted labels. Both
+/// backends use it; a collision is detected where series are stored.
+pub fn series_id(project: &str, metric: &str, labels: &Labels) -> u64 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    for part in [project, metric] {
+        hasher.update(part.as_bytes());
+        hasher.update(&[0xff]);
+    }
+    for (k, v) in labels {
+        hasher.update(k.as_bytes());
+        hasher.update(&[0xfe]);
+        hasher.update(v.as_bytes());
+        hasher.update(&[0xff]);
+    }
+    hasher.digest()
+}
+
 /// Longest label value accepted, in bytes.
 pub const MAX_LABEL_VALUE_BYTES: usize = 4096;
 /// Most labels on one series.
 pub const MAX_LABELS: usize = 64;
+/// Latest timestamp accepted (exclusive): 2149-06-06, the end of ClickHouse's `Date`.
+pub const MAX_TIMESTAMP_MS: i64 = 65_536 * 86_400_000;
+
+/// Days since the Unix epoch of a timestamp (the daily partition it falls in).
+pub fn day_of(timestamp_ms: i64) -> i64 {
+    timestamp_ms.div_euclid(86_400_000)
+}
 
 /// Whether `name` is a valid Prometheus metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
 pub fn is_valid_metric_name(name: &str) -> bool {
@@ -199,6 +223,26 @@ impl SeriesWrite {
                 self.metric,
                 self.labels.len()
             )));
+        }
+        if self.labels.contains_key("__name__") {
+            return Err(StorageError::InvalidData(format!(
+                "series {}: the label __name__ is reserved for the metric name",
+                self.metric
+            )));
+        }
+        for sample in &self.samples {
+            if !sample.value.is_finite() {
+                return Err(StorageError::InvalidData(format!(
+                    "series {}: sample at {} ms is {}, not a finite number",
+                    self.metric, sample.timestamp_ms, sample.value
+                )));
+            }
+            if !(0..MAX_TIMESTAMP_MS).contains(&sample.timestamp_ms) {
+                return Err(StorageError::InvalidData(format!(
+                    "series {}: timestamp {} ms is outside 1970-01-01..2149-06-06",
+                    self.metric, sample.timestamp_ms
+                )));
+            }
         }
         for (name, value) in &self.labels {
             if !is_valid_label_name(name) {

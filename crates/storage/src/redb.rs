@@ -35,7 +35,7 @@ use vigil_runtime::time::now_ms;
 
 use crate::{
     MaintenanceReport, StorageError, TelemetryStore,
-    model::{Labels, MetricBatch, Sample, SeriesData, SeriesSelector, WriteOutcome},
+    model::{Labels, MetricBatch, Sample, SeriesData, SeriesSelector, WriteOutcome, series_id},
 };
 
 const SERIES: TableDefinition<u64, &[u8]> = TableDefinition::new("series");
@@ -674,21 +674,6 @@ fn newest_in_blocks(
         w -= width;
     }
     Ok(None)
-}
-
-fn series_id(project: &str, metric: &str, labels: &Labels) -> u64 {
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    for part in [project, metric] {
-        hasher.update(part.as_bytes());
-        hasher.update(&[0xff]);
-    }
-    for (k, v) in labels {
-        hasher.update(k.as_bytes());
-        hasher.update(&[0xfe]);
-        hasher.update(v.as_bytes());
-        hasher.update(&[0xff]);
-    }
-    hasher.digest()
 }
 
 async fn blocking<T, F>(f: F) -> Result<T, StorageError>

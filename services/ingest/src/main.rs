@@ -19,7 +19,8 @@ fn main() -> ExitCode {
                 &storage,
                 &data_dir,
                 Deployment::Standalone { service: "ingest" },
-            )?;
+            )
+            .await?;
             vigil_ingest::run(config, store, keys, shutdown).await?;
             anyhow::Ok(())
         },

@@ -109,12 +109,6 @@ impl PushService {
                         )));
                     }
                 }
-                if let Some(bad) = ts.samples.iter().find(|s| !s.value.is_finite()) {
-                    return Err(Status::invalid_argument(format!(
-                        "series {}: sample at {} ms is {}, not a finite number",
-                        ts.name, bad.timestamp_ms, bad.value
-                    )));
-                }
                 series.push(SeriesWrite {
                     metric: ts.name,
                     labels,

@@ -16,7 +16,8 @@ fn main() -> ExitCode {
                 &storage,
                 &data_dir,
                 Deployment::Standalone { service: "query" },
-            )?;
+            )
+            .await?;
             vigil_query::run(config, store, shutdown).await?;
             anyhow::Ok(())
         },

@@ -1,0 +1,484 @@
+//! One conformance suite, run against both backends, so that they answer
+//! every question the same way: the embedded redb store and a real
+//! ClickHouse server (started by scripts/test.sh, which sets
+//! CLICKHOUSE_TEST_URL; without it the ClickHouse half is skipped with a
+//! message, and under CI=true that is an error).
+
+#![allow(clippy::unwrap_used, clippy::print_stderr)] // a test: a panic is the failure report
+
+use std::{sync::Arc, time::Duration};
+
+use vigil_runtime::time::now_ms;
+use vigil_storage::{
+    Matcher, MatcherOp, MetricBatch, Sample, SeriesData, SeriesSelector, SeriesWrite, StorageError,
+    TelemetryStore, WriteOutcome,
+    clickhouse::ClickHouseStore,
+    config::ClickHouseConfig,
+    redb::{RedbOptions, RedbStore},
+};
+
+const HOUR: i64 = 3600 * 1000;
+const DAY: i64 = 24 * HOUR;
+const RETENTION_DAYS: i64 = 2;
+
+/// A backend under test and what to clean up after it.
+struct Backend {
+    name: &'static str,
+    store: Arc<dyn TelemetryStore>,
+    _dir: Option<tempfile::TempDir>,
+    clickhouse: Option<(String, String)>,
+}
+
+impl Backend {
+    async fn cleanup(self) {
+        if let Some((url, database)) = self.clickhouse {
+            let client = clickhouse::Client::default().with_url(url);
+            client
+                .query(&format!("DROP DATABASE IF EXISTS {database}"))
+                .execute()
+                .await
+                .unwrap();
+        }
+    }
+}
+
+fn clickhouse_url() -> Option<String> {
+    match std::env::var("CLICKHOUSE_TEST_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI must test ClickHouse: run scripts/test.sh, which starts a server and sets CLICKHOUSE_TEST_URL"
+            );
+            eprintln!(
+                "SKIPPING the ClickHouse half of the conformance suite: CLICKHOUSE_TEST_URL is not set \
+                 (scripts/test.sh starts a server and sets it)"
+            );
+            None
+        }
+    }
+}
+
+async fn backends() -> Vec<Backend> {
+    let dir = tempfile::tempdir().unwrap();
+    let redb = RedbStore::open_with(
+        &dir.path().join("conformance.redb"),
+        RedbOptions {
+            block_window_ms: HOUR,
+            head_grace_ms: 0,
+            metrics_retention_ms: RETENTION_DAYS * DAY,
+        },
+    )
+    .unwrap();
+    let mut out = vec![Backend {
+        name: "redb",
+        store: Arc::new(redb),
+        _dir: Some(dir),
+        clickhouse: None,
+    }];
+    if let Some(url) = clickhouse_url() {
+        let database = format!("vigil_conformance_{:016x}", rand::random::<u64>());
+        let config = ClickHouseConfig {
+            url: url.clone(),
+            database: database.clone(),
+            ..ClickHouseConfig::default()
+        };
+        let store = ClickHouseStore::connect(
+            &config,
+            Duration::from_millis((RETENTION_DAYS * DAY) as u64),
+        )
+        .await
+        .unwrap();
+        assert_eq!(store.schema_version().await.unwrap(), 1);
+        out.push(Backend {
+            name: "clickhouse",
+            store: Arc::new(store),
+            _dir: None,
+            clickhouse: Some((url, database)),
+        });
+    }
+    out
+}
+
+fn series(metric: &str, labels: &[(&str, &str)], points: &[(i64, f64)]) -> SeriesWrite {
+    SeriesWrite {
+        metric: metric.into(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        samples: points
+            .iter()
+            .map(|&(timestamp_ms, value)| Sample {
+                timestamp_ms,
+                value,
+            })
+            .collect(),
+    }
+}
+
+fn batch(project: &str, id: &str, series: Vec<SeriesWrite>) -> MetricBatch {
+    MetricBatch {
+        project: project.into(),
+        batch_id: id.into(),
+        series,
+    }
+}
+
+fn nodes(found: &[SeriesData]) -> Vec<String> {
+    let mut nodes: Vec<String> = found.iter().map(|s| s.labels["node"].clone()).collect();
+    nodes.sort();
+    nodes
+}
+
+/// Runs `case` on every backend, naming the backend in any failure.
+macro_rules! conformance {
+    ($name:ident, |$store:ident, $backend:ident| $body:block) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            for backend in backends().await {
+                let $store: &dyn TelemetryStore = &*backend.store;
+                let $backend = backend.name;
+                let _ = $backend;
+                $body
+                backend.cleanup().await;
+            }
+        }
+    };
+}
+
+conformance!(
+    write_select_latest_and_project_isolation,
+    |store, backend| {
+        let t = now_ms() - 10 * 60 * 1000;
+        let outcome = store
+            .write_metrics(batch(
+                "p1",
+                "b1",
+                vec![
+                    series("cpu", &[("node", "a")], &[(t, 0.5), (t + 1000, 0.7)]),
+                    series("cpu", &[("node", "b")], &[(t + 500, 0.1)]),
+                    series("mem", &[("node", "a")], &[(t, 42.0)]),
+                ],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(outcome, WriteOutcome::Stored { samples: 4 }, "{backend}");
+        store
+            .write_metrics(batch(
+                "p2",
+                "b1",
+                vec![series("cpu", &[("node", "a")], &[(t, 9.0)])],
+            ))
+            .await
+            .unwrap();
+
+        let all = store
+            .select("p1", &SeriesSelector::metric("cpu"), t - 1000, t + 10_000)
+            .await
+            .unwrap();
+        assert_eq!(nodes(&all), vec!["a", "b"], "{backend}");
+        let a = all.iter().find(|s| s.labels["node"] == "a").unwrap();
+        assert_eq!(
+            a.samples,
+            vec![
+                Sample {
+                    timestamp_ms: t,
+                    value: 0.5
+                },
+                Sample {
+                    timestamp_ms: t + 1000,
+                    value: 0.7
+                }
+            ],
+            "{backend}"
+        );
+        assert_eq!(a.metric, "cpu", "{backend}");
+
+        let window = store
+            .select("p1", &SeriesSelector::metric("cpu"), t + 400, t + 600)
+            .await
+            .unwrap();
+        assert_eq!(
+            nodes(&window),
+            vec!["b"],
+            "{backend}: range bounds are inclusive and exact"
+        );
+
+        let latest = store
+            .latest("p1", &SeriesSelector::metric("cpu"), t + 600)
+            .await
+            .unwrap();
+        assert_eq!(latest.len(), 1, "{backend}: b has nothing since t+600");
+        assert_eq!(
+            latest[0].samples,
+            vec![Sample {
+                timestamp_ms: t + 1000,
+                value: 0.7
+            }],
+            "{backend}"
+        );
+
+        let other = store
+            .select("p2", &SeriesSelector::metric("cpu"), 0, i64::MAX)
+            .await
+            .unwrap();
+        assert_eq!(other.len(), 1, "{backend}");
+        assert_eq!(other[0].samples[0].value, 9.0, "{backend}");
+        assert!(
+            store
+                .select("p3", &SeriesSelector::metric("cpu"), 0, i64::MAX)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+);
+
+conformance!(retried_batch_id_is_stored_once, |store, backend| {
+    let t = now_ms() - 60_000;
+    let first = batch(
+        "p",
+        "same",
+        vec![series("cpu", &[("node", "a")], &[(t, 1.0)])],
+    );
+    assert!(matches!(
+        store.write_metrics(first.clone()).await.unwrap(),
+        WriteOutcome::Stored { .. }
+    ));
+    let mut changed = first;
+    changed.series[0].samples[0].value = 99.0;
+    assert_eq!(
+        store.write_metrics(changed).await.unwrap(),
+        WriteOutcome::Duplicate,
+        "{backend}"
+    );
+    let got = store
+        .select("p", &SeriesSelector::metric("cpu"), 0, i64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(
+        got[0].samples,
+        vec![Sample {
+            timestamp_ms: t,
+            value: 1.0
+        }],
+        "{backend}"
+    );
+    // The same id in another project is another batch.
+    assert!(matches!(
+        store
+            .write_metrics(batch(
+                "q",
+                "same",
+                vec![series("cpu", &[("node", "a")], &[(t, 1.0)])]
+            ))
+            .await
+            .unwrap(),
+        WriteOutcome::Stored { .. }
+    ));
+});
+
+conformance!(a_later_write_of_the_same_sample_wins, |store, backend| {
+    let t = now_ms() - 60_000;
+    for (id, value) in [("b1", 1.0), ("b2", 2.0), ("b3", 3.0)] {
+        store
+            .write_metrics(batch(
+                "p",
+                id,
+                vec![series("cpu", &[("node", "a")], &[(t, value)])],
+            ))
+            .await
+            .unwrap();
+    }
+    let got = store
+        .select("p", &SeriesSelector::metric("cpu"), 0, i64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(
+        got[0].samples,
+        vec![Sample {
+            timestamp_ms: t,
+            value: 3.0
+        }],
+        "{backend}"
+    );
+    let latest = store
+        .latest("p", &SeriesSelector::metric("cpu"), 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        latest[0].samples,
+        vec![Sample {
+            timestamp_ms: t,
+            value: 3.0
+        }],
+        "{backend}"
+    );
+});
+
+conformance!(label_matchers, |store, backend| {
+    let t = now_ms() - 60_000;
+    store
+        .write_metrics(batch(
+            "p",
+            "b",
+            vec![
+                series("cpu", &[("node", "web-1"), ("zone", "eu")], &[(t, 1.0)]),
+                series("cpu", &[("node", "web-2"), ("zone", "us")], &[(t, 1.0)]),
+                series("cpu", &[("node", "db-1")], &[(t, 1.0)]),
+                series("mem", &[("node", "web-1")], &[(t, 1.0)]),
+            ],
+        ))
+        .await
+        .unwrap();
+    let select = |m: Vec<Matcher>| {
+        let mut selector = SeriesSelector::metric("cpu");
+        selector.matchers = m;
+        async move { nodes(&store.select("p", &selector, 0, i64::MAX).await.unwrap()) }
+    };
+    let m = |name: &str, op, value: &str| Matcher::new(name, op, value).unwrap();
+    assert_eq!(
+        select(vec![m("node", MatcherOp::Equal, "web-1")]).await,
+        vec!["web-1"],
+        "{backend}"
+    );
+    assert_eq!(
+        select(vec![m("node", MatcherOp::NotEqual, "web-1")]).await,
+        vec!["db-1", "web-2"],
+        "{backend}"
+    );
+    assert_eq!(
+        select(vec![m("node", MatcherOp::RegexMatch, "web-.*")]).await,
+        vec!["web-1", "web-2"],
+        "{backend}"
+    );
+    assert_eq!(
+        select(vec![m("node", MatcherOp::RegexNoMatch, "web-.*")]).await,
+        vec!["db-1"],
+        "{backend}"
+    );
+    assert_eq!(
+        select(vec![m("node", MatcherOp::RegexMatch, "web")]).await,
+        Vec::<String>::new(),
+        "{backend}: anchored"
+    );
+    assert_eq!(
+        select(vec![m("zone", MatcherOp::Equal, "")]).await,
+        vec!["db-1"],
+        "{backend}: absent = empty"
+    );
+    assert_eq!(
+        select(vec![m("zone", MatcherOp::NotEqual, "")]).await,
+        vec!["web-1", "web-2"],
+        "{backend}"
+    );
+    assert_eq!(
+        select(vec![
+            m("node", MatcherOp::RegexMatch, "web-.*"),
+            m("zone", MatcherOp::Equal, "us")
+        ])
+        .await,
+        vec!["web-2"],
+        "{backend}: all matchers apply"
+    );
+    assert_eq!(
+        select(vec![m("node", MatcherOp::Equal, "nope")]).await,
+        Vec::<String>::new(),
+        "{backend}"
+    );
+});
+
+conformance!(bad_input_is_refused_whole, |store, backend| {
+    let t = now_ms() - 60_000;
+    let good = series("ok_metric", &[("node", "a")], &[(t, 1.0)]);
+    let cases = [
+        (series("bad-name", &[], &[(t, 1.0)]), "bad-name"),
+        (series("m", &[("bad label", "x")], &[(t, 1.0)]), "bad label"),
+        (series("m", &[("__name__", "x")], &[(t, 1.0)]), "reserved"),
+        (series("m", &[], &[(t, f64::NAN)]), "finite"),
+        (series("m", &[], &[(t, f64::INFINITY)]), "finite"),
+        (series("m", &[], &[(-1, 1.0)]), "outside"),
+        (
+            series("m", &[("node", &"x".repeat(5000))], &[(t, 1.0)]),
+            "bytes",
+        ),
+    ];
+    for (i, (bad, needle)) in cases.into_iter().enumerate() {
+        let err = store
+            .write_metrics(batch("p", &format!("bad-{i}"), vec![good.clone(), bad]))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StorageError::InvalidData(_)),
+            "{backend}: {err}"
+        );
+        assert!(err.to_string().contains(needle), "{backend}: {err}");
+    }
+    let stored = store
+        .select("p", &SeriesSelector::metric("ok_metric"), 0, i64::MAX)
+        .await
+        .unwrap();
+    assert!(
+        stored.is_empty(),
+        "{backend}: nothing of a refused batch is stored"
+    );
+    // A refused batch id is not remembered: the corrected batch is stored.
+    assert!(matches!(
+        store
+            .write_metrics(batch("p", "bad-0", vec![good]))
+            .await
+            .unwrap(),
+        WriteOutcome::Stored { samples: 1 }
+    ));
+});
+
+conformance!(retention_drops_old_data_and_keeps_new, |store, backend| {
+    let now = now_ms();
+    let old = now - (RETENTION_DAYS + 3) * DAY;
+    let recent = now - HOUR;
+    store
+        .write_metrics(batch(
+            "p",
+            "b1",
+            vec![
+                series("cpu", &[("node", "gone")], &[(old, 1.0), (old + 1000, 2.0)]),
+                series("cpu", &[("node", "mixed")], &[(old, 3.0), (recent, 4.0)]),
+            ],
+        ))
+        .await
+        .unwrap();
+    let before = store
+        .select("p", &SeriesSelector::metric("cpu"), 0, i64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(nodes(&before), vec!["gone", "mixed"], "{backend}");
+    store.maintain(now).await.unwrap();
+    let after = store
+        .select("p", &SeriesSelector::metric("cpu"), 0, i64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(nodes(&after), vec!["mixed"], "{backend}: old series gone");
+    assert_eq!(
+        after[0].samples,
+        vec![Sample {
+            timestamp_ms: recent,
+            value: 4.0
+        }],
+        "{backend}"
+    );
+    let latest = store
+        .latest("p", &SeriesSelector::metric("cpu"), 0)
+        .await
+        .unwrap();
+    assert_eq!(latest.len(), 1, "{backend}");
+    // A second round finds nothing more to drop and changes no answer.
+    store.maintain(now).await.unwrap();
+    assert_eq!(
+        store
+            .select("p", &SeriesSelector::metric("cpu"), 0, i64::MAX)
+            .await
+            .unwrap(),
+        after
+    );
+});
