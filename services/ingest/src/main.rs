@@ -21,6 +21,13 @@ fn main() -> ExitCode {
                 Deployment::Standalone { service: "ingest" },
             )
             .await?;
+            // Split deployments: ingest, the only writer, runs storage upkeep
+            // (retention); every step is idempotent, so replicas may overlap.
+            tokio::spawn(vigil_storage::run_maintenance(
+                store.clone(),
+                std::time::Duration::from_secs(300),
+                shutdown.clone(),
+            ));
             vigil_ingest::run(config, store, keys, shutdown).await?;
             anyhow::Ok(())
         },

@@ -420,22 +420,51 @@ fn split_mode() {
         );
     }
 
-    // The store's owner in one process; every other service its own binary.
-    let mut storage = start(
-        dir.path(),
-        "vigil",
-        &["up", "--config", &config, "--only", "ingest,query"],
-        &[],
+    // Fully split on ClickHouse when a server is there (scripts/test.sh
+    // starts one; CI must have it). Without one, ingest and query share one
+    // process on redb and everything else is still split.
+    let clickhouse = std::env::var("CLICKHOUSE_TEST_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
+    assert!(
+        clickhouse.is_some() || std::env::var("CI").as_deref() != Ok("true"),
+        "CI must run split mode on ClickHouse: scripts/test.sh sets CLICKHOUSE_TEST_URL"
     );
+    let database = format!("vigil_e2e_{}", p.ingest_grpc);
+    let mut storage: Vec<Running> = match &clickhouse {
+        Some(url) => {
+            let env = [
+                ("VIGIL_STORAGE__BACKEND", "clickhouse"),
+                ("VIGIL_STORAGE__CLICKHOUSE__URL", url.as_str()),
+                ("VIGIL_STORAGE__CLICKHOUSE__DATABASE", database.as_str()),
+            ];
+            vec![
+                start(dir.path(), "vigil-ingest", &["--config", &config], &env),
+                start(dir.path(), "vigil-query", &["--config", &config], &env),
+            ]
+        }
+        None => {
+            eprintln!(
+                "split mode without ClickHouse (CLICKHOUSE_TEST_URL unset): ingest and query share `vigil up --only ingest,query`"
+            );
+            vec![start(
+                dir.path(),
+                "vigil",
+                &["up", "--config", &config, "--only", "ingest,query"],
+                &[],
+            )]
+        }
+    };
+    let last = storage.len() - 1;
     wait_healthy(
-        &mut storage,
+        &mut storage[0],
         &format!("http://127.0.0.1:{}/readyz", p.ingest_http),
         Duration::from_secs(60),
     );
     wait_healthy(
-        &mut storage,
+        &mut storage[last],
         &format!("http://127.0.0.1:{}/readyz", p.query_http),
-        Duration::from_secs(10),
+        Duration::from_secs(30),
     );
     let mut others: Vec<(Running, u16)> = [
         ("vigil-alerting", p.alerting_http),
@@ -461,7 +490,14 @@ fn split_mode() {
     for (running, _) in &mut others {
         stop_cleanly(running);
     }
-    stop_cleanly(&mut storage);
+    for running in &mut storage {
+        stop_cleanly(running);
+    }
+    if let Some(url) = clickhouse {
+        let _ = http_post(&format!(
+            "{url}/?query=DROP%20DATABASE%20IF%20EXISTS%20{database}"
+        ));
+    }
 }
 
 #[test]
