@@ -30,4 +30,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+# chdb: current ClickHouse in-process, to check the ClickHouse SQL on a
+# modern engine as well as on the 18.16 server.
+if ! python3 -c 'import chdb' >/dev/null 2>&1; then
+  echo "install-deps: installing chdb (PyPI)"
+  python3 -m pip install -q --root-user-action=ignore "chdb==4.4.0"
+fi
 echo "install-deps: toolchain ready ($(rustc --version))"

@@ -21,4 +21,8 @@ echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast
+echo "== ClickHouse SQL on a current engine (chdb)"
+sql_dump="$ch_dir/sql.txt"
+CLICKHOUSE_SQL_DUMP="$sql_dump" cargo test --locked -q -p vigil-storage --lib dump_sql >/dev/null
+python3 scripts/check-modern-clickhouse.py "$sql_dump"
 echo "== all checks passed in $(( $(date +%s) - start ))s"

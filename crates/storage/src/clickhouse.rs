@@ -53,6 +53,80 @@ const MIGRATIONS: &[(u32, &[&str])] = &[(
     ],
 )];
 
+const SQL_CREATE_DATABASE: &str = "CREATE DATABASE IF NOT EXISTS {db}";
+const SQL_CREATE_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS {db}.schema_migrations \
+     (version UInt32, applied_at_ms Int64) ENGINE = ReplacingMergeTree() ORDER BY version";
+const SQL_APPLIED_MIGRATIONS: &str = "SELECT DISTINCT version FROM {db}.schema_migrations";
+const SQL_RECORD_MIGRATION: &str = "INSERT INTO {db}.schema_migrations VALUES (?, ?)";
+const SQL_SCHEMA_VERSION: &str = "SELECT max(version) FROM {db}.schema_migrations";
+const SQL_SELECT_SERIES: &str = "SELECT series_id, any(label_names) AS label_names, \
+     any(label_values) AS label_values FROM {db}.metric_series \
+     WHERE project = ? AND metric = ? AND day >= toDate(?) AND day <= toDate(?) GROUP BY series_id";
+const SQL_SAMPLES_RANGE: &str = "SELECT series_id, ts_ms, argMax(value, version) AS value \
+     FROM {db}.metric_samples WHERE project = ? AND series_id IN ({ids}) \
+     AND day >= toDate(?) AND day <= toDate(?) AND ts_ms >= ? AND ts_ms <= ? \
+     GROUP BY series_id, ts_ms ORDER BY series_id, ts_ms";
+const SQL_SAMPLES_LATEST: &str = "SELECT series_id, ts_ms, value FROM {db}.metric_samples \
+     WHERE project = ? AND series_id IN ({ids}) \
+     AND day >= toDate(?) AND day <= toDate(?) AND ts_ms >= ? AND ts_ms <= ? \
+     ORDER BY series_id, ts_ms DESC, version DESC LIMIT 1 BY series_id";
+const SQL_BATCH_SEEN: &str =
+    "SELECT count() FROM {db}.metric_batches WHERE project = ? AND batch_id = ?";
+const SQL_PARTITIONS: &str = "SELECT DISTINCT table, partition FROM system.parts \
+     WHERE database = ? AND table IN ({tables}) AND active";
+const SQL_DROP_PARTITION: &str = "ALTER TABLE {db}.{table} DROP PARTITION '{partition}'";
+
+/// Every statement Vigil sends, with example arguments in place of `?`, for
+/// checking the SQL against another ClickHouse release (see
+/// `scripts/check-modern-clickhouse.py`). Inserts travel as RowBinary, so
+/// they appear here as equivalent `INSERT … VALUES`.
+pub fn sql_catalog(database: &str) -> Vec<String> {
+    let fill = |sql: &str, args: &[&str]| {
+        let mut out = sql.replace("{db}", database);
+        for arg in args {
+            out = out.replacen('?', arg, 1);
+        }
+        out.replace("{ids}", "1, 2").replace(
+            "{tables}",
+            "'metric_series', 'metric_samples', 'metric_batches'",
+        )
+    };
+    let mut out = vec![
+        fill(SQL_CREATE_DATABASE, &[]),
+        fill(SQL_CREATE_MIGRATIONS, &[]),
+    ];
+    for (_, statements) in MIGRATIONS {
+        out.extend(statements.iter().map(|s| fill(s, &[])));
+    }
+    out.extend([
+        fill(SQL_RECORD_MIGRATION, &["1", "1700000000000"]),
+        fill(SQL_APPLIED_MIGRATIONS, &[]),
+        fill(SQL_SCHEMA_VERSION, &[]),
+        fill(
+            "INSERT INTO {db}.metric_series VALUES ('p', 'cpu', 1, ['node'], ['a'], toDate(19700))",
+            &[],
+        ),
+        fill(
+            "INSERT INTO {db}.metric_samples VALUES ('p', 1, 1702080000000, 0.5, 1, toDate(19700)), \
+             ('p', 1, 1702080000000, 0.7, 2, toDate(19700))",
+            &[],
+        ),
+        fill(
+            "INSERT INTO {db}.metric_batches VALUES ('p', 'b1', 1702080000000, toDate(19700))",
+            &[],
+        ),
+        fill(SQL_BATCH_SEEN, &["'p'", "'b1'"]),
+        fill(SQL_SELECT_SERIES, &["'p'", "'cpu'", "19000", "20000"]),
+        fill(SQL_SAMPLES_RANGE, &["'p'", "19000", "20000", "0", "1800000000000"]),
+        fill(SQL_SAMPLES_LATEST, &["'p'", "19000", "20000", "0", "1800000000000"]),
+        fill(SQL_PARTITIONS, &[&format!("'{database}'")]),
+        fill(SQL_DROP_PARTITION, &[])
+            .replace("{table}", "metric_samples")
+            .replace("{partition}", "2023-12-09"),
+    ]);
+    out
+}
+
 /// Tables whose old daily partitions retention drops, with the retention they follow.
 const METRIC_TABLES: &[&str] = &["metric_series", "metric_samples", "metric_batches"];
 
@@ -218,21 +292,18 @@ impl ClickHouseStore {
 
     async fn migrate(&self) -> Result<(), StorageError> {
         self.client
-            .query(&self.sql("CREATE DATABASE IF NOT EXISTS {db}"))
+            .query(&self.sql(SQL_CREATE_DATABASE))
             .execute()
             .await
             .map_err(ch_err)?;
         self.client
-            .query(&self.sql(
-                "CREATE TABLE IF NOT EXISTS {db}.schema_migrations (version UInt32, applied_at_ms Int64) \
-                 ENGINE = ReplacingMergeTree() ORDER BY version",
-            ))
+            .query(&self.sql(SQL_CREATE_MIGRATIONS))
             .execute()
             .await
             .map_err(ch_err)?;
         let applied: Vec<u32> = self
             .client
-            .query(&self.sql("SELECT DISTINCT version FROM {db}.schema_migrations"))
+            .query(&self.sql(SQL_APPLIED_MIGRATIONS))
             .fetch_all()
             .await
             .map_err(ch_err)?;
@@ -248,7 +319,7 @@ impl ClickHouseStore {
                     .map_err(ch_err)?;
             }
             self.client
-                .query(&self.sql("INSERT INTO {db}.schema_migrations VALUES (?, ?)"))
+                .query(&self.sql(SQL_RECORD_MIGRATION))
                 .bind(*version)
                 .bind(now_ms())
                 .execute()
@@ -266,7 +337,7 @@ impl ClickHouseStore {
     /// The schema version applied (highest migration).
     pub async fn schema_version(&self) -> Result<u32, StorageError> {
         self.client
-            .query(&self.sql("SELECT max(version) FROM {db}.schema_migrations"))
+            .query(&self.sql(SQL_SCHEMA_VERSION))
             .fetch_one()
             .await
             .map_err(ch_err)
@@ -300,11 +371,7 @@ impl ClickHouseStore {
     ) -> Result<BTreeMap<u64, Labels>, StorageError> {
         let rows: Vec<SelectedSeries> = self
             .client
-            .query(&self.sql(
-                "SELECT series_id, any(label_names) AS label_names, any(label_values) AS label_values \
-                 FROM {db}.metric_series WHERE project = ? AND metric = ? AND day >= toDate(?) AND day <= toDate(?) \
-                 GROUP BY series_id",
-            ))
+            .query(&self.sql(SQL_SELECT_SERIES))
             .bind(project)
             .bind(&selector.metric)
             .bind(date_of(start_ms.max(0)))
@@ -345,21 +412,12 @@ impl ClickHouseStore {
             .map(u64::to_string)
             .collect::<Vec<_>>()
             .join(",");
-        let sql = if newest_only {
-            format!(
-                "SELECT series_id, ts_ms, value FROM {db}.metric_samples \
-                 WHERE project = ? AND series_id IN ({ids}) AND day >= toDate(?) AND day <= toDate(?) AND ts_ms >= ? AND ts_ms <= ? \
-                 ORDER BY series_id, ts_ms DESC, version DESC LIMIT 1 BY series_id",
-                db = self.database
-            )
+        let template = if newest_only {
+            SQL_SAMPLES_LATEST
         } else {
-            format!(
-                "SELECT series_id, ts_ms, argMax(value, version) AS value FROM {db}.metric_samples \
-                 WHERE project = ? AND series_id IN ({ids}) AND day >= toDate(?) AND day <= toDate(?) AND ts_ms >= ? AND ts_ms <= ? \
-                 GROUP BY series_id, ts_ms ORDER BY series_id, ts_ms",
-                db = self.database
-            )
+            SQL_SAMPLES_RANGE
         };
+        let sql = self.sql(template).replace("{ids}", &ids);
         let rows: Vec<SelectedSample> = self
             .client
             .query(&sql)
@@ -397,16 +455,14 @@ impl TelemetryStore for ClickHouseStore {
         for series in &batch.series {
             series.validate()?;
         }
-        let seen: u64 =
-            self.client
-                .query(&self.sql(
-                    "SELECT count() FROM {db}.metric_batches WHERE project = ? AND batch_id = ?",
-                ))
-                .bind(&batch.project)
-                .bind(&batch.batch_id)
-                .fetch_one()
-                .await
-                .map_err(ch_err)?;
+        let seen: u64 = self
+            .client
+            .query(&self.sql(SQL_BATCH_SEEN))
+            .bind(&batch.project)
+            .bind(&batch.batch_id)
+            .fetch_one()
+            .await
+            .map_err(ch_err)?;
         if seen > 0 {
             return Ok(WriteOutcome::Duplicate);
         }
@@ -505,10 +561,7 @@ impl TelemetryStore for ClickHouseStore {
             .join(",");
         let partitions: Vec<Partition> = self
             .client
-            .query(&format!(
-                "SELECT DISTINCT table, partition FROM system.parts \
-                 WHERE database = ? AND table IN ({tables}) AND active"
-            ))
+            .query(&SQL_PARTITIONS.replace("{tables}", &tables))
             .bind(&self.database)
             .fetch_all()
             .await
@@ -529,10 +582,12 @@ impl TelemetryStore for ClickHouseStore {
             }
             let name = p.partition.trim_matches('\'');
             self.client
-                .query(&format!(
-                    "ALTER TABLE {}.{} DROP PARTITION '{name}'",
-                    self.database, p.table
-                ))
+                .query(
+                    &self
+                        .sql(SQL_DROP_PARTITION)
+                        .replace("{table}", &p.table)
+                        .replace("{partition}", name),
+                )
                 .execute()
                 .await
                 .map_err(ch_err)?;
@@ -556,6 +611,26 @@ mod tests {
         assert_eq!(parse_day("'2026-11-21'"), Some(day_of(1_795_219_200_000)));
         assert_eq!(parse_day("2000-03-01"), Some(11_017));
         assert_eq!(parse_day("nonsense"), None);
+    }
+
+    /// `CLICKHOUSE_SQL_DUMP=FILE cargo test -p vigil-storage dump_sql` writes
+    /// every statement, one per line, for scripts/check-modern-clickhouse.py.
+    #[test]
+    fn dump_sql() {
+        let catalog = sql_catalog("vigil_check");
+        assert!(
+            catalog
+                .iter()
+                .all(|s| !s.contains('?') && !s.contains("{db}"))
+        );
+        assert!(catalog.len() > 10);
+        if let Ok(path) = std::env::var("CLICKHOUSE_SQL_DUMP") {
+            let text: String = catalog
+                .iter()
+                .map(|s| s.replace('\n', " ") + "\n")
+                .collect();
+            std::fs::write(path, text).unwrap();
+        }
     }
 
     #[test]
