@@ -24,9 +24,9 @@
 //! collision is detected on write and refused rather than mixing series.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, Mutex},
 };
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
@@ -84,12 +84,74 @@ struct SeriesMeta {
     labels: Vec<(String, String)>,
 }
 
-/// Telemetry in one redb file.
+/// The state shared by readers, maintenance and the writer thread.
 #[derive(Debug, Clone)]
-pub struct RedbStore {
+struct Core {
     db: Arc<Database>,
     path: PathBuf,
     options: RedbOptions,
+    /// Series this process has verified or created, with the time last
+    /// recorded in `series_last`: spares a lookup per series per write.
+    /// Only committed state enters it; retention removes what it drops.
+    known: Arc<Mutex<HashMap<u64, i64>>>,
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+/// Most batches, and most samples, one group commit takes.
+const GROUP_MAX_BATCHES: usize = 256;
+const GROUP_MAX_SAMPLES: usize = 500_000;
+
+type WriteRequest = (
+    MetricBatch,
+    tokio::sync::oneshot::Sender<Result<WriteOutcome, StorageError>>,
+);
+
+/// The writer thread: takes every batch waiting, writes them in one
+/// transaction, acknowledges each after the commit. Dropping this stops the
+/// thread and waits for it, so the file is closed when the store is.
+#[derive(Debug)]
+struct Writer {
+    queue: Option<tokio::sync::mpsc::Sender<WriteRequest>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.queue.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run_writer(core: Core, mut queue: tokio::sync::mpsc::Receiver<WriteRequest>) {
+    while let Some(first) = queue.blocking_recv() {
+        let mut samples: usize = first.0.series.iter().map(|s| s.samples.len()).sum();
+        let mut group = vec![first];
+        while group.len() < GROUP_MAX_BATCHES && samples < GROUP_MAX_SAMPLES {
+            match queue.try_recv() {
+                Ok(next) => {
+                    samples += next.0.series.iter().map(|s| s.samples.len()).sum::<usize>();
+                    group.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        let (batches, replies): (Vec<MetricBatch>, Vec<_>) = group.into_iter().unzip();
+        let outcomes = core.write_group(&batches);
+        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+            let _ = reply.send(outcome);
+        }
+    }
+}
+
+/// Telemetry in one redb file.
+#[derive(Debug, Clone)]
+pub struct RedbStore {
+    // Declared first: dropped (and joined) before `core` lets go of the file.
+    writer: Arc<Writer>,
+    core: Core,
 }
 
 /// Opens (creating it and its folder if needed) a redb file. redb holds a
@@ -269,26 +331,52 @@ impl RedbStore {
         }
         txn.commit()?;
         tracing::info!(path = %path.display(), "telemetry store open (redb)");
-        Ok(Self {
+        let core = Core {
             db: Arc::new(db),
             path: path.to_owned(),
             options,
+            known: Arc::new(Mutex::new(HashMap::new())),
+        };
+        let (queue, receiver) = tokio::sync::mpsc::channel(1024);
+        let thread = {
+            let core = core.clone();
+            std::thread::Builder::new()
+                .name("redb-writer".into())
+                .spawn(move || run_writer(core, receiver))
+                .map_err(|e| StorageError::Io(format!("cannot start the writer thread: {e}")))?
+        };
+        Ok(Self {
+            writer: Arc::new(Writer {
+                queue: Some(queue),
+                thread: Some(thread),
+            }),
+            core,
         })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.core.path
     }
 
     pub fn options(&self) -> RedbOptions {
-        self.options
+        self.core.options
     }
 
-    fn write_blocking(&self, batch: &MetricBatch) -> Result<WriteOutcome, StorageError> {
-        for series in &batch.series {
-            series.validate()?;
-        }
-        let txn = self.db.begin_write()?;
+    /// Compaction then retention, as of `now`.
+    pub fn maintain_blocking(&self, now: i64) -> Result<MaintenanceReport, StorageError> {
+        self.core.maintain_blocking(now)
+    }
+}
+
+impl Core {
+    /// Applies one (validated) batch inside `txn`; series whose
+    /// `series_last` was read or written are pushed to `recorded`.
+    fn apply_batch(
+        txn: &redb::WriteTransaction,
+        known: &HashMap<u64, i64>,
+        batch: &MetricBatch,
+        recorded: &mut Vec<(u64, i64)>,
+    ) -> Result<WriteOutcome, StorageError> {
         let samples_stored = {
             let mut batches = txn.open_table(BATCHES)?;
             let key = (batch.project.as_str(), batch.batch_id.as_str());
@@ -302,11 +390,17 @@ impl RedbStore {
             let mut stored = 0u64;
             for series in &batch.series {
                 let id = series_id(&batch.project, &series.metric, &series.labels);
-                let existing = series_table
-                    .get(id)?
-                    .map(|v| decode_record::<SeriesMeta>(v.value()))
-                    .transpose()?;
+                let cached = known.get(&id).copied();
+                let existing = if cached.is_some() {
+                    None
+                } else {
+                    series_table
+                        .get(id)?
+                        .map(|v| decode_record::<SeriesMeta>(v.value()))
+                        .transpose()?
+                };
                 match existing {
+                    _ if cached.is_some() => {}
                     Some(existing) => {
                         if existing.project != batch.project
                             || existing.metric != series.metric
@@ -350,14 +444,25 @@ impl RedbStore {
                         }
                     }
                 }
-                let mut newest = series_last.get(id)?.map_or(i64::MIN, |v| v.value());
+                let last = match cached {
+                    Some(last) => last,
+                    None => series_last.get(id)?.map_or(i64::MIN, |v| v.value()),
+                };
+                let mut newest = last;
                 for sample in &series.samples {
                     head.insert((id, sample.timestamp_ms), sample.value)?;
                     newest = newest.max(sample.timestamp_ms);
                     stored += 1;
                 }
-                if newest > i64::MIN {
+                // Day granularity is enough for retention (which allows a
+                // day of slack), and spares a write per series per batch.
+                if newest > i64::MIN
+                    && (last == i64::MIN || newest.div_euclid(DAY_MS) > last.div_euclid(DAY_MS))
+                {
                     series_last.insert(id, newest)?;
+                    recorded.push((id, newest));
+                } else if cached.is_none() {
+                    recorded.push((id, last));
                 }
             }
             let now = now_ms();
@@ -366,10 +471,47 @@ impl RedbStore {
                 .insert((now, batch.project.as_str(), batch.batch_id.as_str()), ())?;
             stored
         };
-        txn.commit()?;
         Ok(WriteOutcome::Stored {
             samples: samples_stored,
         })
+    }
+
+    /// Writes a group of validated batches in ONE transaction and one
+    /// durable commit (group commit). If any batch fails, the group is
+    /// retried one batch per transaction so that one bad batch fails alone.
+    fn write_group(&self, batches: &[MetricBatch]) -> Vec<Result<WriteOutcome, StorageError>> {
+        let mut known = self
+            .known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let together = (|| {
+            let txn = self.db.begin_write()?;
+            let mut recorded = Vec::new();
+            let mut outcomes = Vec::with_capacity(batches.len());
+            for batch in batches {
+                outcomes.push(Self::apply_batch(&txn, &known, batch, &mut recorded)?);
+            }
+            txn.commit()?;
+            Ok::<_, StorageError>((outcomes, recorded))
+        })();
+        match together {
+            Ok((outcomes, recorded)) => {
+                known.extend(recorded);
+                outcomes.into_iter().map(Ok).collect()
+            }
+            Err(_) if batches.len() > 1 => batches
+                .iter()
+                .map(|batch| {
+                    let txn = self.db.begin_write()?;
+                    let mut recorded = Vec::new();
+                    let outcome = Self::apply_batch(&txn, &known, batch, &mut recorded)?;
+                    txn.commit()?;
+                    known.extend(recorded);
+                    Ok(outcome)
+                })
+                .collect(),
+            Err(e) => vec![Err(e)],
+        }
     }
 
     /// Ids of the series that match: candidates from the postings of the
@@ -567,6 +709,11 @@ impl RedbStore {
         let width = self.options.block_window_ms;
         let cutoff = now.saturating_sub(self.options.metrics_retention_ms);
         let first_kept_window = window_of(cutoff, width);
+        // Same lock order as writers: the cache, then the write transaction.
+        let mut known = self
+            .known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let txn = self.db.begin_write()?;
         let (mut blocks_dropped, mut series_dropped, mut batches_dropped) = (0u64, 0u64, 0u64);
         {
@@ -582,13 +729,15 @@ impl RedbStore {
             let mut expired = Vec::new();
             for entry in series_last.iter()? {
                 let (k, v) = entry?;
-                if v.value() < cutoff {
+                // `series_last` may lag the newest sample by up to a day.
+                if v.value().saturating_add(DAY_MS) < cutoff {
                     expired.push(k.value());
                 }
             }
             let mut series_table = txn.open_table(SERIES)?;
             let mut postings = txn.open_table(POSTINGS)?;
             for id in expired {
+                known.remove(&id);
                 series_last.remove(id)?;
                 let meta = series_table
                     .remove(id)?
@@ -689,8 +838,22 @@ where
 #[async_trait::async_trait]
 impl TelemetryStore for RedbStore {
     async fn write_metrics(&self, batch: MetricBatch) -> Result<WriteOutcome, StorageError> {
-        let this = self.clone();
-        blocking(move || this.write_blocking(&batch)).await
+        for series in &batch.series {
+            series.validate()?;
+        }
+        let queue = self
+            .writer
+            .queue
+            .as_ref()
+            .ok_or_else(|| StorageError::Io("the store is closing".into()))?;
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        queue
+            .send((batch, reply))
+            .await
+            .map_err(|_| StorageError::Io("the writer thread stopped".into()))?;
+        outcome
+            .await
+            .map_err(|_| StorageError::Io("the writer thread stopped mid-write".into()))?
     }
 
     async fn select(
@@ -700,8 +863,8 @@ impl TelemetryStore for RedbStore {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<SeriesData>, StorageError> {
-        let (this, project, selector) = (self.clone(), project.to_owned(), selector.clone());
-        blocking(move || this.read_blocking(&project, &selector, start_ms, end_ms, false)).await
+        let (core, project, selector) = (self.core.clone(), project.to_owned(), selector.clone());
+        blocking(move || core.read_blocking(&project, &selector, start_ms, end_ms, false)).await
     }
 
     async fn latest(
@@ -710,13 +873,13 @@ impl TelemetryStore for RedbStore {
         selector: &SeriesSelector,
         since_ms: i64,
     ) -> Result<Vec<SeriesData>, StorageError> {
-        let (this, project, selector) = (self.clone(), project.to_owned(), selector.clone());
-        blocking(move || this.read_blocking(&project, &selector, since_ms, i64::MAX, true)).await
+        let (core, project, selector) = (self.core.clone(), project.to_owned(), selector.clone());
+        blocking(move || core.read_blocking(&project, &selector, since_ms, i64::MAX, true)).await
     }
 
     async fn maintain(&self, now_ms: i64) -> Result<MaintenanceReport, StorageError> {
-        let this = self.clone();
-        blocking(move || this.maintain_blocking(now_ms)).await
+        let core = self.core.clone();
+        blocking(move || core.maintain_blocking(now_ms)).await
     }
 }
 #[cfg(test)]
@@ -987,7 +1150,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = RedbStore::open_with(&dir.path().join("t.redb"), options()).unwrap();
         let now = now_ms();
-        let old = now - 30 * HOUR;
+        let old = now - 60 * HOUR;
         let recent = now - 2 * HOUR;
         store
             .write_metrics(batch(
