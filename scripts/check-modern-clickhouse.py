@@ -30,7 +30,7 @@ def main() -> int:
                 return 1
             rows = str(result).strip().replace("\n", " | ")
             # Reads must see what was written: the newest version wins.
-            if "argMax(value, version)" in sql or "LIMIT 1 BY" in sql:
+            if "FROM vigil_check.metric_samples" in sql and ("argMax" in sql or "LIMIT 1 BY" in sql):
                 if rows != "1\t1702080000000\t0.7":
                     print(f"FAILED statement {i}: expected the newest version, got {rows!r}")
                     return 1

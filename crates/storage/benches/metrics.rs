@@ -31,7 +31,7 @@ use std::{
 use vigil_storage::{
     Matcher, MatcherOp, MetricBatch, Sample, SeriesSelector, SeriesWrite, TelemetryStore,
     clickhouse::ClickHouseStore,
-    config::ClickHouseConfig,
+    config::{ClickHouseConfig, RetentionConfig},
     redb::{RedbOptions, RedbStore},
 };
 
@@ -239,7 +239,7 @@ async fn bench_clickhouse(url: &str, data: &Data, values: &[Vec<f64>]) {
         ..ClickHouseConfig::default()
     };
     let store: Arc<dyn TelemetryStore> = Arc::new(
-        ClickHouseStore::connect(&config, Duration::from_secs(30 * 86_400))
+        ClickHouseStore::connect(&config, &RetentionConfig::default())
             .await
             .unwrap(),
     );

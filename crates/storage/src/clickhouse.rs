@@ -29,10 +29,11 @@ use vigil_runtime::time::now_ms;
 
 use crate::{
     MaintenanceReport, StorageError, TelemetryStore,
-    config::ClickHouseConfig,
+    config::{ClickHouseConfig, RetentionConfig},
     model::{
         Labels, MetricBatch, Sample, SeriesData, SeriesSelector, WriteOutcome, day_of, series_id,
     },
+    trace::{Span, SpanBatch, SpanKind, SpanSummary, StatusCode, TraceQuery},
 };
 
 /// Schema migrations, applied in order once each; every statement is
@@ -50,6 +51,22 @@ const MIGRATIONS: &[(u32, &[&str])] = &[(
         "CREATE TABLE IF NOT EXISTS {db}.metric_batches (
             project String, batch_id String, stored_at_ms Int64, day Date
         ) ENGINE = ReplacingMergeTree() PARTITION BY day ORDER BY (project, batch_id)",
+    ],
+), (
+    2,
+    &[
+        "CREATE TABLE IF NOT EXISTS {db}.spans (
+            project String, trace_id FixedString(16), span_id UInt64, parent_span_id UInt64,
+            name String, kind UInt8, start_ns Int64, end_ns Int64, duration_ns Int64,
+            status_code UInt8, status_message String, service String,
+            resource_names Array(String), resource_values Array(String),
+            attribute_names Array(String), attribute_values Array(String),
+            events_json String, links_json String, version UInt64, day Date
+        ) ENGINE = ReplacingMergeTree(version) PARTITION BY day
+          ORDER BY (project, service, start_ns, trace_id, span_id)",
+        "CREATE TABLE IF NOT EXISTS {db}.trace_index (
+            project String, trace_id FixedString(16), day Date
+        ) ENGINE = ReplacingMergeTree() PARTITION BY day ORDER BY (project, trace_id)",
     ],
 )];
 
@@ -119,6 +136,23 @@ pub fn sql_catalog(database: &str) -> Vec<String> {
         fill(SQL_SELECT_SERIES, &["'p'", "'cpu'", "19000", "20000"]),
         fill(SQL_SAMPLES_RANGE, &["'p'", "19000", "20000", "0", "1800000000000"]),
         fill(SQL_SAMPLES_LATEST, &["'p'", "19000", "20000", "0", "1800000000000"]),
+        fill(
+            "INSERT INTO {db}.spans VALUES ('p', unhex('0101010101010101010101010101010a'), 1, 0, \
+             'GET /', 2, 1702080000000000000, 1702080000005000000, 5000000, 2, 'boom', 'web', \
+             ['service.name'], ['web'], ['http.route'], ['/api'], '[]', '[]', 1, toDate(19700))",
+            &[],
+        ),
+        fill(
+            "INSERT INTO {db}.trace_index VALUES ('p', unhex('0101010101010101010101010101010a'), toDate(19700))",
+            &[],
+        ),
+        fill(SQL_TRACE_DAYS, &["'p'", "'0101010101010101010101010101010a'"]),
+        fill(SQL_TRACE_SPANS, &["'p'", "'0101010101010101010101010101010a'"])
+            .replace("{columns}", SPAN_COLUMNS)
+            .replace("{days}", "toDate(19700)"),
+        fill(SQL_SEARCH_SPANS, &["'p'", "19000", "20000", "0", "1800000000000000000"])
+            .replace("{filters}", " AND service = 'web' AND status_code = 2")
+            .replace("{limit}", "10"),
         fill(SQL_PARTITIONS, &[&format!("'{database}'")]),
         fill(SQL_DROP_PARTITION, &[])
             .replace("{table}", "metric_samples")
@@ -129,6 +163,21 @@ pub fn sql_catalog(database: &str) -> Vec<String> {
 
 /// Tables whose old daily partitions retention drops, with the retention they follow.
 const METRIC_TABLES: &[&str] = &["metric_series", "metric_samples", "metric_batches"];
+/// Spans and their index follow the traces retention.
+const TRACE_TABLES: &[&str] = &["spans", "trace_index"];
+
+const SPAN_COLUMNS: &str = "project, trace_id, span_id, parent_span_id, name, kind, start_ns, \
+     end_ns, duration_ns, status_code, status_message, service, resource_names, resource_values, \
+     attribute_names, attribute_values, events_json, links_json, version, day";
+const SQL_TRACE_DAYS: &str = "SELECT DISTINCT day FROM {db}.trace_index \
+     WHERE project = ? AND trace_id = unhex(?)";
+const SQL_TRACE_SPANS: &str = "SELECT {columns} FROM {db}.spans \
+     WHERE project = ? AND trace_id = unhex(?) AND day IN ({days}) \
+     ORDER BY span_id, version DESC LIMIT 1 BY span_id";
+const SQL_SEARCH_SPANS: &str = "SELECT trace_id, span_id, service, name, start_ns, duration_ns, \
+     status_code FROM {db}.spans WHERE project = ? AND day >= toDate(?) AND day <= toDate(?) \
+     AND start_ns >= ? AND start_ns <= ? {filters} \
+     ORDER BY start_ns DESC, trace_id, span_id LIMIT 1 BY trace_id, span_id LIMIT {limit}";
 
 #[derive(Debug, clickhouse::Row, Serialize, Deserialize)]
 struct SeriesRow {
@@ -172,6 +221,122 @@ struct SelectedSample {
     value: f64,
 }
 
+#[derive(Debug, clickhouse::Row, Serialize, Deserialize)]
+struct SpanRow {
+    project: String,
+    trace_id: [u8; 16],
+    span_id: u64,
+    parent_span_id: u64,
+    name: String,
+    kind: u8,
+    start_ns: i64,
+    end_ns: i64,
+    duration_ns: i64,
+    status_code: u8,
+    status_message: String,
+    service: String,
+    resource_names: Vec<String>,
+    resource_values: Vec<String>,
+    attribute_names: Vec<String>,
+    attribute_values: Vec<String>,
+    events_json: String,
+    links_json: String,
+    version: u64,
+    day: u16,
+}
+
+#[derive(Debug, clickhouse::Row, Serialize, Deserialize)]
+struct TraceIndexRow {
+    project: String,
+    trace_id: [u8; 16],
+    day: u16,
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct SummaryRow {
+    trace_id: [u8; 16],
+    span_id: u64,
+    service: String,
+    name: String,
+    start_ns: i64,
+    duration_ns: i64,
+    status_code: u8,
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<String, StorageError> {
+    serde_json::to_string(value).map_err(|e| StorageError::Corrupt(e.to_string()))
+}
+
+impl SpanRow {
+    fn from_span(project: &str, span: &Span, version: u64) -> Result<Self, StorageError> {
+        Ok(Self {
+            project: project.to_owned(),
+            trace_id: span.trace_id,
+            span_id: u64::from_be_bytes(span.span_id),
+            parent_span_id: u64::from_be_bytes(span.parent_span_id),
+            name: span.name.clone(),
+            kind: span.kind.code(),
+            start_ns: span.start_ns,
+            end_ns: span.end_ns,
+            duration_ns: span.duration_ns(),
+            status_code: span.status.code(),
+            status_message: span.status_message.clone(),
+            service: span.service.clone(),
+            resource_names: span.resource.keys().cloned().collect(),
+            resource_values: span.resource.values().cloned().collect(),
+            attribute_names: span.attributes.keys().cloned().collect(),
+            attribute_values: span.attributes.values().cloned().collect(),
+            events_json: to_json(&span.events)?,
+            links_json: to_json(&span.links)?,
+            version,
+            day: date_of(span.start_ns.div_euclid(1_000_000)),
+        })
+    }
+
+    fn into_span(self) -> Result<Span, StorageError> {
+        let corrupt =
+            |e: serde_json::Error| StorageError::Corrupt(format!("span events/links: {e}"));
+        Ok(Span {
+            trace_id: self.trace_id,
+            span_id: self.span_id.to_be_bytes(),
+            parent_span_id: self.parent_span_id.to_be_bytes(),
+            name: self.name,
+            kind: SpanKind::from_code(self.kind),
+            start_ns: self.start_ns,
+            end_ns: self.end_ns,
+            status: StatusCode::from_code(self.status_code),
+            status_message: self.status_message,
+            service: self.service,
+            resource: self
+                .resource_names
+                .into_iter()
+                .zip(self.resource_values)
+                .collect(),
+            attributes: self
+                .attribute_names
+                .into_iter()
+                .zip(self.attribute_values)
+                .collect(),
+            events: serde_json::from_str(&self.events_json).map_err(corrupt)?,
+            links: serde_json::from_str(&self.links_json).map_err(corrupt)?,
+        })
+    }
+}
+
+/// A SQL string literal, escaped the ClickHouse way (backslash, quote).
+fn sql_string(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('\'');
+    for c in value.chars() {
+        if c == '\\' || c == '\'' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('\'');
+    out
+}
+
 #[derive(Debug, clickhouse::Row, Deserialize)]
 struct Partition {
     table: String,
@@ -208,6 +373,7 @@ pub struct ClickHouseStore {
     client: clickhouse::Client,
     database: String,
     metrics_retention: Duration,
+    traces_retention: Duration,
     /// (series, day) pairs whose series row this process has written.
     written_series: Mutex<HashSet<(u64, u16)>>,
     /// The last row version handed out: versions only grow, so a later
@@ -235,7 +401,7 @@ impl ClickHouseStore {
     /// Connects, creates the database if needed and applies migrations.
     pub async fn connect(
         config: &ClickHouseConfig,
-        metrics_retention: Duration,
+        retention: &RetentionConfig,
     ) -> Result<Self, StorageError> {
         if !is_valid_identifier(&config.database) {
             return Err(StorageError::InvalidData(format!(
@@ -255,7 +421,8 @@ impl ClickHouseStore {
         let store = Self {
             client,
             database: config.database.clone(),
-            metrics_retention,
+            metrics_retention: retention.metrics,
+            traces_retention: retention.traces,
             written_series: Mutex::new(HashSet::new()),
             last_version: AtomicU64::new(0),
         };
@@ -526,7 +693,7 @@ impl TelemetryStore for ClickHouseStore {
             written.extend(series_rows.iter().map(|r| (r.series_id, r.day)));
         }
         Ok(WriteOutcome::Stored {
-            samples: sample_rows.len() as u64,
+            records: sample_rows.len() as u64,
         })
     }
 
@@ -549,13 +716,166 @@ impl TelemetryStore for ClickHouseStore {
         self.read(project, selector, since_ms, i64::MAX, true).await
     }
 
+    async fn write_spans(&self, batch: SpanBatch) -> Result<WriteOutcome, StorageError> {
+        for span in &batch.spans {
+            span.validate()?;
+        }
+        let batch_key = format!("spans/{}", batch.batch_id);
+        let seen: u64 = self
+            .client
+            .query(&self.sql(SQL_BATCH_SEEN))
+            .bind(&batch.project)
+            .bind(&batch_key)
+            .fetch_one()
+            .await
+            .map_err(ch_err)?;
+        if seen > 0 {
+            return Ok(WriteOutcome::Duplicate);
+        }
+        let version = self.next_version();
+        let rows = batch
+            .spans
+            .iter()
+            .map(|span| SpanRow::from_span(&batch.project, span, version))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut index: Vec<TraceIndexRow> = rows
+            .iter()
+            .map(|r| TraceIndexRow {
+                project: r.project.clone(),
+                trace_id: r.trace_id,
+                day: r.day,
+            })
+            .collect();
+        index.sort_by_key(|r| (r.trace_id, r.day));
+        index.dedup_by_key(|r| (r.trace_id, r.day));
+        // The index first: no span is stored without a way to find it.
+        self.insert("trace_index", &index).await?;
+        self.insert("spans", &rows).await?;
+        let now = now_ms();
+        self.insert(
+            "metric_batches",
+            &[BatchRow {
+                project: batch.project.clone(),
+                batch_id: batch_key,
+                stored_at_ms: now,
+                day: date_of(now),
+            }],
+        )
+        .await?;
+        Ok(WriteOutcome::Stored {
+            records: rows.len() as u64,
+        })
+    }
+
+    async fn trace(&self, project: &str, trace_id: [u8; 16]) -> Result<Vec<Span>, StorageError> {
+        let hex_id = crate::trace::hex(&trace_id);
+        let days: Vec<u16> = self
+            .client
+            .query(&self.sql(SQL_TRACE_DAYS))
+            .bind(project)
+            .bind(&hex_id)
+            .fetch_all()
+            .await
+            .map_err(ch_err)?;
+        if days.is_empty() {
+            return Ok(Vec::new());
+        }
+        let days = days
+            .iter()
+            .map(|d| format!("toDate({d})"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let rows: Vec<SpanRow> = self
+            .client
+            .query(
+                &self
+                    .sql(SQL_TRACE_SPANS)
+                    .replace("{columns}", SPAN_COLUMNS)
+                    .replace("{days}", &days),
+            )
+            .bind(project)
+            .bind(&hex_id)
+            .fetch_all()
+            .await
+            .map_err(ch_err)?;
+        let mut spans = rows
+            .into_iter()
+            .map(SpanRow::into_span)
+            .collect::<Result<Vec<_>, _>>()?;
+        crate::trace::sort_trace(&mut spans);
+        Ok(spans)
+    }
+
+    async fn search_spans(
+        &self,
+        project: &str,
+        query: &TraceQuery,
+    ) -> Result<Vec<SpanSummary>, StorageError> {
+        if query.end_ns < query.start_ns {
+            return Ok(Vec::new());
+        }
+        let limit = if query.limit == 0 { 100 } else { query.limit };
+        let mut filters = String::new();
+        if let Some(service) = &query.service {
+            filters += &format!(" AND service = {}", sql_string(service));
+        }
+        if let Some(operation) = &query.operation {
+            filters += &format!(" AND name = {}", sql_string(operation));
+        }
+        if let Some(d) = query.min_duration_ns {
+            filters += &format!(" AND duration_ns >= {d}");
+        }
+        if let Some(d) = query.max_duration_ns {
+            filters += &format!(" AND duration_ns <= {d}");
+        }
+        if let Some(status) = query.status {
+            filters += &format!(" AND status_code = {}", status.code());
+        }
+        let start_ms = query.start_ns.div_euclid(1_000_000);
+        let end_ms = query.end_ns.div_euclid(1_000_000);
+        let rows: Vec<SummaryRow> = self
+            .client
+            .query(
+                &self
+                    .sql(SQL_SEARCH_SPANS)
+                    .replace("{filters}", &filters)
+                    .replace("{limit}", &limit.to_string()),
+            )
+            .bind(project)
+            .bind(date_of(start_ms.max(0)))
+            .bind(date_of(end_ms.clamp(0, crate::model::MAX_TIMESTAMP_MS - 1)))
+            .bind(query.start_ns)
+            .bind(query.end_ns)
+            .fetch_all()
+            .await
+            .map_err(ch_err)?;
+        let mut out: Vec<SpanSummary> = rows
+            .into_iter()
+            .map(|r| SpanSummary {
+                trace_id: r.trace_id,
+                span_id: r.span_id.to_be_bytes(),
+                service: r.service,
+                name: r.name,
+                start_ns: r.start_ns,
+                duration_ns: r.duration_ns,
+                status: StatusCode::from_code(r.status_code),
+            })
+            .collect();
+        crate::trace::sort_summaries(&mut out);
+        Ok(out)
+    }
+
     async fn maintain(&self, now_ms: i64) -> Result<MaintenanceReport, StorageError> {
-        let cutoff_day =
-            day_of(now_ms.saturating_sub(
-                i64::try_from(self.metrics_retention.as_millis()).unwrap_or(i64::MAX),
-            ));
+        let cutoff = |retention: Duration| {
+            day_of(now_ms.saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX)))
+        };
+        let (metrics_cutoff, traces_cutoff) = (
+            cutoff(self.metrics_retention),
+            cutoff(self.traces_retention),
+        );
         let tables = METRIC_TABLES
             .iter()
+            .chain(TRACE_TABLES)
             .map(|t| format!("'{t}'"))
             .collect::<Vec<_>>()
             .join(",");
@@ -577,6 +897,11 @@ impl TelemetryStore for ClickHouseStore {
                 continue;
             };
             // A whole day goes once all of it is older than the cutoff.
+            let cutoff_day = if TRACE_TABLES.contains(&p.table.as_str()) {
+                traces_cutoff
+            } else {
+                metrics_cutoff
+            };
             if day >= cutoff_day {
                 continue;
             }
@@ -592,6 +917,8 @@ impl TelemetryStore for ClickHouseStore {
                 .await
                 .map_err(ch_err)?;
             match p.table.as_str() {
+                "spans" => report.spans_dropped += 1,
+                "trace_index" => {}
                 "metric_samples" => report.blocks_dropped += 1,
                 "metric_series" => report.series_dropped += 1,
                 _ => report.batches_dropped += 1,

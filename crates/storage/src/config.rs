@@ -61,12 +61,15 @@ impl std::fmt::Debug for ClickHouseConfig {
 pub struct RetentionConfig {
     #[serde(with = "humantime_serde")]
     pub metrics: Duration,
+    #[serde(with = "humantime_serde")]
+    pub traces: Duration,
 }
 
 impl Default for RetentionConfig {
     fn default() -> Self {
         Self {
             metrics: Duration::from_secs(30 * 24 * 3600),
+            traces: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -100,11 +103,16 @@ impl Validate for StorageConfig {
                 "must be the HTTP interface, http://host:8123 or https://…",
             ));
         }
-        if self.retention.metrics < Duration::from_secs(3600) {
-            return Err(ConfigError::invalid(
-                key(prefix, "retention.metrics"),
-                "must be at least 1h",
-            ));
+        for (field, value) in [
+            ("retention.metrics", self.retention.metrics),
+            ("retention.traces", self.retention.traces),
+        ] {
+            if value < Duration::from_secs(3600) {
+                return Err(ConfigError::invalid(
+                    key(prefix, field),
+                    "must be at least 1h",
+                ));
+            }
         }
         Ok(())
     }

@@ -1,18 +1,20 @@
 //! Vigil's telemetry data model and the one interface every backend offers.
 //!
 //! Metrics follow the Prometheus model: a metric name, labels, float samples
-//! with millisecond timestamps. Every series belongs to a project and carries
-//! its resource (`cluster`, `node`, `namespace`, `application`, `container`)
-//! among its labels.
+//! with millisecond timestamps. Spans follow OpenTelemetry's ([`trace`]).
+//! Every record belongs to a project and carries its resource (`cluster`,
+//! `node`, `namespace`, `application`, `container`).
 //!
 //! Backends: [`redb`] (embedded, one file, one process: the monolith) and
-//! ClickHouse (for split deployments; it lands with the storage issue).
+//! [`clickhouse`] (split deployments). `tests/conformance.rs` holds them to
+//! the same answers.
 
 pub mod clickhouse;
 pub mod config;
 pub mod error;
 pub mod model;
 pub mod redb;
+pub mod trace;
 
 use std::sync::Arc;
 
@@ -22,6 +24,7 @@ pub use model::{
     Labels, Matcher, MatcherOp, MetricBatch, Sample, SeriesData, SeriesSelector, SeriesWrite,
     WriteOutcome,
 };
+pub use trace::{Span, SpanBatch, SpanSummary, TraceQuery};
 
 /// What storage every service sees. Writes are acknowledged only once they
 /// are durable; a batch id already stored for the project is not written again.
@@ -48,6 +51,20 @@ pub trait TelemetryStore: Send + Sync + std::fmt::Debug {
         since_ms: i64,
     ) -> Result<Vec<SeriesData>, StorageError>;
 
+    /// Stores spans atomically; a batch id already stored for the project
+    /// is not written again (span and metric batch ids are separate).
+    async fn write_spans(&self, batch: SpanBatch) -> Result<WriteOutcome, StorageError>;
+
+    /// Every span of a trace, in start order.
+    async fn trace(&self, project: &str, trace_id: [u8; 16]) -> Result<Vec<Span>, StorageError>;
+
+    /// Spans matching `query`, newest first, at most `query.limit` (0: 100).
+    async fn search_spans(
+        &self,
+        project: &str,
+        query: &TraceQuery,
+    ) -> Result<Vec<SpanSummary>, StorageError>;
+
     /// Background upkeep as of `now_ms`: compaction and retention.
     async fn maintain(&self, now_ms: i64) -> Result<MaintenanceReport, StorageError>;
 }
@@ -60,6 +77,7 @@ pub struct MaintenanceReport {
     pub blocks_dropped: u64,
     pub series_dropped: u64,
     pub batches_dropped: u64,
+    pub spans_dropped: u64,
 }
 
 /// Runs [`TelemetryStore::maintain`] every `interval` until shutdown. The
@@ -104,14 +122,14 @@ pub async fn open(
                 .unwrap_or_else(|| data_dir.join("telemetry.redb"));
             let options = redb::RedbOptions {
                 metrics_retention_ms: vigil_runtime::time::millis(config.retention.metrics),
+                traces_retention_ms: vigil_runtime::time::millis(config.retention.traces),
                 ..redb::RedbOptions::default()
             };
             let store = redb::RedbStore::open_with(&path, options)?;
             Ok(Arc::new(store))
         }
         (Backend::Clickhouse, _) => Ok(Arc::new(
-            clickhouse::ClickHouseStore::connect(&config.clickhouse, config.retention.metrics)
-                .await?,
+            clickhouse::ClickHouseStore::connect(&config.clickhouse, &config.retention).await?,
         )),
     }
 }

@@ -34,9 +34,8 @@ pub struct MetricBatch {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteOutcome {
-    Stored {
-        samples: u64,
-    },
+    /// Stored: this many records (samples, spans, log lines…).
+    Stored { records: u64 },
     /// This batch id was stored before; nothing was written.
     Duplicate,
 }

@@ -36,6 +36,7 @@ use vigil_runtime::time::now_ms;
 use crate::{
     MaintenanceReport, StorageError, TelemetryStore,
     model::{Labels, MetricBatch, Sample, SeriesData, SeriesSelector, WriteOutcome, series_id},
+    trace::{Span, SpanBatch, SpanSummary, TraceQuery},
 };
 
 const SERIES: TableDefinition<u64, &[u8]> = TableDefinition::new("series");
@@ -47,6 +48,14 @@ const BATCHES: TableDefinition<(&str, &str), i64> = TableDefinition::new("batche
 const BATCHES_BY_TIME: TableDefinition<(i64, &str, &str), ()> =
     TableDefinition::new("batches_by_time");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// (project, trace id, span id) → the span, postcard-encoded.
+const SPANS: TableDefinition<(&str, u128, u64), &[u8]> = TableDefinition::new("spans");
+/// (start ns, project, trace id, span id) → span summary: time-ordered, for
+/// searches and retention.
+const SPAN_TIME: TableDefinition<(i64, &str, u128, u64), &[u8]> = TableDefinition::new("span_time");
+/// (project, service, start ns, trace id, span id): searches by service.
+const SPAN_SERVICE: TableDefinition<(&str, &str, i64, u128, u64), ()> =
+    TableDefinition::new("span_service");
 
 /// The layout version this code writes; a file of another layout is refused.
 const LAYOUT_VERSION: u64 = 2;
@@ -65,6 +74,8 @@ pub struct RedbOptions {
     pub head_grace_ms: i64,
     /// Metrics older than this are deleted.
     pub metrics_retention_ms: i64,
+    /// Spans that started longer ago than this are deleted.
+    pub traces_retention_ms: i64,
 }
 
 impl Default for RedbOptions {
@@ -73,6 +84,7 @@ impl Default for RedbOptions {
             block_window_ms: 2 * 3600 * 1000,
             head_grace_ms: 10 * 60 * 1000,
             metrics_retention_ms: 30 * 24 * 3600 * 1000,
+            traces_retention_ms: 7 * 24 * 3600 * 1000,
         }
     }
 }
@@ -102,8 +114,24 @@ const DAY_MS: i64 = 86_400_000;
 const GROUP_MAX_BATCHES: usize = 256;
 const GROUP_MAX_SAMPLES: usize = 500_000;
 
+/// A validated write for the writer thread.
+#[derive(Debug)]
+enum Write {
+    Metrics(MetricBatch),
+    Spans(SpanBatch),
+}
+
+impl Write {
+    fn records(&self) -> usize {
+        match self {
+            Self::Metrics(b) => b.series.iter().map(|s| s.samples.len()).sum(),
+            Self::Spans(b) => b.spans.len(),
+        }
+    }
+}
+
 type WriteRequest = (
-    MetricBatch,
+    Write,
     tokio::sync::oneshot::Sender<Result<WriteOutcome, StorageError>>,
 );
 
@@ -127,18 +155,18 @@ impl Drop for Writer {
 
 fn run_writer(core: Core, mut queue: tokio::sync::mpsc::Receiver<WriteRequest>) {
     while let Some(first) = queue.blocking_recv() {
-        let mut samples: usize = first.0.series.iter().map(|s| s.samples.len()).sum();
+        let mut records = first.0.records();
         let mut group = vec![first];
-        while group.len() < GROUP_MAX_BATCHES && samples < GROUP_MAX_SAMPLES {
+        while group.len() < GROUP_MAX_BATCHES && records < GROUP_MAX_SAMPLES {
             match queue.try_recv() {
                 Ok(next) => {
-                    samples += next.0.series.iter().map(|s| s.samples.len()).sum::<usize>();
+                    records += next.0.records();
                     group.push(next);
                 }
                 Err(_) => break,
             }
         }
-        let (batches, replies): (Vec<MetricBatch>, Vec<_>) = group.into_iter().unzip();
+        let (batches, replies): (Vec<Write>, Vec<_>) = group.into_iter().unzip();
         let outcomes = core.write_group(&batches);
         for (reply, outcome) in replies.into_iter().zip(outcomes) {
             let _ = reply.send(outcome);
@@ -280,6 +308,7 @@ impl RedbStore {
     pub fn open_with(path: &Path, mut options: RedbOptions) -> Result<Self, StorageError> {
         if options.block_window_ms <= 0
             || options.metrics_retention_ms <= 0
+            || options.traces_retention_ms <= 0
             || options.head_grace_ms < 0
         {
             return Err(StorageError::InvalidData(
@@ -328,6 +357,9 @@ impl RedbStore {
             txn.open_table(BLOCKS)?;
             txn.open_table(BATCHES)?;
             txn.open_table(BATCHES_BY_TIME)?;
+            txn.open_table(SPANS)?;
+            txn.open_table(SPAN_TIME)?;
+            txn.open_table(SPAN_SERVICE)?;
         }
         txn.commit()?;
         tracing::info!(path = %path.display(), "telemetry store open (redb)");
@@ -365,6 +397,23 @@ impl RedbStore {
     /// Compaction then retention, as of `now`.
     pub fn maintain_blocking(&self, now: i64) -> Result<MaintenanceReport, StorageError> {
         self.core.maintain_blocking(now)
+    }
+
+    /// Hands a validated write to the writer thread and waits for its commit.
+    async fn submit(&self, write: Write) -> Result<WriteOutcome, StorageError> {
+        let queue = self
+            .writer
+            .queue
+            .as_ref()
+            .ok_or_else(|| StorageError::Io("the store is closing".into()))?;
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        queue
+            .send((write, reply))
+            .await
+            .map_err(|_| StorageError::Io("the writer thread stopped".into()))?;
+        outcome
+            .await
+            .map_err(|_| StorageError::Io("the writer thread stopped mid-write".into()))?
     }
 }
 
@@ -472,14 +521,141 @@ impl Core {
             stored
         };
         Ok(WriteOutcome::Stored {
-            samples: samples_stored,
+            records: samples_stored,
         })
     }
 
     /// Writes a group of validated batches in ONE transaction and one
     /// durable commit (group commit). If any batch fails, the group is
     /// retried one batch per transaction so that one bad batch fails alone.
-    fn write_group(&self, batches: &[MetricBatch]) -> Vec<Result<WriteOutcome, StorageError>> {
+    fn apply(
+        txn: &redb::WriteTransaction,
+        known: &HashMap<u64, i64>,
+        write: &Write,
+        recorded: &mut Vec<(u64, i64)>,
+    ) -> Result<WriteOutcome, StorageError> {
+        match write {
+            Write::Metrics(batch) => Self::apply_batch(txn, known, batch, recorded),
+            Write::Spans(batch) => Self::apply_spans(txn, batch),
+        }
+    }
+
+    /// Applies one validated span batch inside `txn`. A span written again
+    /// (same ids) replaces the earlier one, index entries included.
+    fn apply_spans(
+        txn: &redb::WriteTransaction,
+        batch: &SpanBatch,
+    ) -> Result<WriteOutcome, StorageError> {
+        let batch_key = format!("spans/{}", batch.batch_id);
+        let project = batch.project.as_str();
+        let mut batches = txn.open_table(BATCHES)?;
+        if batches.get((project, batch_key.as_str()))?.is_some() {
+            return Ok(WriteOutcome::Duplicate);
+        }
+        let mut spans = txn.open_table(SPANS)?;
+        let mut by_time = txn.open_table(SPAN_TIME)?;
+        let mut by_service = txn.open_table(SPAN_SERVICE)?;
+        for span in &batch.spans {
+            let (tid, sid) = (
+                u128::from_be_bytes(span.trace_id),
+                u64::from_be_bytes(span.span_id),
+            );
+            let earlier = spans
+                .get((project, tid, sid))?
+                .map(|v| decode_record::<Span>(v.value()))
+                .transpose()?;
+            if let Some(old) = earlier {
+                by_time.remove((old.start_ns, project, tid, sid))?;
+                by_service.remove((project, old.service.as_str(), old.start_ns, tid, sid))?;
+            }
+            spans.insert((project, tid, sid), encode_record(span)?.as_slice())?;
+            by_time.insert(
+                (span.start_ns, project, tid, sid),
+                encode_record(&SpanSummary::from(span))?.as_slice(),
+            )?;
+            by_service.insert(
+                (project, span.service.as_str(), span.start_ns, tid, sid),
+                (),
+            )?;
+        }
+        let now = now_ms();
+        batches.insert((project, batch_key.as_str()), now)?;
+        txn.open_table(BATCHES_BY_TIME)?
+            .insert((now, project, batch_key.as_str()), ())?;
+        Ok(WriteOutcome::Stored {
+            records: batch.spans.len() as u64,
+        })
+    }
+
+    fn trace_blocking(&self, project: &str, trace_id: [u8; 16]) -> Result<Vec<Span>, StorageError> {
+        let txn = self.db.begin_read()?;
+        let spans = txn.open_table(SPANS)?;
+        let tid = u128::from_be_bytes(trace_id);
+        let mut out = Vec::new();
+        for entry in spans.range((project, tid, 0u64)..=(project, tid, u64::MAX))? {
+            out.push(decode_record::<Span>(entry?.1.value())?);
+        }
+        crate::trace::sort_trace(&mut out);
+        Ok(out)
+    }
+
+    fn search_blocking(
+        &self,
+        project: &str,
+        query: &TraceQuery,
+    ) -> Result<Vec<SpanSummary>, StorageError> {
+        let limit = if query.limit == 0 { 100 } else { query.limit };
+        let txn = self.db.begin_read()?;
+        let by_time = txn.open_table(SPAN_TIME)?;
+        let mut out = Vec::new();
+        if query.end_ns < query.start_ns {
+            return Ok(out);
+        }
+        match &query.service {
+            Some(service) => {
+                let by_service = txn.open_table(SPAN_SERVICE)?;
+                let range = (project, service.as_str(), query.start_ns, 0u128, 0u64)
+                    ..=(project, service.as_str(), query.end_ns, u128::MAX, u64::MAX);
+                for entry in by_service.range(range)?.rev() {
+                    let (key, _) = entry?;
+                    let (_, _, start, tid, sid) = key.value();
+                    let Some(summary) = by_time.get((start, project, tid, sid))? else {
+                        return Err(StorageError::Corrupt(format!(
+                            "span {sid:016x} indexed by service but not by time"
+                        )));
+                    };
+                    let summary: SpanSummary = decode_record(summary.value())?;
+                    if query.matches(&summary) {
+                        out.push(summary);
+                    }
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+            }
+            None => {
+                let range = (query.start_ns, "", 0u128, 0u64)
+                    ..(query.end_ns.saturating_add(1), "", 0u128, 0u64);
+                for entry in by_time.range(range)?.rev() {
+                    let (key, value) = entry?;
+                    if key.value().1 != project {
+                        continue;
+                    }
+                    let summary: SpanSummary = decode_record(value.value())?;
+                    if query.matches(&summary) {
+                        out.push(summary);
+                    }
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+            }
+        }
+        crate::trace::sort_summaries(&mut out);
+        Ok(out)
+    }
+
+    fn write_group(&self, batches: &[Write]) -> Vec<Result<WriteOutcome, StorageError>> {
         let mut known = self
             .known
             .lock()
@@ -489,7 +665,7 @@ impl Core {
             let mut recorded = Vec::new();
             let mut outcomes = Vec::with_capacity(batches.len());
             for batch in batches {
-                outcomes.push(Self::apply_batch(&txn, &known, batch, &mut recorded)?);
+                outcomes.push(Self::apply(&txn, &known, batch, &mut recorded)?);
             }
             txn.commit()?;
             Ok::<_, StorageError>((outcomes, recorded))
@@ -504,7 +680,7 @@ impl Core {
                 .map(|batch| {
                     let txn = self.db.begin_write()?;
                     let mut recorded = Vec::new();
-                    let outcome = Self::apply_batch(&txn, &known, batch, &mut recorded)?;
+                    let outcome = Self::apply(&txn, &known, batch, &mut recorded)?;
                     txn.commit()?;
                     known.extend(recorded);
                     Ok(outcome)
@@ -705,7 +881,7 @@ impl Core {
 
     /// Deletes metrics older than the retention: whole blocks, stray head
     /// samples, series not seen since, and batch ids stored before.
-    fn retention_blocking(&self, now: i64) -> Result<(u64, u64, u64), StorageError> {
+    fn retention_blocking(&self, now: i64) -> Result<MaintenanceReport, StorageError> {
         let width = self.options.block_window_ms;
         let cutoff = now.saturating_sub(self.options.metrics_retention_ms);
         let first_kept_window = window_of(cutoff, width);
@@ -716,6 +892,7 @@ impl Core {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let txn = self.db.begin_write()?;
         let (mut blocks_dropped, mut series_dropped, mut batches_dropped) = (0u64, 0u64, 0u64);
+        let mut spans_dropped = 0u64;
         {
             let mut blocks = txn.open_table(BLOCKS)?;
             blocks.retain_in((i64::MIN, 0u64)..(first_kept_window, 0u64), |_, _| {
@@ -762,6 +939,28 @@ impl Core {
                 }
             }
 
+            let span_cutoff = now
+                .saturating_sub(self.options.traces_retention_ms)
+                .saturating_mul(1_000_000);
+            let mut span_time = txn.open_table(SPAN_TIME)?;
+            let mut spans = txn.open_table(SPANS)?;
+            let mut span_service = txn.open_table(SPAN_SERVICE)?;
+            let mut old_spans = Vec::new();
+            for entry in
+                span_time.range((i64::MIN, "", 0u128, 0u64)..(span_cutoff, "", 0u128, 0u64))?
+            {
+                let (key, value) = entry?;
+                let (start, project, tid, sid) = key.value();
+                let summary: SpanSummary = decode_record(value.value())?;
+                old_spans.push((start, project.to_owned(), tid, sid, summary.service));
+            }
+            for (start, project, tid, sid, service) in old_spans {
+                span_time.remove((start, project.as_str(), tid, sid))?;
+                spans.remove((project.as_str(), tid, sid))?;
+                span_service.remove((project.as_str(), service.as_str(), start, tid, sid))?;
+                spans_dropped += 1;
+            }
+
             let mut by_time = txn.open_table(BATCHES_BY_TIME)?;
             let mut batches = txn.open_table(BATCHES)?;
             let mut old = Vec::new();
@@ -777,19 +976,22 @@ impl Core {
             }
         }
         txn.commit()?;
-        Ok((blocks_dropped, series_dropped, batches_dropped))
+        Ok(MaintenanceReport {
+            blocks_dropped,
+            series_dropped,
+            batches_dropped,
+            spans_dropped,
+            ..MaintenanceReport::default()
+        })
     }
 
     /// Compaction then retention, as of `now`.
     pub fn maintain_blocking(&self, now: i64) -> Result<MaintenanceReport, StorageError> {
         let (samples_compacted, blocks_written) = self.compact_blocking(now)?;
-        let (blocks_dropped, series_dropped, batches_dropped) = self.retention_blocking(now)?;
         Ok(MaintenanceReport {
             samples_compacted,
             blocks_written,
-            blocks_dropped,
-            series_dropped,
-            batches_dropped,
+            ..self.retention_blocking(now)?
         })
     }
 }
@@ -841,19 +1043,28 @@ impl TelemetryStore for RedbStore {
         for series in &batch.series {
             series.validate()?;
         }
-        let queue = self
-            .writer
-            .queue
-            .as_ref()
-            .ok_or_else(|| StorageError::Io("the store is closing".into()))?;
-        let (reply, outcome) = tokio::sync::oneshot::channel();
-        queue
-            .send((batch, reply))
-            .await
-            .map_err(|_| StorageError::Io("the writer thread stopped".into()))?;
-        outcome
-            .await
-            .map_err(|_| StorageError::Io("the writer thread stopped mid-write".into()))?
+        self.submit(Write::Metrics(batch)).await
+    }
+
+    async fn write_spans(&self, batch: SpanBatch) -> Result<WriteOutcome, StorageError> {
+        for span in &batch.spans {
+            span.validate()?;
+        }
+        self.submit(Write::Spans(batch)).await
+    }
+
+    async fn trace(&self, project: &str, trace_id: [u8; 16]) -> Result<Vec<Span>, StorageError> {
+        let (core, project) = (self.core.clone(), project.to_owned());
+        blocking(move || core.trace_blocking(&project, trace_id)).await
+    }
+
+    async fn search_spans(
+        &self,
+        project: &str,
+        query: &TraceQuery,
+    ) -> Result<Vec<SpanSummary>, StorageError> {
+        let (core, project, query) = (self.core.clone(), project.to_owned(), query.clone());
+        blocking(move || core.search_blocking(&project, &query)).await
     }
 
     async fn select(
@@ -925,7 +1136,7 @@ mod tests {
             ))
             .await
             .unwrap();
-        assert_eq!(outcome, WriteOutcome::Stored { samples: 4 });
+        assert_eq!(outcome, WriteOutcome::Stored { records: 4 });
         store
             .write_metrics(batch("p2", "b1", vec![series("cpu", "a", &[(1000, 9.0)])]))
             .await
@@ -1031,6 +1242,7 @@ mod tests {
             block_window_ms: HOUR,
             head_grace_ms: 0,
             metrics_retention_ms: 24 * HOUR,
+            traces_retention_ms: 24 * HOUR,
         }
     }
 

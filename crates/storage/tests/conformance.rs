@@ -10,11 +10,12 @@ use std::{sync::Arc, time::Duration};
 
 use vigil_runtime::time::now_ms;
 use vigil_storage::{
-    Matcher, MatcherOp, MetricBatch, Sample, SeriesData, SeriesSelector, SeriesWrite, StorageError,
-    TelemetryStore, WriteOutcome,
+    Matcher, MatcherOp, MetricBatch, Sample, SeriesData, SeriesSelector, SeriesWrite, Span,
+    SpanBatch, SpanSummary, StorageError, TelemetryStore, TraceQuery, WriteOutcome,
     clickhouse::ClickHouseStore,
-    config::ClickHouseConfig,
+    config::{ClickHouseConfig, RetentionConfig},
     redb::{RedbOptions, RedbStore},
+    trace::{SpanEvent, SpanKind, SpanLink, StatusCode},
 };
 
 const HOUR: i64 = 3600 * 1000;
@@ -67,6 +68,7 @@ async fn backends() -> Vec<Backend> {
             block_window_ms: HOUR,
             head_grace_ms: 0,
             metrics_retention_ms: RETENTION_DAYS * DAY,
+            traces_retention_ms: RETENTION_DAYS * DAY,
         },
     )
     .unwrap();
@@ -83,13 +85,17 @@ async fn backends() -> Vec<Backend> {
             database: database.clone(),
             ..ClickHouseConfig::default()
         };
+        let retention = Duration::from_millis((RETENTION_DAYS * DAY) as u64);
         let store = ClickHouseStore::connect(
             &config,
-            Duration::from_millis((RETENTION_DAYS * DAY) as u64),
+            &RetentionConfig {
+                metrics: retention,
+                traces: retention,
+            },
         )
         .await
         .unwrap();
-        assert_eq!(store.schema_version().await.unwrap(), 1);
+        assert_eq!(store.schema_version().await.unwrap(), 2);
         out.push(Backend {
             name: "clickhouse",
             store: Arc::new(store),
@@ -163,7 +169,7 @@ conformance!(
             ))
             .await
             .unwrap();
-        assert_eq!(outcome, WriteOutcome::Stored { samples: 4 }, "{backend}");
+        assert_eq!(outcome, WriteOutcome::Stored { records: 4 }, "{backend}");
         store
             .write_metrics(batch(
                 "p2",
@@ -429,7 +435,7 @@ conformance!(bad_input_is_refused_whole, |store, backend| {
             .write_metrics(batch("p", "bad-0", vec![good]))
             .await
             .unwrap(),
-        WriteOutcome::Stored { samples: 1 }
+        WriteOutcome::Stored { records: 1 }
     ));
 });
 
@@ -480,5 +486,346 @@ conformance!(retention_drops_old_data_and_keeps_new, |store, backend| {
             .await
             .unwrap(),
         after
+    );
+});
+
+// ---- spans ----
+
+fn span(
+    trace: u8,
+    id: u8,
+    parent: u8,
+    service: &str,
+    name: &str,
+    start_ns: i64,
+    duration_ns: i64,
+) -> Span {
+    Span {
+        trace_id: [trace; 16],
+        span_id: [id; 8],
+        parent_span_id: [parent; 8],
+        name: name.into(),
+        kind: SpanKind::Server,
+        start_ns,
+        end_ns: start_ns + duration_ns,
+        status: StatusCode::Unset,
+        status_message: String::new(),
+        service: service.into(),
+        resource: [
+            ("service.name".to_owned(), service.to_owned()),
+            ("node".to_owned(), "n1".to_owned()),
+        ]
+        .into(),
+        attributes: [("http.route".to_owned(), "/api".to_owned())].into(),
+        events: vec![],
+        links: vec![],
+    }
+}
+
+fn span_batch(project: &str, id: &str, spans: Vec<Span>) -> SpanBatch {
+    SpanBatch {
+        project: project.into(),
+        batch_id: id.into(),
+        spans,
+    }
+}
+
+conformance!(spans_round_trip_by_trace_id, |store, backend| {
+    let t = (now_ms() - 60_000) * 1_000_000;
+    let mut root = span(1, 1, 0, "web", "GET /api", t, 5_000_000);
+    root.status = StatusCode::Error;
+    root.status_message = "upstream failed: 'quoted' \\ text".into();
+    root.kind = SpanKind::Server;
+    root.events = vec![SpanEvent {
+        time_ns: t + 10,
+        name: "exception".into(),
+        attributes: [("exception.message".to_owned(), "boom ünïcode".to_owned())].into(),
+    }];
+    root.links = vec![SpanLink {
+        trace_id: [9; 16],
+        span_id: [9; 8],
+        attributes: [("kind".to_owned(), "follows".to_owned())].into(),
+    }];
+    let mut child = span(1, 2, 1, "db", "SELECT", t + 1_000, 2_000_000);
+    child.kind = SpanKind::Client;
+    let late_child = span(1, 3, 1, "db", "SELECT", t + 2_000, 1_000_000);
+    let other = span(2, 1, 0, "web", "GET /health", t, 1_000);
+    let outcome = store
+        .write_spans(span_batch(
+            "p",
+            "s1",
+            vec![late_child.clone(), root.clone(), other, child.clone()],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(outcome, WriteOutcome::Stored { records: 4 }, "{backend}");
+    let trace = store.trace("p", [1; 16]).await.unwrap();
+    assert_eq!(
+        trace,
+        vec![root, child, late_child],
+        "{backend}: every field, start order"
+    );
+    assert!(
+        store.trace("p", [7; 16]).await.unwrap().is_empty(),
+        "{backend}"
+    );
+    assert!(
+        store.trace("other", [1; 16]).await.unwrap().is_empty(),
+        "{backend}: projects are apart"
+    );
+});
+
+conformance!(span_search_filters_and_orders, |store, backend| {
+    let t = (now_ms() - 60_000) * 1_000_000;
+    let mut failed = span(3, 3, 0, "web", "POST /pay", t + 3_000, 900_000_000);
+    failed.status = StatusCode::Error;
+    store
+        .write_spans(span_batch(
+            "p",
+            "s",
+            vec![
+                span(1, 1, 0, "web", "GET /", t + 1_000, 10_000_000),
+                span(2, 2, 0, "web", "GET /", t + 2_000, 200_000_000),
+                failed,
+                span(4, 4, 0, "db", "SELECT", t + 4_000, 1_000_000),
+            ],
+        ))
+        .await
+        .unwrap();
+    let search = |q: TraceQuery| async move { store.search_spans("p", &q).await.unwrap() };
+    let all = TraceQuery {
+        start_ns: t,
+        end_ns: t + 10_000,
+        ..TraceQuery::default()
+    };
+    let ids = |found: Vec<SpanSummary>| found.iter().map(|s| s.trace_id[0]).collect::<Vec<_>>();
+    assert_eq!(
+        ids(search(all.clone()).await),
+        vec![4, 3, 2, 1],
+        "{backend}: newest first"
+    );
+    assert_eq!(
+        ids(search(TraceQuery {
+            service: Some("web".into()),
+            ..all.clone()
+        })
+        .await),
+        vec![3, 2, 1],
+        "{backend}"
+    );
+    assert_eq!(
+        ids(search(TraceQuery {
+            operation: Some("GET /".into()),
+            ..all.clone()
+        })
+        .await),
+        vec![2, 1],
+        "{backend}"
+    );
+    assert_eq!(
+        ids(search(TraceQuery {
+            min_duration_ns: Some(100_000_000),
+            ..all.clone()
+        })
+        .await),
+        vec![3, 2],
+        "{backend}"
+    );
+    assert_eq!(
+        ids(search(TraceQuery {
+            max_duration_ns: Some(10_000_000),
+            ..all.clone()
+        })
+        .await),
+        vec![4, 1],
+        "{backend}"
+    );
+    assert_eq!(
+        ids(search(TraceQuery {
+            status: Some(StatusCode::Error),
+            ..all.clone()
+        })
+        .await),
+        vec![3],
+        "{backend}"
+    );
+    assert_eq!(
+        ids(search(TraceQuery {
+            start_ns: t + 1_500,
+            end_ns: t + 3_000,
+            ..all.clone()
+        })
+        .await),
+        vec![3, 2],
+        "{backend}: inclusive time bounds"
+    );
+    assert_eq!(
+        ids(search(TraceQuery {
+            limit: 2,
+            ..all.clone()
+        })
+        .await),
+        vec![4, 3],
+        "{backend}"
+    );
+    assert_eq!(
+        ids(search(TraceQuery {
+            service: Some("web".into()),
+            limit: 1,
+            ..all.clone()
+        })
+        .await),
+        vec![3],
+        "{backend}"
+    );
+    let summary = &search(TraceQuery {
+        operation: Some("SELECT".into()),
+        ..all.clone()
+    })
+    .await[0];
+    assert_eq!(
+        (
+            summary.service.as_str(),
+            summary.duration_ns,
+            summary.span_id
+        ),
+        ("db", 1_000_000, [4; 8]),
+        "{backend}"
+    );
+    assert!(
+        search(TraceQuery {
+            service: Some("it's".into()),
+            ..all
+        })
+        .await
+        .is_empty(),
+        "{backend}"
+    );
+});
+
+conformance!(
+    span_batches_are_idempotent_and_apart_from_metrics,
+    |store, backend| {
+        let t = (now_ms() - 60_000) * 1_000_000;
+        let batch = span_batch("p", "same", vec![span(1, 1, 0, "web", "GET /", t, 1_000)]);
+        assert!(matches!(
+            store.write_spans(batch.clone()).await.unwrap(),
+            WriteOutcome::Stored { records: 1 }
+        ));
+        assert_eq!(
+            store.write_spans(batch).await.unwrap(),
+            WriteOutcome::Duplicate,
+            "{backend}"
+        );
+        let metrics = batch_of_one("p", "same", now_ms() - 60_000);
+        assert!(
+            matches!(
+                store.write_metrics(metrics).await.unwrap(),
+                WriteOutcome::Stored { .. }
+            ),
+            "{backend}: metric and span batch ids do not collide"
+        );
+        assert_eq!(
+            store.trace("p", [1; 16]).await.unwrap().len(),
+            1,
+            "{backend}"
+        );
+    }
+);
+
+fn batch_of_one(project: &str, id: &str, t: i64) -> MetricBatch {
+    batch(
+        project,
+        id,
+        vec![series("cpu", &[("node", "a")], &[(t, 1.0)])],
+    )
+}
+
+conformance!(bad_spans_are_refused_whole, |store, backend| {
+    let t = (now_ms() - 60_000) * 1_000_000;
+    let good = span(1, 1, 0, "web", "GET /", t, 1_000);
+    let mut zero_trace = span(2, 2, 0, "web", "x", t, 1);
+    zero_trace.trace_id = [0; 16];
+    let mut zero_span = span(2, 2, 0, "web", "x", t, 1);
+    zero_span.span_id = [0; 8];
+    let mut backwards = span(2, 2, 0, "web", "x", t, 1);
+    backwards.end_ns = t - 1;
+    let nameless = span(2, 2, 0, "web", "", t, 1);
+    let mut crowded = span(2, 2, 0, "web", "x", t, 1);
+    crowded.attributes = (0..200)
+        .map(|i| (format!("k{i}"), "v".to_owned()))
+        .collect();
+    let ancient = span(2, 2, 0, "web", "x", -5, 1);
+    for (i, (bad, needle)) in [
+        (zero_trace, "trace id"),
+        (zero_span, "span id"),
+        (backwards, "ends before"),
+        (nameless, "name"),
+        (crowded, "attributes"),
+        (ancient, "outside"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let err = store
+            .write_spans(span_batch(
+                "p",
+                &format!("bad-{i}"),
+                vec![good.clone(), bad],
+            ))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StorageError::InvalidData(_)),
+            "{backend}: {err}"
+        );
+        assert!(err.to_string().contains(needle), "{backend}: {err}");
+    }
+    assert!(
+        store.trace("p", [1; 16]).await.unwrap().is_empty(),
+        "{backend}: nothing stored"
+    );
+});
+
+conformance!(span_retention, |store, backend| {
+    let now = now_ms();
+    let old = (now - (RETENTION_DAYS + 3) * DAY) * 1_000_000;
+    let recent = (now - HOUR) * 1_000_000;
+    store
+        .write_spans(span_batch(
+            "p",
+            "s",
+            vec![
+                span(1, 1, 0, "web", "old", old, 1_000),
+                span(2, 2, 0, "web", "new", recent, 1_000),
+            ],
+        ))
+        .await
+        .unwrap();
+    store.maintain(now).await.unwrap();
+    assert!(
+        store.trace("p", [1; 16]).await.unwrap().is_empty(),
+        "{backend}: old trace gone"
+    );
+    assert_eq!(
+        store.trace("p", [2; 16]).await.unwrap().len(),
+        1,
+        "{backend}: new trace kept"
+    );
+    let found = store
+        .search_spans(
+            "p",
+            &TraceQuery {
+                start_ns: 0,
+                end_ns: i64::MAX,
+                ..TraceQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        found.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        vec!["new"],
+        "{backend}"
     );
 });

@@ -25,6 +25,7 @@ fn options() -> RedbOptions {
         block_window_ms: 10_000,
         head_grace_ms: 0,
         metrics_retention_ms: 365 * 24 * 3600 * 1000,
+        traces_retention_ms: 365 * 24 * 3600 * 1000,
     }
 }
 

@@ -170,7 +170,7 @@ impl TelemetryService for PushService {
         };
         let batch_id = batch.batch_id.clone();
         match self.store.write_metrics(batch).await {
-            Ok(WriteOutcome::Stored { samples }) => {
+            Ok(WriteOutcome::Stored { records: samples }) => {
                 self.count("stored");
                 self.samples.inc_by(samples);
                 tracing::debug!(project = %project.0, batch_id, samples, "batch stored");
