@@ -30,6 +30,7 @@ use vigil_runtime::time::now_ms;
 use crate::{
     MaintenanceReport, StorageError, TelemetryStore,
     config::{ClickHouseConfig, RetentionConfig},
+    log::{LogBatch, LogEntry, LogPage, LogQuery, LogRecord, record_id, tokens},
     model::{
         Labels, MetricBatch, Sample, SeriesData, SeriesSelector, WriteOutcome, day_of, series_id,
     },
@@ -67,6 +68,17 @@ const MIGRATIONS: &[(u32, &[&str])] = &[(
         "CREATE TABLE IF NOT EXISTS {db}.trace_index (
             project String, trace_id FixedString(16), day Date
         ) ENGINE = ReplacingMergeTree() PARTITION BY day ORDER BY (project, trace_id)",
+    ],
+), (
+    3,
+    &[
+        "CREATE TABLE IF NOT EXISTS {db}.logs (
+            project String, time_ns Int64, id UInt64, severity UInt8, severity_text String,
+            body String, tokens Array(String), service String,
+            resource_names Array(String), resource_values Array(String),
+            attribute_names Array(String), attribute_values Array(String),
+            trace_id FixedString(16), span_id UInt64, pattern_id UInt64, version UInt64, day Date
+        ) ENGINE = ReplacingMergeTree(version) PARTITION BY day ORDER BY (project, time_ns, id)",
     ],
 )];
 
@@ -153,6 +165,23 @@ pub fn sql_catalog(database: &str) -> Vec<String> {
         fill(SQL_SEARCH_SPANS, &["'p'", "19000", "20000", "0", "1800000000000000000"])
             .replace("{filters}", " AND service = 'web' AND status_code = 2")
             .replace("{limit}", "10"),
+        fill(
+            "INSERT INTO {db}.logs VALUES ('p', 1702080000000000000, 7, 17, 'ERROR', \
+             'Payment failed: timeout', ['payment', 'failed', 'timeout'], 'api', ['namespace'], \
+             ['shop'], [], [], unhex('0101010101010101010101010101010a'), 4, 77, 1, toDate(19700))",
+            &[],
+        ),
+        fill(SQL_SEARCH_LOGS, &["'p'", "19000", "20000", "0", "1800000000000000000"])
+            .replace("{columns}", LOG_COLUMNS)
+            .replace(
+                "{filters}",
+                " AND has(resource_names, 'namespace') \
+                 AND resource_values[indexOf(resource_names, 'namespace')] = 'shop' \
+                 AND hasAll(tokens, ['timeout']) AND severity >= 17 \
+                 AND trace_id = unhex('0101010101010101010101010101010a') \
+                 AND (time_ns, id) < (1802080000000000000, 9)",
+            )
+            .replace("{limit}", "11"),
         fill(SQL_PARTITIONS, &[&format!("'{database}'")]),
         fill(SQL_DROP_PARTITION, &[])
             .replace("{table}", "metric_samples")
@@ -165,6 +194,15 @@ pub fn sql_catalog(database: &str) -> Vec<String> {
 const METRIC_TABLES: &[&str] = &["metric_series", "metric_samples", "metric_batches"];
 /// Spans and their index follow the traces retention.
 const TRACE_TABLES: &[&str] = &["spans", "trace_index"];
+/// Log records follow the logs retention.
+const LOG_TABLES: &[&str] = &["logs"];
+
+const LOG_COLUMNS: &str = "project, time_ns, id, severity, severity_text, body, tokens, service, \
+     resource_names, resource_values, attribute_names, attribute_values, trace_id, span_id, \
+     pattern_id, version, day";
+const SQL_SEARCH_LOGS: &str = "SELECT {columns} FROM {db}.logs \
+     WHERE project = ? AND day >= toDate(?) AND day <= toDate(?) AND time_ns >= ? AND time_ns <= ? \
+     {filters} ORDER BY time_ns DESC, id DESC, version DESC LIMIT 1 BY id LIMIT {limit}";
 
 const SPAN_COLUMNS: &str = "project, trace_id, span_id, parent_span_id, name, kind, start_ns, \
      end_ns, duration_ns, status_code, status_message, service, resource_names, resource_values, \
@@ -243,6 +281,77 @@ struct SpanRow {
     links_json: String,
     version: u64,
     day: u16,
+}
+
+#[derive(Debug, clickhouse::Row, Serialize, Deserialize)]
+struct LogRow {
+    project: String,
+    time_ns: i64,
+    id: u64,
+    severity: u8,
+    severity_text: String,
+    body: String,
+    tokens: Vec<String>,
+    service: String,
+    resource_names: Vec<String>,
+    resource_values: Vec<String>,
+    attribute_names: Vec<String>,
+    attribute_values: Vec<String>,
+    trace_id: [u8; 16],
+    span_id: u64,
+    pattern_id: u64,
+    version: u64,
+    day: u16,
+}
+
+impl LogRow {
+    fn from_record(project: &str, id: u64, record: &LogRecord, version: u64) -> Self {
+        Self {
+            project: project.to_owned(),
+            time_ns: record.time_ns,
+            id,
+            severity: record.severity,
+            severity_text: record.severity_text.clone(),
+            body: record.body.clone(),
+            tokens: tokens(&record.body),
+            service: record.service.clone(),
+            resource_names: record.resource.keys().cloned().collect(),
+            resource_values: record.resource.values().cloned().collect(),
+            attribute_names: record.attributes.keys().cloned().collect(),
+            attribute_values: record.attributes.values().cloned().collect(),
+            trace_id: record.trace_id,
+            span_id: u64::from_be_bytes(record.span_id),
+            pattern_id: record.pattern_id,
+            version,
+            day: date_of(record.time_ns.div_euclid(1_000_000)),
+        }
+    }
+
+    fn into_entry(self) -> LogEntry {
+        LogEntry {
+            id: self.id,
+            record: LogRecord {
+                time_ns: self.time_ns,
+                severity: self.severity,
+                severity_text: self.severity_text,
+                body: self.body,
+                service: self.service,
+                resource: self
+                    .resource_names
+                    .into_iter()
+                    .zip(self.resource_values)
+                    .collect(),
+                attributes: self
+                    .attribute_names
+                    .into_iter()
+                    .zip(self.attribute_values)
+                    .collect(),
+                trace_id: self.trace_id,
+                span_id: self.span_id.to_be_bytes(),
+                pattern_id: self.pattern_id,
+            },
+        }
+    }
 }
 
 #[derive(Debug, clickhouse::Row, Serialize, Deserialize)]
@@ -374,6 +483,7 @@ pub struct ClickHouseStore {
     database: String,
     metrics_retention: Duration,
     traces_retention: Duration,
+    logs_retention: Duration,
     /// (series, day) pairs whose series row this process has written.
     written_series: Mutex<HashSet<(u64, u16)>>,
     /// The last row version handed out: versions only grow, so a later
@@ -423,6 +533,7 @@ impl ClickHouseStore {
             database: config.database.clone(),
             metrics_retention: retention.metrics,
             traces_retention: retention.traces,
+            logs_retention: retention.logs,
             written_series: Mutex::new(HashSet::new()),
             last_version: AtomicU64::new(0),
         };
@@ -865,17 +976,127 @@ impl TelemetryStore for ClickHouseStore {
         Ok(out)
     }
 
+    async fn write_logs(&self, batch: LogBatch) -> Result<WriteOutcome, StorageError> {
+        for record in &batch.records {
+            record.validate()?;
+        }
+        let batch_key = format!("logs/{}", batch.batch_id);
+        let seen: u64 = self
+            .client
+            .query(&self.sql(SQL_BATCH_SEEN))
+            .bind(&batch.project)
+            .bind(&batch_key)
+            .fetch_one()
+            .await
+            .map_err(ch_err)?;
+        if seen > 0 {
+            return Ok(WriteOutcome::Duplicate);
+        }
+        let version = self.next_version();
+        let rows: Vec<LogRow> = batch
+            .records
+            .iter()
+            .enumerate()
+            .map(|(index, record)| {
+                let id = record_id(&batch.project, &batch.batch_id, index);
+                LogRow::from_record(&batch.project, id, record, version)
+            })
+            .collect();
+        self.insert("logs", &rows).await?;
+        let now = now_ms();
+        self.insert(
+            "metric_batches",
+            &[BatchRow {
+                project: batch.project.clone(),
+                batch_id: batch_key,
+                stored_at_ms: now,
+                day: date_of(now),
+            }],
+        )
+        .await?;
+        Ok(WriteOutcome::Stored {
+            records: rows.len() as u64,
+        })
+    }
+
+    async fn search_logs(&self, project: &str, query: &LogQuery) -> Result<LogPage, StorageError> {
+        if query.end_ns < query.start_ns {
+            return Ok(LogPage::default());
+        }
+        let limit = query.page_size();
+        let mut filters = String::new();
+        if let Some(service) = &query.service {
+            filters += &format!(" AND service = {}", sql_string(service));
+        }
+        for (name, value) in &query.resource {
+            let name = sql_string(name);
+            filters += &format!(
+                " AND has(resource_names, {name}) AND resource_values[indexOf(resource_names, {name})] = {}",
+                sql_string(value)
+            );
+        }
+        if let Some(severity) = query.min_severity {
+            filters += &format!(" AND severity >= {severity}");
+        }
+        let query_tokens = query.text.as_deref().map(tokens).unwrap_or_default();
+        if !query_tokens.is_empty() {
+            let list = query_tokens
+                .iter()
+                .map(|t| sql_string(t))
+                .collect::<Vec<_>>()
+                .join(",");
+            filters += &format!(" AND hasAll(tokens, [{list}])");
+        }
+        if let Some(pattern) = query.pattern_id {
+            filters += &format!(" AND pattern_id = {pattern}");
+        }
+        if let Some(trace_id) = query.trace_id {
+            filters += &format!(" AND trace_id = unhex('{}')", crate::trace::hex(&trace_id));
+        }
+        if let Some(after) = query.after {
+            filters += &format!(" AND (time_ns, id) < ({}, {})", after.time_ns, after.id);
+        }
+        let rows: Vec<LogRow> = self
+            .client
+            .query(
+                &self
+                    .sql(SQL_SEARCH_LOGS)
+                    .replace("{columns}", LOG_COLUMNS)
+                    .replace("{filters}", &filters)
+                    .replace("{limit}", &(limit + 1).to_string()),
+            )
+            .bind(project)
+            .bind(date_of(query.start_ns.div_euclid(1_000_000).max(0)))
+            .bind(date_of(
+                query
+                    .end_ns
+                    .div_euclid(1_000_000)
+                    .clamp(0, crate::model::MAX_TIMESTAMP_MS - 1),
+            ))
+            .bind(query.start_ns)
+            .bind(query.end_ns)
+            .fetch_all()
+            .await
+            .map_err(ch_err)?;
+        Ok(LogPage::from_matches(
+            rows.into_iter().map(LogRow::into_entry).collect(),
+            limit,
+        ))
+    }
+
     async fn maintain(&self, now_ms: i64) -> Result<MaintenanceReport, StorageError> {
         let cutoff = |retention: Duration| {
             day_of(now_ms.saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX)))
         };
-        let (metrics_cutoff, traces_cutoff) = (
+        let (metrics_cutoff, traces_cutoff, logs_cutoff) = (
             cutoff(self.metrics_retention),
             cutoff(self.traces_retention),
+            cutoff(self.logs_retention),
         );
         let tables = METRIC_TABLES
             .iter()
             .chain(TRACE_TABLES)
+            .chain(LOG_TABLES)
             .map(|t| format!("'{t}'"))
             .collect::<Vec<_>>()
             .join(",");
@@ -899,6 +1120,8 @@ impl TelemetryStore for ClickHouseStore {
             // A whole day goes once all of it is older than the cutoff.
             let cutoff_day = if TRACE_TABLES.contains(&p.table.as_str()) {
                 traces_cutoff
+            } else if LOG_TABLES.contains(&p.table.as_str()) {
+                logs_cutoff
             } else {
                 metrics_cutoff
             };
@@ -918,6 +1141,7 @@ impl TelemetryStore for ClickHouseStore {
                 .map_err(ch_err)?;
             match p.table.as_str() {
                 "spans" => report.spans_dropped += 1,
+                "logs" => report.logs_dropped += 1,
                 "trace_index" => {}
                 "metric_samples" => report.blocks_dropped += 1,
                 "metric_series" => report.series_dropped += 1,

@@ -63,6 +63,8 @@ pub struct RetentionConfig {
     pub metrics: Duration,
     #[serde(with = "humantime_serde")]
     pub traces: Duration,
+    #[serde(with = "humantime_serde")]
+    pub logs: Duration,
 }
 
 impl Default for RetentionConfig {
@@ -70,6 +72,7 @@ impl Default for RetentionConfig {
         Self {
             metrics: Duration::from_secs(30 * 24 * 3600),
             traces: Duration::from_secs(7 * 24 * 3600),
+            logs: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -106,6 +109,7 @@ impl Validate for StorageConfig {
         for (field, value) in [
             ("retention.metrics", self.retention.metrics),
             ("retention.traces", self.retention.traces),
+            ("retention.logs", self.retention.logs),
         ] {
             if value < Duration::from_secs(3600) {
                 return Err(ConfigError::invalid(

@@ -12,6 +12,7 @@
 pub mod clickhouse;
 pub mod config;
 pub mod error;
+pub mod log;
 pub mod model;
 pub mod redb;
 pub mod trace;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 
 pub use config::{Backend, StorageConfig};
 pub use error::StorageError;
+pub use log::{LogBatch, LogCursor, LogEntry, LogPage, LogQuery, LogRecord};
 pub use model::{
     Labels, Matcher, MatcherOp, MetricBatch, Sample, SeriesData, SeriesSelector, SeriesWrite,
     WriteOutcome,
@@ -65,6 +67,13 @@ pub trait TelemetryStore: Send + Sync + std::fmt::Debug {
         query: &TraceQuery,
     ) -> Result<Vec<SpanSummary>, StorageError>;
 
+    /// Stores log records atomically; idempotent per batch id (log batch ids
+    /// are apart from metric and span batch ids).
+    async fn write_logs(&self, batch: LogBatch) -> Result<WriteOutcome, StorageError>;
+
+    /// One page of the records matching `query`, newest first.
+    async fn search_logs(&self, project: &str, query: &LogQuery) -> Result<LogPage, StorageError>;
+
     /// Background upkeep as of `now_ms`: compaction and retention.
     async fn maintain(&self, now_ms: i64) -> Result<MaintenanceReport, StorageError>;
 }
@@ -78,6 +87,7 @@ pub struct MaintenanceReport {
     pub series_dropped: u64,
     pub batches_dropped: u64,
     pub spans_dropped: u64,
+    pub logs_dropped: u64,
 }
 
 /// Runs [`TelemetryStore::maintain`] every `interval` until shutdown. The
@@ -123,6 +133,7 @@ pub async fn open(
             let options = redb::RedbOptions {
                 metrics_retention_ms: vigil_runtime::time::millis(config.retention.metrics),
                 traces_retention_ms: vigil_runtime::time::millis(config.retention.traces),
+                logs_retention_ms: vigil_runtime::time::millis(config.retention.logs),
                 ..redb::RedbOptions::default()
             };
             let store = redb::RedbStore::open_with(&path, options)?;

@@ -35,6 +35,7 @@ use vigil_runtime::time::now_ms;
 
 use crate::{
     MaintenanceReport, StorageError, TelemetryStore,
+    log::{LogBatch, LogEntry, LogPage, LogQuery, LogRecord, record_id, tokens},
     model::{Labels, MetricBatch, Sample, SeriesData, SeriesSelector, WriteOutcome, series_id},
     trace::{Span, SpanBatch, SpanSummary, TraceQuery},
 };
@@ -53,6 +54,12 @@ const SPANS: TableDefinition<(&str, u128, u64), &[u8]> = TableDefinition::new("s
 /// (start ns, project, trace id, span id) → span summary: time-ordered, for
 /// searches and retention.
 const SPAN_TIME: TableDefinition<(i64, &str, u128, u64), &[u8]> = TableDefinition::new("span_time");
+/// (project, time ns, record id) → the log record, postcard-encoded.
+const LOGS: TableDefinition<(&str, i64, u64), &[u8]> = TableDefinition::new("logs");
+/// (project, token, time ns, record id): the text index.
+const LOG_TOKENS: TableDefinition<(&str, &str, i64, u64), ()> = TableDefinition::new("log_tokens");
+/// (time ns, project, record id): time order across projects, for retention.
+const LOG_TIME: TableDefinition<(i64, &str, u64), ()> = TableDefinition::new("log_time");
 /// (project, service, start ns, trace id, span id): searches by service.
 const SPAN_SERVICE: TableDefinition<(&str, &str, i64, u128, u64), ()> =
     TableDefinition::new("span_service");
@@ -76,6 +83,8 @@ pub struct RedbOptions {
     pub metrics_retention_ms: i64,
     /// Spans that started longer ago than this are deleted.
     pub traces_retention_ms: i64,
+    /// Log records older than this are deleted.
+    pub logs_retention_ms: i64,
 }
 
 impl Default for RedbOptions {
@@ -85,6 +94,7 @@ impl Default for RedbOptions {
             head_grace_ms: 10 * 60 * 1000,
             metrics_retention_ms: 30 * 24 * 3600 * 1000,
             traces_retention_ms: 7 * 24 * 3600 * 1000,
+            logs_retention_ms: 7 * 24 * 3600 * 1000,
         }
     }
 }
@@ -119,6 +129,7 @@ const GROUP_MAX_SAMPLES: usize = 500_000;
 enum Write {
     Metrics(MetricBatch),
     Spans(SpanBatch),
+    Logs(LogBatch),
 }
 
 impl Write {
@@ -126,6 +137,7 @@ impl Write {
         match self {
             Self::Metrics(b) => b.series.iter().map(|s| s.samples.len()).sum(),
             Self::Spans(b) => b.spans.len(),
+            Self::Logs(b) => b.records.len(),
         }
     }
 }
@@ -309,6 +321,7 @@ impl RedbStore {
         if options.block_window_ms <= 0
             || options.metrics_retention_ms <= 0
             || options.traces_retention_ms <= 0
+            || options.logs_retention_ms <= 0
             || options.head_grace_ms < 0
         {
             return Err(StorageError::InvalidData(
@@ -360,6 +373,9 @@ impl RedbStore {
             txn.open_table(SPANS)?;
             txn.open_table(SPAN_TIME)?;
             txn.open_table(SPAN_SERVICE)?;
+            txn.open_table(LOGS)?;
+            txn.open_table(LOG_TOKENS)?;
+            txn.open_table(LOG_TIME)?;
         }
         txn.commit()?;
         tracing::info!(path = %path.display(), "telemetry store open (redb)");
@@ -537,7 +553,111 @@ impl Core {
         match write {
             Write::Metrics(batch) => Self::apply_batch(txn, known, batch, recorded),
             Write::Spans(batch) => Self::apply_spans(txn, batch),
+            Write::Logs(batch) => Self::apply_logs(txn, batch),
         }
+    }
+
+    /// Applies one validated log batch inside `txn`: the records, their
+    /// tokens and their place in time.
+    fn apply_logs(
+        txn: &redb::WriteTransaction,
+        batch: &LogBatch,
+    ) -> Result<WriteOutcome, StorageError> {
+        let batch_key = format!("logs/{}", batch.batch_id);
+        let project = batch.project.as_str();
+        let mut batches = txn.open_table(BATCHES)?;
+        if batches.get((project, batch_key.as_str()))?.is_some() {
+            return Ok(WriteOutcome::Duplicate);
+        }
+        let mut logs = txn.open_table(LOGS)?;
+        let mut by_token = txn.open_table(LOG_TOKENS)?;
+        let mut by_time = txn.open_table(LOG_TIME)?;
+        for (index, record) in batch.records.iter().enumerate() {
+            let id = record_id(project, &batch.batch_id, index);
+            logs.insert(
+                (project, record.time_ns, id),
+                encode_record(record)?.as_slice(),
+            )?;
+            by_time.insert((record.time_ns, project, id), ())?;
+            for token in tokens(&record.body) {
+                by_token.insert((project, token.as_str(), record.time_ns, id), ())?;
+            }
+        }
+        let now = now_ms();
+        batches.insert((project, batch_key.as_str()), now)?;
+        txn.open_table(BATCHES_BY_TIME)?
+            .insert((now, project, batch_key.as_str()), ())?;
+        Ok(WriteOutcome::Stored {
+            records: batch.records.len() as u64,
+        })
+    }
+
+    fn search_logs_blocking(
+        &self,
+        project: &str,
+        query: &LogQuery,
+    ) -> Result<LogPage, StorageError> {
+        let limit = query.page_size();
+        let mut found = Vec::new();
+        if query.end_ns < query.start_ns {
+            return Ok(LogPage::default());
+        }
+        let txn = self.db.begin_read()?;
+        let logs = txn.open_table(LOGS)?;
+        let query_tokens = query.text.as_deref().map(tokens).unwrap_or_default();
+        let (start, end) = (query.start_ns, query.end_ns);
+        // Newest first; a token narrows the walk to the records holding it.
+        let mut consider =
+            |time_ns: i64, id: u64, record: Option<LogRecord>| -> Result<bool, StorageError> {
+                if query
+                    .after
+                    .is_some_and(|c| (time_ns, id) >= (c.time_ns, c.id))
+                {
+                    return Ok(true);
+                }
+                let record = match record {
+                    Some(record) => record,
+                    None => match logs.get((project, time_ns, id))? {
+                        Some(v) => decode_record::<LogRecord>(v.value())?,
+                        None => {
+                            return Err(StorageError::Corrupt(format!(
+                                "log record {id:016x} indexed but not stored"
+                            )));
+                        }
+                    },
+                };
+                if query.matches(&record, id, &query_tokens) {
+                    found.push(LogEntry { id, record });
+                }
+                Ok(found.len() <= limit)
+            };
+        match query_tokens.first() {
+            Some(token) => {
+                let index = txn.open_table(LOG_TOKENS)?;
+                let range = (project, token.as_str(), start, 0u64)
+                    ..=(project, token.as_str(), end, u64::MAX);
+                for entry in index.range(range)?.rev() {
+                    let (key, _) = entry?;
+                    let (_, _, time_ns, id) = key.value();
+                    if !consider(time_ns, id, None)? {
+                        break;
+                    }
+                }
+            }
+            None => {
+                for entry in logs
+                    .range((project, start, 0u64)..=(project, end, u64::MAX))?
+                    .rev()
+                {
+                    let (key, value) = entry?;
+                    let (_, time_ns, id) = key.value();
+                    if !consider(time_ns, id, Some(decode_record(value.value())?))? {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(LogPage::from_matches(found, limit))
     }
 
     /// Applies one validated span batch inside `txn`. A span written again
@@ -892,7 +1012,7 @@ impl Core {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let txn = self.db.begin_write()?;
         let (mut blocks_dropped, mut series_dropped, mut batches_dropped) = (0u64, 0u64, 0u64);
-        let mut spans_dropped = 0u64;
+        let (mut spans_dropped, mut logs_dropped) = (0u64, 0u64);
         {
             let mut blocks = txn.open_table(BLOCKS)?;
             blocks.retain_in((i64::MIN, 0u64)..(first_kept_window, 0u64), |_, _| {
@@ -961,6 +1081,32 @@ impl Core {
                 spans_dropped += 1;
             }
 
+            let log_cutoff = now
+                .saturating_sub(self.options.logs_retention_ms)
+                .saturating_mul(1_000_000);
+            let mut log_time = txn.open_table(LOG_TIME)?;
+            let mut logs = txn.open_table(LOGS)?;
+            let mut log_tokens = txn.open_table(LOG_TOKENS)?;
+            let mut old_logs = Vec::new();
+            for entry in log_time.range((i64::MIN, "", 0u64)..(log_cutoff, "", 0u64))? {
+                let (key, _) = entry?;
+                let (time_ns, project, id) = key.value();
+                old_logs.push((time_ns, project.to_owned(), id));
+            }
+            for (time_ns, project, id) in old_logs {
+                log_time.remove((time_ns, project.as_str(), id))?;
+                let record = logs
+                    .remove((project.as_str(), time_ns, id))?
+                    .map(|v| decode_record::<LogRecord>(v.value()))
+                    .transpose()?;
+                if let Some(record) = record {
+                    for token in tokens(&record.body) {
+                        log_tokens.remove((project.as_str(), token.as_str(), time_ns, id))?;
+                    }
+                }
+                logs_dropped += 1;
+            }
+
             let mut by_time = txn.open_table(BATCHES_BY_TIME)?;
             let mut batches = txn.open_table(BATCHES)?;
             let mut old = Vec::new();
@@ -981,6 +1127,7 @@ impl Core {
             series_dropped,
             batches_dropped,
             spans_dropped,
+            logs_dropped,
             ..MaintenanceReport::default()
         })
     }
@@ -1051,6 +1198,18 @@ impl TelemetryStore for RedbStore {
             span.validate()?;
         }
         self.submit(Write::Spans(batch)).await
+    }
+
+    async fn write_logs(&self, batch: LogBatch) -> Result<WriteOutcome, StorageError> {
+        for record in &batch.records {
+            record.validate()?;
+        }
+        self.submit(Write::Logs(batch)).await
+    }
+
+    async fn search_logs(&self, project: &str, query: &LogQuery) -> Result<LogPage, StorageError> {
+        let (core, project, query) = (self.core.clone(), project.to_owned(), query.clone());
+        blocking(move || core.search_logs_blocking(&project, &query)).await
     }
 
     async fn trace(&self, project: &str, trace_id: [u8; 16]) -> Result<Vec<Span>, StorageError> {
@@ -1243,6 +1402,7 @@ mod tests {
             head_grace_ms: 0,
             metrics_retention_ms: 24 * HOUR,
             traces_retention_ms: 24 * HOUR,
+            logs_retention_ms: 24 * HOUR,
         }
     }
 

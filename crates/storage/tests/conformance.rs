@@ -10,8 +10,9 @@ use std::{sync::Arc, time::Duration};
 
 use vigil_runtime::time::now_ms;
 use vigil_storage::{
-    Matcher, MatcherOp, MetricBatch, Sample, SeriesData, SeriesSelector, SeriesWrite, Span,
-    SpanBatch, SpanSummary, StorageError, TelemetryStore, TraceQuery, WriteOutcome,
+    LogBatch, LogPage, LogQuery, LogRecord, Matcher, MatcherOp, MetricBatch, Sample, SeriesData,
+    SeriesSelector, SeriesWrite, Span, SpanBatch, SpanSummary, StorageError, TelemetryStore,
+    TraceQuery, WriteOutcome,
     clickhouse::ClickHouseStore,
     config::{ClickHouseConfig, RetentionConfig},
     redb::{RedbOptions, RedbStore},
@@ -69,6 +70,7 @@ async fn backends() -> Vec<Backend> {
             head_grace_ms: 0,
             metrics_retention_ms: RETENTION_DAYS * DAY,
             traces_retention_ms: RETENTION_DAYS * DAY,
+            logs_retention_ms: RETENTION_DAYS * DAY,
         },
     )
     .unwrap();
@@ -91,11 +93,12 @@ async fn backends() -> Vec<Backend> {
             &RetentionConfig {
                 metrics: retention,
                 traces: retention,
+                logs: retention,
             },
         )
         .await
         .unwrap();
-        assert_eq!(store.schema_version().await.unwrap(), 2);
+        assert_eq!(store.schema_version().await.unwrap(), 3);
         out.push(Backend {
             name: "clickhouse",
             store: Arc::new(store),
@@ -827,5 +830,301 @@ conformance!(span_retention, |store, backend| {
         found.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
         vec!["new"],
         "{backend}"
+    );
+});
+
+// ---- logs ----
+
+fn log(time_ns: i64, severity: u8, service: &str, body: &str) -> LogRecord {
+    LogRecord {
+        time_ns,
+        severity,
+        severity_text: String::new(),
+        body: body.into(),
+        service: service.into(),
+        resource: [("namespace".to_owned(), "shop".to_owned())].into(),
+        attributes: [("logger".to_owned(), "main".to_owned())].into(),
+        trace_id: [0; 16],
+        span_id: [0; 8],
+        pattern_id: 0,
+    }
+}
+
+fn log_batch(project: &str, id: &str, records: Vec<LogRecord>) -> LogBatch {
+    LogBatch {
+        project: project.into(),
+        batch_id: id.into(),
+        records,
+    }
+}
+
+conformance!(log_search_filters_text_and_pages, |store, backend| {
+    let t = (now_ms() - 60_000) * 1_000_000;
+    let mut traced = log(t + 5, 17, "api", "Payment FAILED for order 42: timeout");
+    traced.trace_id = [3; 16];
+    traced.span_id = [4; 8];
+    traced.pattern_id = 77;
+    traced
+        .resource
+        .insert("namespace".into(), "payments".into());
+    let records = vec![
+        log(t + 1, 9, "api", "GET /orders 200 in 12ms"),
+        log(t + 2, 9, "api", "GET /orders/42 200 in 3ms"),
+        log(t + 3, 13, "worker", "retrying order 42 after timeout"),
+        log(t + 4, 9, "api", "GET /health 200"),
+        traced,
+        log(t + 6, 21, "worker", "panic: index out of range"),
+    ];
+    let outcome = store
+        .write_logs(log_batch("p", "l1", records))
+        .await
+        .unwrap();
+    assert_eq!(outcome, WriteOutcome::Stored { records: 6 }, "{backend}");
+    store
+        .write_logs(log_batch(
+            "q",
+            "l1",
+            vec![log(t + 1, 9, "api", "other project order 42")],
+        ))
+        .await
+        .unwrap();
+    let all = LogQuery {
+        start_ns: t,
+        end_ns: t + 100,
+        ..LogQuery::default()
+    };
+    let search = |q: LogQuery| async move { store.search_logs("p", &q).await.unwrap() };
+    let times = |page: LogPage| {
+        page.entries
+            .iter()
+            .map(|e| e.record.time_ns - t)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        times(search(all.clone()).await),
+        vec![6, 5, 4, 3, 2, 1],
+        "{backend}: newest first"
+    );
+    let text = |s: &str| LogQuery {
+        text: Some(s.into()),
+        ..all.clone()
+    };
+    assert_eq!(
+        times(search(text("ORDER 42")).await),
+        vec![5, 3],
+        "{backend}: tokens, any case, all of them"
+    );
+    assert_eq!(
+        times(search(text("timeout")).await),
+        vec![5, 3],
+        "{backend}"
+    );
+    assert_eq!(
+        times(search(text("orders")).await),
+        vec![2, 1],
+        "{backend}: whole tokens only"
+    );
+    assert_eq!(
+        times(search(text("time")).await),
+        Vec::<i64>::new(),
+        "{backend}"
+    );
+    assert_eq!(
+        times(
+            search(LogQuery {
+                service: Some("worker".into()),
+                ..all.clone()
+            })
+            .await
+        ),
+        vec![6, 3],
+        "{backend}"
+    );
+    assert_eq!(
+        times(
+            search(LogQuery {
+                min_severity: Some(17),
+                ..all.clone()
+            })
+            .await
+        ),
+        vec![6, 5],
+        "{backend}"
+    );
+    assert_eq!(
+        times(
+            search(LogQuery {
+                pattern_id: Some(77),
+                ..all.clone()
+            })
+            .await
+        ),
+        vec![5],
+        "{backend}"
+    );
+    assert_eq!(
+        times(
+            search(LogQuery {
+                trace_id: Some([3; 16]),
+                ..all.clone()
+            })
+            .await
+        ),
+        vec![5],
+        "{backend}"
+    );
+    assert_eq!(
+        times(
+            search(LogQuery {
+                resource: vec![("namespace".into(), "payments".into())],
+                ..all.clone()
+            })
+            .await
+        ),
+        vec![5],
+        "{backend}"
+    );
+    assert_eq!(
+        times(
+            search(LogQuery {
+                resource: vec![("zone".into(), "".into())],
+                ..all.clone()
+            })
+            .await
+        ),
+        Vec::<i64>::new(),
+        "{backend}: a missing attribute matches nothing"
+    );
+    assert_eq!(
+        times(
+            search(LogQuery {
+                start_ns: t + 2,
+                end_ns: t + 4,
+                ..all.clone()
+            })
+            .await
+        ),
+        vec![4, 3, 2],
+        "{backend}: inclusive bounds"
+    );
+    // Pagination: pages of 4 then 2, no overlap, no gap.
+    let first = search(LogQuery {
+        limit: 4,
+        ..all.clone()
+    })
+    .await;
+    let next = first.next.expect("more than one page");
+    assert_eq!(times(first), vec![6, 5, 4, 3], "{backend}");
+    let second = search(LogQuery {
+        limit: 4,
+        after: Some(next),
+        ..all.clone()
+    })
+    .await;
+    assert!(second.next.is_none(), "{backend}: last page");
+    assert_eq!(times(second), vec![2, 1], "{backend}");
+    // Every field comes back.
+    let page = search(LogQuery {
+        pattern_id: Some(77),
+        ..all
+    })
+    .await;
+    let entry = &page.entries[0];
+    assert_eq!(entry.record.span_id, [4; 8], "{backend}");
+    assert_eq!(
+        entry.record.body, "Payment FAILED for order 42: timeout",
+        "{backend}"
+    );
+    assert_eq!(entry.record.attributes["logger"], "main", "{backend}");
+});
+
+conformance!(
+    log_batches_idempotent_and_bad_logs_refused,
+    |store, backend| {
+        let t = (now_ms() - 60_000) * 1_000_000;
+        let batch = log_batch("p", "same", vec![log(t, 9, "api", "hello")]);
+        assert!(matches!(
+            store.write_logs(batch.clone()).await.unwrap(),
+            WriteOutcome::Stored { records: 1 }
+        ));
+        assert_eq!(
+            store.write_logs(batch).await.unwrap(),
+            WriteOutcome::Duplicate,
+            "{backend}"
+        );
+        let query = LogQuery {
+            start_ns: 0,
+            end_ns: i64::MAX,
+            ..LogQuery::default()
+        };
+        assert_eq!(
+            store.search_logs("p", &query).await.unwrap().entries.len(),
+            1,
+            "{backend}"
+        );
+        let good = log(t + 1, 9, "api", "fine");
+        for (i, (bad, needle)) in [
+            (log(t, 30, "api", "x"), "severity"),
+            (log(-1, 9, "api", "x"), "outside"),
+            (log(t, 9, "api", &"x".repeat(70_000)), "bytes"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let err = store
+                .write_logs(log_batch("p", &format!("bad-{i}"), vec![good.clone(), bad]))
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains(needle), "{backend}: {err}");
+        }
+        assert_eq!(
+            store.search_logs("p", &query).await.unwrap().entries.len(),
+            1,
+            "{backend}: nothing added"
+        );
+    }
+);
+
+conformance!(log_retention, |store, backend| {
+    let now = now_ms();
+    let old = (now - (RETENTION_DAYS + 3) * DAY) * 1_000_000;
+    let recent = (now - HOUR) * 1_000_000;
+    store
+        .write_logs(log_batch(
+            "p",
+            "l",
+            vec![
+                log(old, 9, "api", "old line"),
+                log(recent, 9, "api", "new line"),
+            ],
+        ))
+        .await
+        .unwrap();
+    store.maintain(now).await.unwrap();
+    let query = LogQuery {
+        start_ns: 0,
+        end_ns: i64::MAX,
+        ..LogQuery::default()
+    };
+    let page = store.search_logs("p", &query).await.unwrap();
+    let bodies: Vec<&str> = page
+        .entries
+        .iter()
+        .map(|e| e.record.body.as_str())
+        .collect();
+    assert_eq!(bodies, vec!["new line"], "{backend}");
+    let by_text = store
+        .search_logs(
+            "p",
+            &LogQuery {
+                text: Some("old".into()),
+                ..query
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        by_text.entries.is_empty(),
+        "{backend}: the text index forgot it too"
     );
 });

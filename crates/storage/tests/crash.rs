@@ -26,6 +26,7 @@ fn options() -> RedbOptions {
         head_grace_ms: 0,
         metrics_retention_ms: 365 * 24 * 3600 * 1000,
         traces_retention_ms: 365 * 24 * 3600 * 1000,
+        logs_retention_ms: 365 * 24 * 3600 * 1000,
     }
 }
 
