@@ -34,6 +34,10 @@ use crate::{
     model::{
         Labels, MetricBatch, Sample, SeriesData, SeriesSelector, WriteOutcome, day_of, series_id,
     },
+    profile::{
+        Event, EventBatch, EventQuery, ProfileBatch, ProfileQuery, StackSample, merge_stacks,
+        sort_events,
+    },
     trace::{Span, SpanBatch, SpanKind, SpanSummary, StatusCode, TraceQuery},
 };
 
@@ -78,6 +82,22 @@ const MIGRATIONS: &[(u32, &[&str])] = &[(
             resource_names Array(String), resource_values Array(String),
             attribute_names Array(String), attribute_values Array(String),
             trace_id FixedString(16), span_id UInt64, pattern_id UInt64, version UInt64, day Date
+        ) ENGINE = ReplacingMergeTree(version) PARTITION BY day ORDER BY (project, time_ns, id)",
+    ],
+), (
+    4,
+    &[
+        "CREATE TABLE IF NOT EXISTS {db}.profile_stacks (
+            project String, time_ns Int64, id UInt64, stack_index UInt32, duration_ns Int64,
+            profile_type String, service String,
+            resource_names Array(String), resource_values Array(String),
+            frames Array(String), value UInt64, version UInt64, day Date
+        ) ENGINE = ReplacingMergeTree(version) PARTITION BY day
+          ORDER BY (project, profile_type, time_ns, id, stack_index)",
+        "CREATE TABLE IF NOT EXISTS {db}.events (
+            project String, time_ns Int64, id UInt64, kind String, reason String, object String,
+            message String, resource_names Array(String), resource_values Array(String),
+            version UInt64, day Date
         ) ENGINE = ReplacingMergeTree(version) PARTITION BY day ORDER BY (project, time_ns, id)",
     ],
 )];
@@ -182,6 +202,23 @@ pub fn sql_catalog(database: &str) -> Vec<String> {
                  AND (time_ns, id) < (1802080000000000000, 9)",
             )
             .replace("{limit}", "11"),
+        fill(
+            "INSERT INTO {db}.profile_stacks VALUES ('p', 1702080000000000000, 7, 0, 10000000000, \
+             'cpu', 'web', ['node'], ['n1'], ['main', 'serve'], 5, 1, toDate(19700)), \
+             ('p', 1702080000000000000, 7, 0, 10000000000, 'cpu', 'web', ['node'], ['n1'], \
+             ['main', 'serve'], 5, 2, toDate(19700))",
+            &[],
+        ),
+        fill(SQL_MERGE_PROFILES, &["'p'", "'cpu'", "19000", "20000", "0", "1800000000000000000"])
+            .replace("{filters}", &resource_filter(&[("node".into(), "n1".into())])),
+        fill(
+            "INSERT INTO {db}.events VALUES ('p', 1702080000000000000, 9, 'Warning', 'BackOff', \
+             'Pod/shop/web-1', 'Back-off restarting', ['namespace'], ['shop'], 1, toDate(19700))",
+            &[],
+        ),
+        fill(SQL_LIST_EVENTS, &["'p'", "19000", "20000", "0", "1800000000000000000"])
+            .replace("{filters}", " AND kind = 'Warning'")
+            .replace("{limit}", "100"),
         fill(SQL_PARTITIONS, &[&format!("'{database}'")]),
         fill(SQL_DROP_PARTITION, &[])
             .replace("{table}", "metric_samples")
@@ -194,8 +231,21 @@ pub fn sql_catalog(database: &str) -> Vec<String> {
 const METRIC_TABLES: &[&str] = &["metric_series", "metric_samples", "metric_batches"];
 /// Spans and their index follow the traces retention.
 const TRACE_TABLES: &[&str] = &["spans", "trace_index"];
-/// Log records follow the logs retention.
-const LOG_TABLES: &[&str] = &["logs"];
+/// Log records and events follow the logs retention; profiles their own.
+const LOG_TABLES: &[&str] = &["logs", "events"];
+const PROFILE_TABLES: &[&str] = &["profile_stacks"];
+
+/// Stacks of the matching profiles, each stored stack once (the newest
+/// version), summed by frames.
+const SQL_MERGE_PROFILES: &str = "SELECT frames, sum(value) AS value FROM ( \
+     SELECT frames, value FROM {db}.profile_stacks \
+     WHERE project = ? AND profile_type = ? AND day >= toDate(?) AND day <= toDate(?) \
+     AND time_ns >= ? AND time_ns <= ? {filters} \
+     ORDER BY id, stack_index, version DESC LIMIT 1 BY id, stack_index) GROUP BY frames";
+const SQL_LIST_EVENTS: &str = "SELECT time_ns, kind, reason, object, message, resource_names, \
+     resource_values FROM {db}.events WHERE project = ? AND day >= toDate(?) AND day <= toDate(?) \
+     AND time_ns >= ? AND time_ns <= ? {filters} \
+     ORDER BY time_ns DESC, id DESC, version DESC LIMIT 1 BY id LIMIT {limit}";
 
 const LOG_COLUMNS: &str = "project, time_ns, id, severity, severity_text, body, tokens, service, \
      resource_names, resource_values, attribute_names, attribute_values, trace_id, span_id, \
@@ -355,6 +405,69 @@ impl LogRow {
 }
 
 #[derive(Debug, clickhouse::Row, Serialize, Deserialize)]
+struct ProfileStackRow {
+    project: String,
+    time_ns: i64,
+    id: u64,
+    stack_index: u32,
+    duration_ns: i64,
+    profile_type: String,
+    service: String,
+    resource_names: Vec<String>,
+    resource_values: Vec<String>,
+    frames: Vec<String>,
+    value: u64,
+    version: u64,
+    day: u16,
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct MergedStackRow {
+    frames: Vec<String>,
+    value: u64,
+}
+
+#[derive(Debug, clickhouse::Row, Serialize, Deserialize)]
+struct EventRow {
+    project: String,
+    time_ns: i64,
+    id: u64,
+    kind: String,
+    reason: String,
+    object: String,
+    message: String,
+    resource_names: Vec<String>,
+    resource_values: Vec<String>,
+    version: u64,
+    day: u16,
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct ListedEventRow {
+    time_ns: i64,
+    kind: String,
+    reason: String,
+    object: String,
+    message: String,
+    resource_names: Vec<String>,
+    resource_values: Vec<String>,
+}
+
+/// SQL requiring resource attributes to be present with these values.
+fn resource_filter(resource: &[(String, String)]) -> String {
+    resource
+        .iter()
+        .map(|(name, value)| {
+            let name = sql_string(name);
+            format!(
+                " AND has(resource_names, {name}) AND resource_values[indexOf(resource_names, {name})] = {}",
+                sql_string(value)
+            )
+        })
+        .collect()
+}
+
+#[derive(Debug, clickhouse::Row, Serialize, Deserialize)]
 struct TraceIndexRow {
     project: String,
     trace_id: [u8; 16],
@@ -461,6 +574,15 @@ fn date_of(timestamp_ms: i64) -> u16 {
     u16::try_from(day_of(timestamp_ms).clamp(0, i64::from(u16::MAX))).unwrap_or(u16::MAX)
 }
 
+/// The `Date` bounds of a nanosecond range, clamped to what `Date` holds.
+fn day_bounds(start_ns: i64, end_ns: i64) -> (u16, u16) {
+    let ms = |ns: i64| {
+        ns.div_euclid(1_000_000)
+            .clamp(0, crate::model::MAX_TIMESTAMP_MS - 1)
+    };
+    (date_of(ms(start_ns)), date_of(ms(end_ns)))
+}
+
 /// Days since the epoch of a `YYYY-MM-DD` partition name.
 fn parse_day(partition: &str) -> Option<i64> {
     let mut parts = partition.trim_matches('\'').splitn(3, '-');
@@ -484,6 +606,7 @@ pub struct ClickHouseStore {
     metrics_retention: Duration,
     traces_retention: Duration,
     logs_retention: Duration,
+    profiles_retention: Duration,
     /// (series, day) pairs whose series row this process has written.
     written_series: Mutex<HashSet<(u64, u16)>>,
     /// The last row version handed out: versions only grow, so a later
@@ -534,6 +657,7 @@ impl ClickHouseStore {
             metrics_retention: retention.metrics,
             traces_retention: retention.traces,
             logs_retention: retention.logs,
+            profiles_retention: retention.profiles,
             written_series: Mutex::new(HashSet::new()),
             last_version: AtomicU64::new(0),
         };
@@ -544,6 +668,34 @@ impl ClickHouseStore {
             "telemetry store open (ClickHouse)"
         );
         Ok(store)
+    }
+
+    /// Whether a batch id (with its signal prefix) was stored for the project.
+    async fn batch_seen(&self, project: &str, batch_key: &str) -> Result<bool, StorageError> {
+        let seen: u64 = self
+            .client
+            .query(&self.sql(SQL_BATCH_SEEN))
+            .bind(project)
+            .bind(batch_key)
+            .fetch_one()
+            .await
+            .map_err(ch_err)?;
+        Ok(seen > 0)
+    }
+
+    /// Records a batch id as stored: the last step of every write.
+    async fn record_batch(&self, project: &str, batch_key: String) -> Result<(), StorageError> {
+        let now = now_ms();
+        self.insert(
+            "metric_batches",
+            &[BatchRow {
+                project: project.to_owned(),
+                batch_id: batch_key,
+                stored_at_ms: now,
+                day: date_of(now),
+            }],
+        )
+        .await
     }
 
     /// Microseconds since the epoch, or one more than the last version.
@@ -733,15 +885,7 @@ impl TelemetryStore for ClickHouseStore {
         for series in &batch.series {
             series.validate()?;
         }
-        let seen: u64 = self
-            .client
-            .query(&self.sql(SQL_BATCH_SEEN))
-            .bind(&batch.project)
-            .bind(&batch.batch_id)
-            .fetch_one()
-            .await
-            .map_err(ch_err)?;
-        if seen > 0 {
+        if self.batch_seen(&batch.project, &batch.batch_id).await? {
             return Ok(WriteOutcome::Duplicate);
         }
         let version = self.next_version();
@@ -782,17 +926,8 @@ impl TelemetryStore for ClickHouseStore {
         // leaves no acknowledged batch and a retry fills the gaps.
         self.insert("metric_series", &series_rows).await?;
         self.insert("metric_samples", &sample_rows).await?;
-        let now = now_ms();
-        self.insert(
-            "metric_batches",
-            &[BatchRow {
-                project: batch.project.clone(),
-                batch_id: batch.batch_id.clone(),
-                stored_at_ms: now,
-                day: date_of(now),
-            }],
-        )
-        .await?;
+        self.record_batch(&batch.project, batch.batch_id.clone())
+            .await?;
         {
             let mut written = self
                 .written_series
@@ -832,15 +967,7 @@ impl TelemetryStore for ClickHouseStore {
             span.validate()?;
         }
         let batch_key = format!("spans/{}", batch.batch_id);
-        let seen: u64 = self
-            .client
-            .query(&self.sql(SQL_BATCH_SEEN))
-            .bind(&batch.project)
-            .bind(&batch_key)
-            .fetch_one()
-            .await
-            .map_err(ch_err)?;
-        if seen > 0 {
+        if self.batch_seen(&batch.project, &batch_key).await? {
             return Ok(WriteOutcome::Duplicate);
         }
         let version = self.next_version();
@@ -862,17 +989,7 @@ impl TelemetryStore for ClickHouseStore {
         // The index first: no span is stored without a way to find it.
         self.insert("trace_index", &index).await?;
         self.insert("spans", &rows).await?;
-        let now = now_ms();
-        self.insert(
-            "metric_batches",
-            &[BatchRow {
-                project: batch.project.clone(),
-                batch_id: batch_key,
-                stored_at_ms: now,
-                day: date_of(now),
-            }],
-        )
-        .await?;
+        self.record_batch(&batch.project, batch_key).await?;
         Ok(WriteOutcome::Stored {
             records: rows.len() as u64,
         })
@@ -981,15 +1098,7 @@ impl TelemetryStore for ClickHouseStore {
             record.validate()?;
         }
         let batch_key = format!("logs/{}", batch.batch_id);
-        let seen: u64 = self
-            .client
-            .query(&self.sql(SQL_BATCH_SEEN))
-            .bind(&batch.project)
-            .bind(&batch_key)
-            .fetch_one()
-            .await
-            .map_err(ch_err)?;
-        if seen > 0 {
+        if self.batch_seen(&batch.project, &batch_key).await? {
             return Ok(WriteOutcome::Duplicate);
         }
         let version = self.next_version();
@@ -1003,17 +1112,7 @@ impl TelemetryStore for ClickHouseStore {
             })
             .collect();
         self.insert("logs", &rows).await?;
-        let now = now_ms();
-        self.insert(
-            "metric_batches",
-            &[BatchRow {
-                project: batch.project.clone(),
-                batch_id: batch_key,
-                stored_at_ms: now,
-                day: date_of(now),
-            }],
-        )
-        .await?;
+        self.record_batch(&batch.project, batch_key).await?;
         Ok(WriteOutcome::Stored {
             records: rows.len() as u64,
         })
@@ -1028,13 +1127,7 @@ impl TelemetryStore for ClickHouseStore {
         if let Some(service) = &query.service {
             filters += &format!(" AND service = {}", sql_string(service));
         }
-        for (name, value) in &query.resource {
-            let name = sql_string(name);
-            filters += &format!(
-                " AND has(resource_names, {name}) AND resource_values[indexOf(resource_names, {name})] = {}",
-                sql_string(value)
-            );
-        }
+        filters += &resource_filter(&query.resource);
         if let Some(severity) = query.min_severity {
             filters += &format!(" AND severity >= {severity}");
         }
@@ -1084,19 +1177,174 @@ impl TelemetryStore for ClickHouseStore {
         ))
     }
 
+    async fn write_profiles(&self, batch: ProfileBatch) -> Result<WriteOutcome, StorageError> {
+        for profile in &batch.profiles {
+            profile.validate()?;
+        }
+        let batch_key = format!("profiles/{}", batch.batch_id);
+        if self.batch_seen(&batch.project, &batch_key).await? {
+            return Ok(WriteOutcome::Duplicate);
+        }
+        let version = self.next_version();
+        let mut rows = Vec::new();
+        for (index, profile) in batch.profiles.iter().enumerate() {
+            let id = record_id(&batch.project, &batch.batch_id, index);
+            for (stack_index, stack) in profile.stacks.iter().enumerate() {
+                rows.push(ProfileStackRow {
+                    project: batch.project.clone(),
+                    time_ns: profile.time_ns,
+                    id,
+                    stack_index: u32::try_from(stack_index).unwrap_or(u32::MAX),
+                    duration_ns: profile.duration_ns,
+                    profile_type: profile.profile_type.clone(),
+                    service: profile.service.clone(),
+                    resource_names: profile.resource.keys().cloned().collect(),
+                    resource_values: profile.resource.values().cloned().collect(),
+                    frames: stack.frames.clone(),
+                    value: stack.value,
+                    version,
+                    day: date_of(profile.time_ns.div_euclid(1_000_000)),
+                });
+            }
+        }
+        self.insert("profile_stacks", &rows).await?;
+        self.record_batch(&batch.project, batch_key).await?;
+        Ok(WriteOutcome::Stored {
+            records: batch.profiles.len() as u64,
+        })
+    }
+
+    async fn merge_profiles(
+        &self,
+        project: &str,
+        query: &ProfileQuery,
+    ) -> Result<Vec<StackSample>, StorageError> {
+        if query.end_ns < query.start_ns {
+            return Ok(Vec::new());
+        }
+        let mut filters = resource_filter(&query.resource);
+        if let Some(service) = &query.service {
+            filters += &format!(" AND service = {}", sql_string(service));
+        }
+        let (low, high) = day_bounds(query.start_ns, query.end_ns);
+        let rows: Vec<MergedStackRow> = self
+            .client
+            .query(&self.sql(SQL_MERGE_PROFILES).replace("{filters}", &filters))
+            .bind(project)
+            .bind(&query.profile_type)
+            .bind(low)
+            .bind(high)
+            .bind(query.start_ns)
+            .bind(query.end_ns)
+            .fetch_all()
+            .await
+            .map_err(ch_err)?;
+        Ok(merge_stacks(rows.into_iter().map(|r| StackSample {
+            frames: r.frames,
+            value: r.value,
+        })))
+    }
+
+    async fn write_events(&self, batch: EventBatch) -> Result<WriteOutcome, StorageError> {
+        for event in &batch.events {
+            event.validate()?;
+        }
+        let batch_key = format!("events/{}", batch.batch_id);
+        if self.batch_seen(&batch.project, &batch_key).await? {
+            return Ok(WriteOutcome::Duplicate);
+        }
+        let version = self.next_version();
+        let rows: Vec<EventRow> = batch
+            .events
+            .iter()
+            .enumerate()
+            .map(|(index, e)| EventRow {
+                project: batch.project.clone(),
+                time_ns: e.time_ns,
+                id: record_id(&batch.project, &batch.batch_id, index),
+                kind: e.kind.clone(),
+                reason: e.reason.clone(),
+                object: e.object.clone(),
+                message: e.message.clone(),
+                resource_names: e.resource.keys().cloned().collect(),
+                resource_values: e.resource.values().cloned().collect(),
+                version,
+                day: date_of(e.time_ns.div_euclid(1_000_000)),
+            })
+            .collect();
+        self.insert("events", &rows).await?;
+        self.record_batch(&batch.project, batch_key).await?;
+        Ok(WriteOutcome::Stored {
+            records: rows.len() as u64,
+        })
+    }
+
+    async fn list_events(
+        &self,
+        project: &str,
+        query: &EventQuery,
+    ) -> Result<Vec<Event>, StorageError> {
+        if query.end_ns < query.start_ns {
+            return Ok(Vec::new());
+        }
+        let mut filters = resource_filter(&query.resource);
+        if let Some(kind) = &query.kind {
+            filters += &format!(" AND kind = {}", sql_string(kind));
+        }
+        if let Some(reason) = &query.reason {
+            filters += &format!(" AND reason = {}", sql_string(reason));
+        }
+        let (low, high) = day_bounds(query.start_ns, query.end_ns);
+        let rows: Vec<ListedEventRow> = self
+            .client
+            .query(
+                &self
+                    .sql(SQL_LIST_EVENTS)
+                    .replace("{filters}", &filters)
+                    .replace("{limit}", &query.page_size().to_string()),
+            )
+            .bind(project)
+            .bind(low)
+            .bind(high)
+            .bind(query.start_ns)
+            .bind(query.end_ns)
+            .fetch_all()
+            .await
+            .map_err(ch_err)?;
+        let mut events: Vec<Event> = rows
+            .into_iter()
+            .map(|r| Event {
+                time_ns: r.time_ns,
+                kind: r.kind,
+                reason: r.reason,
+                object: r.object,
+                message: r.message,
+                resource: r
+                    .resource_names
+                    .into_iter()
+                    .zip(r.resource_values)
+                    .collect(),
+            })
+            .collect();
+        sort_events(&mut events);
+        Ok(events)
+    }
+
     async fn maintain(&self, now_ms: i64) -> Result<MaintenanceReport, StorageError> {
         let cutoff = |retention: Duration| {
             day_of(now_ms.saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX)))
         };
-        let (metrics_cutoff, traces_cutoff, logs_cutoff) = (
+        let (metrics_cutoff, traces_cutoff, logs_cutoff, profiles_cutoff) = (
             cutoff(self.metrics_retention),
             cutoff(self.traces_retention),
             cutoff(self.logs_retention),
+            cutoff(self.profiles_retention),
         );
         let tables = METRIC_TABLES
             .iter()
             .chain(TRACE_TABLES)
             .chain(LOG_TABLES)
+            .chain(PROFILE_TABLES)
             .map(|t| format!("'{t}'"))
             .collect::<Vec<_>>()
             .join(",");
@@ -1122,6 +1370,8 @@ impl TelemetryStore for ClickHouseStore {
                 traces_cutoff
             } else if LOG_TABLES.contains(&p.table.as_str()) {
                 logs_cutoff
+            } else if PROFILE_TABLES.contains(&p.table.as_str()) {
+                profiles_cutoff
             } else {
                 metrics_cutoff
             };
@@ -1142,6 +1392,8 @@ impl TelemetryStore for ClickHouseStore {
             match p.table.as_str() {
                 "spans" => report.spans_dropped += 1,
                 "logs" => report.logs_dropped += 1,
+                "events" => report.events_dropped += 1,
+                "profile_stacks" => report.profiles_dropped += 1,
                 "trace_index" => {}
                 "metric_samples" => report.blocks_dropped += 1,
                 "metric_series" => report.series_dropped += 1,

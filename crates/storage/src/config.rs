@@ -63,8 +63,11 @@ pub struct RetentionConfig {
     pub metrics: Duration,
     #[serde(with = "humantime_serde")]
     pub traces: Duration,
+    /// Log records and Kubernetes events.
     #[serde(with = "humantime_serde")]
     pub logs: Duration,
+    #[serde(with = "humantime_serde")]
+    pub profiles: Duration,
 }
 
 impl Default for RetentionConfig {
@@ -73,6 +76,7 @@ impl Default for RetentionConfig {
             metrics: Duration::from_secs(30 * 24 * 3600),
             traces: Duration::from_secs(7 * 24 * 3600),
             logs: Duration::from_secs(7 * 24 * 3600),
+            profiles: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -110,6 +114,7 @@ impl Validate for StorageConfig {
             ("retention.metrics", self.retention.metrics),
             ("retention.traces", self.retention.traces),
             ("retention.logs", self.retention.logs),
+            ("retention.profiles", self.retention.profiles),
         ] {
             if value < Duration::from_secs(3600) {
                 return Err(ConfigError::invalid(

@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod log;
 pub mod model;
+pub mod profile;
 pub mod redb;
 pub mod trace;
 
@@ -25,6 +26,9 @@ pub use log::{LogBatch, LogCursor, LogEntry, LogPage, LogQuery, LogRecord};
 pub use model::{
     Labels, Matcher, MatcherOp, MetricBatch, Sample, SeriesData, SeriesSelector, SeriesWrite,
     WriteOutcome,
+};
+pub use profile::{
+    Event, EventBatch, EventQuery, Profile, ProfileBatch, ProfileQuery, StackSample,
 };
 pub use trace::{Span, SpanBatch, SpanSummary, TraceQuery};
 
@@ -74,6 +78,26 @@ pub trait TelemetryStore: Send + Sync + std::fmt::Debug {
     /// One page of the records matching `query`, newest first.
     async fn search_logs(&self, project: &str, query: &LogQuery) -> Result<LogPage, StorageError>;
 
+    /// Stores profiles atomically; idempotent per batch id.
+    async fn write_profiles(&self, batch: ProfileBatch) -> Result<WriteOutcome, StorageError>;
+
+    /// The matching profiles merged: equal stacks summed, largest first.
+    async fn merge_profiles(
+        &self,
+        project: &str,
+        query: &ProfileQuery,
+    ) -> Result<Vec<StackSample>, StorageError>;
+
+    /// Stores events atomically; idempotent per batch id.
+    async fn write_events(&self, batch: EventBatch) -> Result<WriteOutcome, StorageError>;
+
+    /// Matching events, newest first, at most `query.limit` (0: 100).
+    async fn list_events(
+        &self,
+        project: &str,
+        query: &EventQuery,
+    ) -> Result<Vec<Event>, StorageError>;
+
     /// Background upkeep as of `now_ms`: compaction and retention.
     async fn maintain(&self, now_ms: i64) -> Result<MaintenanceReport, StorageError>;
 }
@@ -88,6 +112,8 @@ pub struct MaintenanceReport {
     pub batches_dropped: u64,
     pub spans_dropped: u64,
     pub logs_dropped: u64,
+    pub profiles_dropped: u64,
+    pub events_dropped: u64,
 }
 
 /// Runs [`TelemetryStore::maintain`] every `interval` until shutdown. The
@@ -134,6 +160,7 @@ pub async fn open(
                 metrics_retention_ms: vigil_runtime::time::millis(config.retention.metrics),
                 traces_retention_ms: vigil_runtime::time::millis(config.retention.traces),
                 logs_retention_ms: vigil_runtime::time::millis(config.retention.logs),
+                profiles_retention_ms: vigil_runtime::time::millis(config.retention.profiles),
                 ..redb::RedbOptions::default()
             };
             let store = redb::RedbStore::open_with(&path, options)?;

@@ -37,6 +37,10 @@ use crate::{
     MaintenanceReport, StorageError, TelemetryStore,
     log::{LogBatch, LogEntry, LogPage, LogQuery, LogRecord, record_id, tokens},
     model::{Labels, MetricBatch, Sample, SeriesData, SeriesSelector, WriteOutcome, series_id},
+    profile::{
+        Event, EventBatch, EventQuery, Profile, ProfileBatch, ProfileQuery, StackSample,
+        merge_stacks, sort_events,
+    },
     trace::{Span, SpanBatch, SpanSummary, TraceQuery},
 };
 
@@ -60,6 +64,12 @@ const LOGS: TableDefinition<(&str, i64, u64), &[u8]> = TableDefinition::new("log
 const LOG_TOKENS: TableDefinition<(&str, &str, i64, u64), ()> = TableDefinition::new("log_tokens");
 /// (time ns, project, record id): time order across projects, for retention.
 const LOG_TIME: TableDefinition<(i64, &str, u64), ()> = TableDefinition::new("log_time");
+/// (project, window start ns, id) → a profile; (window start, project, id)
+/// for retention. Events likewise.
+const PROFILES: TableDefinition<(&str, i64, u64), &[u8]> = TableDefinition::new("profiles");
+const PROFILE_TIME: TableDefinition<(i64, &str, u64), ()> = TableDefinition::new("profile_time");
+const EVENTS: TableDefinition<(&str, i64, u64), &[u8]> = TableDefinition::new("events");
+const EVENT_TIME: TableDefinition<(i64, &str, u64), ()> = TableDefinition::new("event_time");
 /// (project, service, start ns, trace id, span id): searches by service.
 const SPAN_SERVICE: TableDefinition<(&str, &str, i64, u128, u64), ()> =
     TableDefinition::new("span_service");
@@ -83,8 +93,10 @@ pub struct RedbOptions {
     pub metrics_retention_ms: i64,
     /// Spans that started longer ago than this are deleted.
     pub traces_retention_ms: i64,
-    /// Log records older than this are deleted.
+    /// Log records and events older than this are deleted.
     pub logs_retention_ms: i64,
+    /// Profiles older than this are deleted.
+    pub profiles_retention_ms: i64,
 }
 
 impl Default for RedbOptions {
@@ -95,6 +107,7 @@ impl Default for RedbOptions {
             metrics_retention_ms: 30 * 24 * 3600 * 1000,
             traces_retention_ms: 7 * 24 * 3600 * 1000,
             logs_retention_ms: 7 * 24 * 3600 * 1000,
+            profiles_retention_ms: 7 * 24 * 3600 * 1000,
         }
     }
 }
@@ -130,6 +143,8 @@ enum Write {
     Metrics(MetricBatch),
     Spans(SpanBatch),
     Logs(LogBatch),
+    Profiles(ProfileBatch),
+    Events(EventBatch),
 }
 
 impl Write {
@@ -138,6 +153,8 @@ impl Write {
             Self::Metrics(b) => b.series.iter().map(|s| s.samples.len()).sum(),
             Self::Spans(b) => b.spans.len(),
             Self::Logs(b) => b.records.len(),
+            Self::Profiles(b) => b.profiles.iter().map(|p| p.stacks.len()).sum(),
+            Self::Events(b) => b.events.len(),
         }
     }
 }
@@ -322,6 +339,7 @@ impl RedbStore {
             || options.metrics_retention_ms <= 0
             || options.traces_retention_ms <= 0
             || options.logs_retention_ms <= 0
+            || options.profiles_retention_ms <= 0
             || options.head_grace_ms < 0
         {
             return Err(StorageError::InvalidData(
@@ -376,6 +394,10 @@ impl RedbStore {
             txn.open_table(LOGS)?;
             txn.open_table(LOG_TOKENS)?;
             txn.open_table(LOG_TIME)?;
+            txn.open_table(PROFILES)?;
+            txn.open_table(PROFILE_TIME)?;
+            txn.open_table(EVENTS)?;
+            txn.open_table(EVENT_TIME)?;
         }
         txn.commit()?;
         tracing::info!(path = %path.display(), "telemetry store open (redb)");
@@ -554,7 +576,100 @@ impl Core {
             Write::Metrics(batch) => Self::apply_batch(txn, known, batch, recorded),
             Write::Spans(batch) => Self::apply_spans(txn, batch),
             Write::Logs(batch) => Self::apply_logs(txn, batch),
+            Write::Profiles(batch) => Self::apply_timed(
+                txn,
+                (PROFILES, PROFILE_TIME),
+                &batch.project,
+                &format!("profiles/{}", batch.batch_id),
+                &batch.batch_id,
+                batch.profiles.iter().map(|p| (p.time_ns, encode_record(p))),
+            ),
+            Write::Events(batch) => Self::apply_timed(
+                txn,
+                (EVENTS, EVENT_TIME),
+                &batch.project,
+                &format!("events/{}", batch.batch_id),
+                &batch.batch_id,
+                batch.events.iter().map(|e| (e.time_ns, encode_record(e))),
+            ),
         }
+    }
+
+    /// Stores time-keyed records (profiles, events) in `tables`: by
+    /// (project, time, id), and by (time, project, id) for retention.
+    fn apply_timed(
+        txn: &redb::WriteTransaction,
+        tables: (TimedTable, TimeIndex),
+        project: &str,
+        batch_key: &str,
+        batch_id: &str,
+        records: impl Iterator<Item = (i64, Result<Vec<u8>, StorageError>)>,
+    ) -> Result<WriteOutcome, StorageError> {
+        let mut batches = txn.open_table(BATCHES)?;
+        if batches.get((project, batch_key))?.is_some() {
+            return Ok(WriteOutcome::Duplicate);
+        }
+        let mut by_key = txn.open_table(tables.0)?;
+        let mut by_time = txn.open_table(tables.1)?;
+        let mut count = 0u64;
+        for (index, (time_ns, encoded)) in records.enumerate() {
+            let id = record_id(project, batch_id, index);
+            by_key.insert((project, time_ns, id), encoded?.as_slice())?;
+            by_time.insert((time_ns, project, id), ())?;
+            count += 1;
+        }
+        let now = now_ms();
+        batches.insert((project, batch_key), now)?;
+        txn.open_table(BATCHES_BY_TIME)?
+            .insert((now, project, batch_key), ())?;
+        Ok(WriteOutcome::Stored { records: count })
+    }
+
+    /// Records of a time-keyed table in `[start_ns, end_ns]`, newest first,
+    /// while `keep` wants more.
+    fn scan_timed<T: serde::de::DeserializeOwned>(
+        &self,
+        table: TimedTable,
+        project: &str,
+        start_ns: i64,
+        end_ns: i64,
+        mut keep: impl FnMut(T) -> bool,
+    ) -> Result<(), StorageError> {
+        if end_ns < start_ns {
+            return Ok(());
+        }
+        let txn = self.db.begin_read()?;
+        let records = txn.open_table(table)?;
+        for entry in records
+            .range((project, start_ns, 0u64)..=(project, end_ns, u64::MAX))?
+            .rev()
+        {
+            if !keep(decode_record(entry?.1.value())?) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the records of a time-keyed table older than `cutoff_ns`.
+    fn expire_timed(
+        txn: &redb::WriteTransaction,
+        tables: (TimedTable, TimeIndex),
+        cutoff_ns: i64,
+    ) -> Result<u64, StorageError> {
+        let mut by_key = txn.open_table(tables.0)?;
+        let mut by_time = txn.open_table(tables.1)?;
+        let mut old = Vec::new();
+        for entry in by_time.range((i64::MIN, "", 0u64)..(cutoff_ns, "", 0u64))? {
+            let (key, _) = entry?;
+            let (time_ns, project, id) = key.value();
+            old.push((time_ns, project.to_owned(), id));
+        }
+        for (time_ns, project, id) in &old {
+            by_time.remove((*time_ns, project.as_str(), *id))?;
+            by_key.remove((project.as_str(), *time_ns, *id))?;
+        }
+        Ok(old.len() as u64)
     }
 
     /// Applies one validated log batch inside `txn`: the records, their
@@ -1013,6 +1128,7 @@ impl Core {
         let txn = self.db.begin_write()?;
         let (mut blocks_dropped, mut series_dropped, mut batches_dropped) = (0u64, 0u64, 0u64);
         let (mut spans_dropped, mut logs_dropped) = (0u64, 0u64);
+        let (profiles_dropped, events_dropped);
         {
             let mut blocks = txn.open_table(BLOCKS)?;
             blocks.retain_in((i64::MIN, 0u64)..(first_kept_window, 0u64), |_, _| {
@@ -1107,6 +1223,18 @@ impl Core {
                 logs_dropped += 1;
             }
 
+            let ns = |retention_ms: i64| now.saturating_sub(retention_ms).saturating_mul(1_000_000);
+            profiles_dropped = Self::expire_timed(
+                &txn,
+                (PROFILES, PROFILE_TIME),
+                ns(self.options.profiles_retention_ms),
+            )?;
+            events_dropped = Self::expire_timed(
+                &txn,
+                (EVENTS, EVENT_TIME),
+                ns(self.options.logs_retention_ms),
+            )?;
+
             let mut by_time = txn.open_table(BATCHES_BY_TIME)?;
             let mut batches = txn.open_table(BATCHES)?;
             let mut old = Vec::new();
@@ -1128,6 +1256,8 @@ impl Core {
             batches_dropped,
             spans_dropped,
             logs_dropped,
+            profiles_dropped,
+            events_dropped,
             ..MaintenanceReport::default()
         })
     }
@@ -1144,6 +1274,8 @@ impl Core {
 }
 
 type BlocksTable = redb::ReadOnlyTable<(i64, u64), &'static [u8]>;
+type TimedTable = TableDefinition<'static, (&'static str, i64, u64), &'static [u8]>;
+type TimeIndex = TableDefinition<'static, (i64, &'static str, u64), ()>;
 
 /// The newest in-range sample of a series held in blocks, walking the
 /// windows newest first.
@@ -1210,6 +1342,72 @@ impl TelemetryStore for RedbStore {
     async fn search_logs(&self, project: &str, query: &LogQuery) -> Result<LogPage, StorageError> {
         let (core, project, query) = (self.core.clone(), project.to_owned(), query.clone());
         blocking(move || core.search_logs_blocking(&project, &query)).await
+    }
+
+    async fn write_profiles(&self, batch: ProfileBatch) -> Result<WriteOutcome, StorageError> {
+        for profile in &batch.profiles {
+            profile.validate()?;
+        }
+        self.submit(Write::Profiles(batch)).await
+    }
+
+    async fn merge_profiles(
+        &self,
+        project: &str,
+        query: &ProfileQuery,
+    ) -> Result<Vec<StackSample>, StorageError> {
+        let (core, project, query) = (self.core.clone(), project.to_owned(), query.clone());
+        blocking(move || {
+            let mut stacks = Vec::new();
+            core.scan_timed(
+                PROFILES,
+                &project,
+                query.start_ns,
+                query.end_ns,
+                |p: Profile| {
+                    if query.matches(&p) {
+                        stacks.extend(p.stacks);
+                    }
+                    true
+                },
+            )?;
+            Ok(merge_stacks(stacks))
+        })
+        .await
+    }
+
+    async fn write_events(&self, batch: EventBatch) -> Result<WriteOutcome, StorageError> {
+        for event in &batch.events {
+            event.validate()?;
+        }
+        self.submit(Write::Events(batch)).await
+    }
+
+    async fn list_events(
+        &self,
+        project: &str,
+        query: &EventQuery,
+    ) -> Result<Vec<Event>, StorageError> {
+        let (core, project, query) = (self.core.clone(), project.to_owned(), query.clone());
+        blocking(move || {
+            let limit = query.page_size();
+            let mut events = Vec::new();
+            core.scan_timed(
+                EVENTS,
+                &project,
+                query.start_ns,
+                query.end_ns,
+                |e: Event| {
+                    if query.matches(&e) {
+                        events.push(e);
+                    }
+                    events.len() < limit
+                },
+            )?;
+            sort_events(&mut events);
+            Ok(events)
+        })
+        .await
     }
 
     async fn trace(&self, project: &str, trace_id: [u8; 16]) -> Result<Vec<Span>, StorageError> {
@@ -1403,6 +1601,7 @@ mod tests {
             metrics_retention_ms: 24 * HOUR,
             traces_retention_ms: 24 * HOUR,
             logs_retention_ms: 24 * HOUR,
+            profiles_retention_ms: 24 * HOUR,
         }
     }
 

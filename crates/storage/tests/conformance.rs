@@ -10,9 +10,10 @@ use std::{sync::Arc, time::Duration};
 
 use vigil_runtime::time::now_ms;
 use vigil_storage::{
-    LogBatch, LogPage, LogQuery, LogRecord, Matcher, MatcherOp, MetricBatch, Sample, SeriesData,
-    SeriesSelector, SeriesWrite, Span, SpanBatch, SpanSummary, StorageError, TelemetryStore,
-    TraceQuery, WriteOutcome,
+    Event, EventBatch, EventQuery, Labels, LogBatch, LogPage, LogQuery, LogRecord, Matcher,
+    MatcherOp, MetricBatch, Profile, ProfileBatch, ProfileQuery, Sample, SeriesData,
+    SeriesSelector, SeriesWrite, Span, SpanBatch, SpanSummary, StackSample, StorageError,
+    TelemetryStore, TraceQuery, WriteOutcome,
     clickhouse::ClickHouseStore,
     config::{ClickHouseConfig, RetentionConfig},
     redb::{RedbOptions, RedbStore},
@@ -71,6 +72,7 @@ async fn backends() -> Vec<Backend> {
             metrics_retention_ms: RETENTION_DAYS * DAY,
             traces_retention_ms: RETENTION_DAYS * DAY,
             logs_retention_ms: RETENTION_DAYS * DAY,
+            profiles_retention_ms: RETENTION_DAYS * DAY,
         },
     )
     .unwrap();
@@ -94,11 +96,12 @@ async fn backends() -> Vec<Backend> {
                 metrics: retention,
                 traces: retention,
                 logs: retention,
+                profiles: retention,
             },
         )
         .await
         .unwrap();
-        assert_eq!(store.schema_version().await.unwrap(), 3);
+        assert_eq!(store.schema_version().await.unwrap(), 4);
         out.push(Backend {
             name: "clickhouse",
             store: Arc::new(store),
@@ -1126,5 +1129,266 @@ conformance!(log_retention, |store, backend| {
     assert!(
         by_text.entries.is_empty(),
         "{backend}: the text index forgot it too"
+    );
+});
+
+// ---- profiles and events ----
+
+fn stack(frames: &[&str], value: u64) -> StackSample {
+    StackSample {
+        frames: frames.iter().map(|f| (*f).to_owned()).collect(),
+        value,
+    }
+}
+
+fn profile(time_ns: i64, service: &str, stacks: Vec<StackSample>) -> Profile {
+    Profile {
+        time_ns,
+        duration_ns: 10_000_000_000,
+        profile_type: "cpu".into(),
+        service: service.into(),
+        resource: [("node".to_owned(), "n1".to_owned())].into(),
+        stacks,
+    }
+}
+
+conformance!(profiles_merge_over_a_window, |store, backend| {
+    let t = (now_ms() - 60_000) * 1_000_000;
+    let batch = ProfileBatch {
+        project: "p".into(),
+        batch_id: "pr1".into(),
+        profiles: vec![
+            profile(
+                t,
+                "web",
+                vec![
+                    stack(&["main", "serve", "parse"], 5),
+                    stack(&["main", "gc"], 2),
+                ],
+            ),
+            profile(
+                t + 10_000_000_000,
+                "web",
+                vec![
+                    stack(&["main", "serve", "parse"], 3),
+                    stack(&["main", "idle"], 9),
+                ],
+            ),
+            profile(
+                t + 20_000_000_000,
+                "db",
+                vec![stack(&["main", "query"], 100)],
+            ),
+        ],
+    };
+    assert!(matches!(
+        store.write_profiles(batch.clone()).await.unwrap(),
+        WriteOutcome::Stored { records: 3 }
+    ));
+    assert_eq!(
+        store.write_profiles(batch).await.unwrap(),
+        WriteOutcome::Duplicate,
+        "{backend}"
+    );
+    let query = ProfileQuery {
+        start_ns: t,
+        end_ns: t + 30_000_000_000,
+        profile_type: "cpu".into(),
+        service: Some("web".into()),
+        resource: vec![("node".into(), "n1".into())],
+    };
+    assert_eq!(
+        store.merge_profiles("p", &query).await.unwrap(),
+        vec![
+            stack(&["main", "idle"], 9),
+            stack(&["main", "serve", "parse"], 8),
+            stack(&["main", "gc"], 2)
+        ],
+        "{backend}: equal stacks summed, largest first"
+    );
+    let first_window = ProfileQuery {
+        end_ns: t,
+        ..query.clone()
+    };
+    assert_eq!(
+        store
+            .merge_profiles("p", &first_window)
+            .await
+            .unwrap()
+            .len(),
+        2,
+        "{backend}"
+    );
+    let everything = ProfileQuery {
+        service: None,
+        resource: vec![],
+        ..query.clone()
+    };
+    assert_eq!(
+        store.merge_profiles("p", &everything).await.unwrap()[0],
+        stack(&["main", "query"], 100)
+    );
+    let other_type = ProfileQuery {
+        profile_type: "alloc".into(),
+        ..query
+    };
+    assert!(
+        store
+            .merge_profiles("p", &other_type)
+            .await
+            .unwrap()
+            .is_empty(),
+        "{backend}"
+    );
+    let bad = ProfileBatch {
+        project: "p".into(),
+        batch_id: "bad".into(),
+        profiles: vec![profile(t, "web", vec![stack(&[], 1)])],
+    };
+    assert!(
+        store
+            .write_profiles(bad)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("frames"),
+        "{backend}"
+    );
+});
+
+conformance!(events_listed_newest_first, |store, backend| {
+    let t = (now_ms() - 60_000) * 1_000_000;
+    let event = |dt: i64, kind: &str, reason: &str, object: &str| Event {
+        time_ns: t + dt,
+        kind: kind.into(),
+        reason: reason.into(),
+        object: object.into(),
+        message: format!("{reason} on {object}"),
+        resource: [("namespace".to_owned(), "shop".to_owned())].into(),
+    };
+    let batch = EventBatch {
+        project: "p".into(),
+        batch_id: "e1".into(),
+        events: vec![
+            event(1, "Normal", "Scheduled", "Pod/shop/web-1"),
+            event(2, "Warning", "BackOff", "Pod/shop/web-1"),
+            event(3, "Warning", "OOMKilling", "Node/n1"),
+            event(4, "Inventory", "Created", "Deployment/shop/web"),
+        ],
+    };
+    assert!(matches!(
+        store.write_events(batch.clone()).await.unwrap(),
+        WriteOutcome::Stored { records: 4 }
+    ));
+    assert_eq!(
+        store.write_events(batch).await.unwrap(),
+        WriteOutcome::Duplicate,
+        "{backend}"
+    );
+    let all = EventQuery {
+        start_ns: t,
+        end_ns: t + 10,
+        ..EventQuery::default()
+    };
+    let reasons = |events: Vec<Event>| events.into_iter().map(|e| e.reason).collect::<Vec<_>>();
+    assert_eq!(
+        reasons(store.list_events("p", &all).await.unwrap()),
+        vec!["Created", "OOMKilling", "BackOff", "Scheduled"],
+        "{backend}"
+    );
+    let warnings = EventQuery {
+        kind: Some("Warning".into()),
+        ..all.clone()
+    };
+    assert_eq!(
+        reasons(store.list_events("p", &warnings).await.unwrap()),
+        vec!["OOMKilling", "BackOff"]
+    );
+    let oom = EventQuery {
+        reason: Some("OOMKilling".into()),
+        ..all.clone()
+    };
+    let found = store.list_events("p", &oom).await.unwrap();
+    assert_eq!(found[0].object, "Node/n1", "{backend}");
+    assert_eq!(found[0].message, "OOMKilling on Node/n1", "{backend}");
+    let limited = EventQuery {
+        limit: 1,
+        ..all.clone()
+    };
+    assert_eq!(
+        reasons(store.list_events("p", &limited).await.unwrap()),
+        vec!["Created"],
+        "{backend}"
+    );
+    let elsewhere = EventQuery {
+        resource: vec![("namespace".into(), "other".into())],
+        ..all
+    };
+    assert!(
+        store.list_events("p", &elsewhere).await.unwrap().is_empty(),
+        "{backend}"
+    );
+});
+
+conformance!(profile_and_event_retention, |store, backend| {
+    let now = now_ms();
+    let old = (now - (RETENTION_DAYS + 3) * DAY) * 1_000_000;
+    let recent = (now - HOUR) * 1_000_000;
+    store
+        .write_profiles(ProfileBatch {
+            project: "p".into(),
+            batch_id: "pr".into(),
+            profiles: vec![
+                profile(old, "web", vec![stack(&["old"], 1)]),
+                profile(recent, "web", vec![stack(&["new"], 1)]),
+            ],
+        })
+        .await
+        .unwrap();
+    let event = |time_ns: i64, reason: &str| Event {
+        time_ns,
+        kind: "Warning".into(),
+        reason: reason.into(),
+        object: "Pod/x".into(),
+        message: String::new(),
+        resource: Labels::new(),
+    };
+    store
+        .write_events(EventBatch {
+            project: "p".into(),
+            batch_id: "ev".into(),
+            events: vec![event(old, "Old"), event(recent, "New")],
+        })
+        .await
+        .unwrap();
+    store.maintain(now).await.unwrap();
+    let profiles = store
+        .merge_profiles(
+            "p",
+            &ProfileQuery {
+                start_ns: 0,
+                end_ns: i64::MAX,
+                profile_type: "cpu".into(),
+                ..ProfileQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(profiles, vec![stack(&["new"], 1)], "{backend}");
+    let events = store
+        .list_events(
+            "p",
+            &EventQuery {
+                start_ns: 0,
+                end_ns: i64::MAX,
+                ..EventQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.reason.as_str()).collect::<Vec<_>>(),
+        vec!["New"],
+        "{backend}"
     );
 });

@@ -27,6 +27,7 @@ fn options() -> RedbOptions {
         metrics_retention_ms: 365 * 24 * 3600 * 1000,
         traces_retention_ms: 365 * 24 * 3600 * 1000,
         logs_retention_ms: 365 * 24 * 3600 * 1000,
+        profiles_retention_ms: 365 * 24 * 3600 * 1000,
     }
 }
 
