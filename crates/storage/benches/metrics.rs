@@ -371,8 +371,13 @@ async fn main() {
         series: env("SERIES", 10_000),
         samples,
         batch: env("BATCH", 1000),
-        // Old enough that every block window has closed, young enough to keep.
-        base_ms: vigil_runtime::time::now_ms() - 10_000 * samples as i64 - 4 * 3_600_000,
+        // Old enough that every block window has closed, young enough to
+        // keep, and aligned to the 2 h block windows so that figures do not
+        // depend on the time of day.
+        base_ms: {
+            let start = vigil_runtime::time::now_ms() - 10_000 * samples as i64 - 4 * 3_600_000;
+            start - start.rem_euclid(2 * 3_600_000)
+        },
     };
     let values = data.values();
     println!(

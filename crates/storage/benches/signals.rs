@@ -86,7 +86,7 @@ fn spans(setup: &Setup) -> Vec<SpanBatch> {
                 },
                 start_ns: start + s as i64 * 1000,
                 end_ns: start + s as i64 * 1000 + ((t * 7919 + s as usize) % 50_000_000) as i64,
-                status: if (t + s as usize) % 50 == 0 {
+                status: if (t + s as usize).is_multiple_of(50) {
                     StatusCode::Error
                 } else {
                     StatusCode::Unset
@@ -130,7 +130,7 @@ fn logs(setup: &Setup) -> Vec<LogBatch> {
             body.push(' ');
         }
         // One line in a thousand holds a rare token.
-        if i % 1000 == 0 {
+        if i.is_multiple_of(1000) {
             body.push_str("needle-7f3a ");
         }
         body.push_str(&format!("id={}", state % 100_000));
