@@ -77,3 +77,10 @@ pub trait ServiceError: std::error::Error {
         (self.kind().http_status(), self.to_string())
     }
 }
+
+/// Binds a TCP listener, naming the address when it cannot.
+pub(crate) async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, RuntimeError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| RuntimeError::Bind { addr, source })
+}

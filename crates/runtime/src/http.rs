@@ -32,13 +32,7 @@ pub struct HttpServer {
 impl HttpServer {
     /// Binds the listener now, so that a port in use fails start-up at once.
     pub async fn bind(name: &str, config: &HttpServerConfig) -> Result<Self, RuntimeError> {
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| RuntimeError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
+        let listener = crate::error::bind(config.listen).await?;
         Ok(Self {
             name: name.to_owned(),
             config: config.clone(),

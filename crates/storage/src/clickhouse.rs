@@ -683,6 +683,27 @@ impl ClickHouseStore {
         Ok(seen > 0)
     }
 
+    /// The common path of a one-table write: skip a stored batch id, insert
+    /// the rows (built with a fresh version), then record the batch id.
+    async fn store_rows<T>(
+        &self,
+        project: &str,
+        batch_key: String,
+        table: &str,
+        records: u64,
+        rows: impl FnOnce(u64) -> Vec<T>,
+    ) -> Result<WriteOutcome, StorageError>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowWrite + Sync,
+    {
+        if self.batch_seen(project, &batch_key).await? {
+            return Ok(WriteOutcome::Duplicate);
+        }
+        self.insert(table, &rows(self.next_version())).await?;
+        self.record_batch(project, batch_key).await?;
+        Ok(WriteOutcome::Stored { records })
+    }
+
     /// Records a batch id as stored: the last step of every write.
     async fn record_batch(&self, project: &str, batch_key: String) -> Result<(), StorageError> {
         let now = now_ms();
@@ -1097,25 +1118,20 @@ impl TelemetryStore for ClickHouseStore {
         for record in &batch.records {
             record.validate()?;
         }
-        let batch_key = format!("logs/{}", batch.batch_id);
-        if self.batch_seen(&batch.project, &batch_key).await? {
-            return Ok(WriteOutcome::Duplicate);
-        }
-        let version = self.next_version();
-        let rows: Vec<LogRow> = batch
-            .records
-            .iter()
-            .enumerate()
-            .map(|(index, record)| {
-                let id = record_id(&batch.project, &batch.batch_id, index);
-                LogRow::from_record(&batch.project, id, record, version)
-            })
-            .collect();
-        self.insert("logs", &rows).await?;
-        self.record_batch(&batch.project, batch_key).await?;
-        Ok(WriteOutcome::Stored {
-            records: rows.len() as u64,
+        let key = format!("logs/{}", batch.batch_id);
+        let count = batch.records.len() as u64;
+        self.store_rows(&batch.project, key, "logs", count, |version| {
+            batch
+                .records
+                .iter()
+                .enumerate()
+                .map(|(index, record)| {
+                    let id = record_id(&batch.project, &batch.batch_id, index);
+                    LogRow::from_record(&batch.project, id, record, version)
+                })
+                .collect()
         })
+        .await
     }
 
     async fn search_logs(&self, project: &str, query: &LogQuery) -> Result<LogPage, StorageError> {
@@ -1181,37 +1197,33 @@ impl TelemetryStore for ClickHouseStore {
         for profile in &batch.profiles {
             profile.validate()?;
         }
-        let batch_key = format!("profiles/{}", batch.batch_id);
-        if self.batch_seen(&batch.project, &batch_key).await? {
-            return Ok(WriteOutcome::Duplicate);
-        }
-        let version = self.next_version();
-        let mut rows = Vec::new();
-        for (index, profile) in batch.profiles.iter().enumerate() {
-            let id = record_id(&batch.project, &batch.batch_id, index);
-            for (stack_index, stack) in profile.stacks.iter().enumerate() {
-                rows.push(ProfileStackRow {
-                    project: batch.project.clone(),
-                    time_ns: profile.time_ns,
-                    id,
-                    stack_index: u32::try_from(stack_index).unwrap_or(u32::MAX),
-                    duration_ns: profile.duration_ns,
-                    profile_type: profile.profile_type.clone(),
-                    service: profile.service.clone(),
-                    resource_names: profile.resource.keys().cloned().collect(),
-                    resource_values: profile.resource.values().cloned().collect(),
-                    frames: stack.frames.clone(),
-                    value: stack.value,
-                    version,
-                    day: date_of(profile.time_ns.div_euclid(1_000_000)),
-                });
+        let key = format!("profiles/{}", batch.batch_id);
+        let count = batch.profiles.len() as u64;
+        self.store_rows(&batch.project, key, "profile_stacks", count, |version| {
+            let mut rows = Vec::new();
+            for (index, profile) in batch.profiles.iter().enumerate() {
+                let id = record_id(&batch.project, &batch.batch_id, index);
+                for (stack_index, stack) in profile.stacks.iter().enumerate() {
+                    rows.push(ProfileStackRow {
+                        project: batch.project.clone(),
+                        time_ns: profile.time_ns,
+                        id,
+                        stack_index: u32::try_from(stack_index).unwrap_or(u32::MAX),
+                        duration_ns: profile.duration_ns,
+                        profile_type: profile.profile_type.clone(),
+                        service: profile.service.clone(),
+                        resource_names: profile.resource.keys().cloned().collect(),
+                        resource_values: profile.resource.values().cloned().collect(),
+                        frames: stack.frames.clone(),
+                        value: stack.value,
+                        version,
+                        day: date_of(profile.time_ns.div_euclid(1_000_000)),
+                    });
+                }
             }
-        }
-        self.insert("profile_stacks", &rows).await?;
-        self.record_batch(&batch.project, batch_key).await?;
-        Ok(WriteOutcome::Stored {
-            records: batch.profiles.len() as u64,
+            rows
         })
+        .await
     }
 
     async fn merge_profiles(
@@ -1249,34 +1261,29 @@ impl TelemetryStore for ClickHouseStore {
         for event in &batch.events {
             event.validate()?;
         }
-        let batch_key = format!("events/{}", batch.batch_id);
-        if self.batch_seen(&batch.project, &batch_key).await? {
-            return Ok(WriteOutcome::Duplicate);
-        }
-        let version = self.next_version();
-        let rows: Vec<EventRow> = batch
-            .events
-            .iter()
-            .enumerate()
-            .map(|(index, e)| EventRow {
-                project: batch.project.clone(),
-                time_ns: e.time_ns,
-                id: record_id(&batch.project, &batch.batch_id, index),
-                kind: e.kind.clone(),
-                reason: e.reason.clone(),
-                object: e.object.clone(),
-                message: e.message.clone(),
-                resource_names: e.resource.keys().cloned().collect(),
-                resource_values: e.resource.values().cloned().collect(),
-                version,
-                day: date_of(e.time_ns.div_euclid(1_000_000)),
-            })
-            .collect();
-        self.insert("events", &rows).await?;
-        self.record_batch(&batch.project, batch_key).await?;
-        Ok(WriteOutcome::Stored {
-            records: rows.len() as u64,
+        let key = format!("events/{}", batch.batch_id);
+        let count = batch.events.len() as u64;
+        self.store_rows(&batch.project, key, "events", count, |version| {
+            batch
+                .events
+                .iter()
+                .enumerate()
+                .map(|(index, e)| EventRow {
+                    project: batch.project.clone(),
+                    time_ns: e.time_ns,
+                    id: record_id(&batch.project, &batch.batch_id, index),
+                    kind: e.kind.clone(),
+                    reason: e.reason.clone(),
+                    object: e.object.clone(),
+                    message: e.message.clone(),
+                    resource_names: e.resource.keys().cloned().collect(),
+                    resource_values: e.resource.values().cloned().collect(),
+                    version,
+                    day: date_of(e.time_ns.div_euclid(1_000_000)),
+                })
+                .collect::<Vec<EventRow>>()
         })
+        .await
     }
 
     async fn list_events(
