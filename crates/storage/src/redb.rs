@@ -26,7 +26,10 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
@@ -47,7 +50,11 @@ use crate::{
 const SERIES: TableDefinition<u64, &[u8]> = TableDefinition::new("series");
 const SERIES_LAST: TableDefinition<u64, i64> = TableDefinition::new("series_last");
 const POSTINGS: TableDefinition<(&str, &str, &str, u64), ()> = TableDefinition::new("postings");
-const HEAD: TableDefinition<(u64, i64), f64> = TableDefinition::new("head");
+/// The write-ahead log of the in-memory head: one entry per batch with its
+/// samples newer than the compaction watermark; `wal_max` holds each
+/// entry's newest timestamp so that compaction can drop whole entries.
+const WAL: TableDefinition<u64, &[u8]> = TableDefinition::new("wal");
+const WAL_MAX: TableDefinition<u64, i64> = TableDefinition::new("wal_max");
 const BLOCKS: TableDefinition<(i64, u64), &[u8]> = TableDefinition::new("blocks");
 const BATCHES: TableDefinition<(&str, &str), i64> = TableDefinition::new("batches");
 const BATCHES_BY_TIME: TableDefinition<(i64, &str, &str), ()> =
@@ -75,11 +82,9 @@ const SPAN_SERVICE: TableDefinition<(&str, &str, i64, u128, u64), ()> =
     TableDefinition::new("span_service");
 
 /// The layout version this code writes; a file of another layout is refused.
-const LAYOUT_VERSION: u64 = 2;
+const LAYOUT_VERSION: u64 = 3;
 /// The label under which the metric name is indexed.
 pub const NAME_LABEL: &str = "__name__";
-/// Head samples compacted per transaction, to bound how long writers wait.
-const COMPACTION_CHUNK: usize = 100_000;
 
 /// Tuning of the embedded layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +134,45 @@ struct Core {
     /// recorded in `series_last`: spares a lookup per series per write.
     /// Only committed state enters it; retention removes what it drops.
     known: Arc<Mutex<HashMap<u64, i64>>>,
+    /// Recent samples by series, in time order: the head. Durable through
+    /// the WAL table; rebuilt from it at open.
+    head: Arc<RwLock<HashMap<u64, Vec<Sample>>>>,
+    next_wal: Arc<AtomicU64>,
+}
+
+/// What a write leaves for after its commit: series the cache learns, and
+/// samples the head takes.
+#[derive(Debug, Default)]
+struct Pending {
+    recorded: Vec<(u64, i64)>,
+    head: Vec<(u64, Sample)>,
+}
+
+/// The compaction watermark stored in the file: samples older than this
+/// live in blocks.
+fn read_watermark(txn: &redb::WriteTransaction) -> Result<i64, StorageError> {
+    Ok(txn
+        .open_table(META)?
+        .get("compacted_before")?
+        .map_or(0, |v| i64::try_from(v.value()).unwrap_or(i64::MAX)))
+}
+
+/// Inserts samples into the head keeping each series in time order; an
+/// equal timestamp is replaced (the later write wins).
+fn head_insert(head: &mut HashMap<u64, Vec<Sample>>, samples: &[(u64, Sample)]) {
+    for &(id, sample) in samples {
+        let series = head.entry(id).or_default();
+        match series.last() {
+            Some(last) if last.timestamp_ms < sample.timestamp_ms => series.push(sample),
+            None => series.push(sample),
+            Some(_) => {
+                match series.binary_search_by_key(&sample.timestamp_ms, |s| s.timestamp_ms) {
+                    Ok(i) => series[i] = sample,
+                    Err(i) => series.insert(i, sample),
+                }
+            }
+        }
+    }
 }
 
 const DAY_MS: i64 = 86_400_000;
@@ -384,7 +428,8 @@ impl RedbStore {
             txn.open_table(SERIES)?;
             txn.open_table(SERIES_LAST)?;
             txn.open_table(POSTINGS)?;
-            txn.open_table(HEAD)?;
+            txn.open_table(WAL)?;
+            txn.open_table(WAL_MAX)?;
             txn.open_table(BLOCKS)?;
             txn.open_table(BATCHES)?;
             txn.open_table(BATCHES_BY_TIME)?;
@@ -401,11 +446,35 @@ impl RedbStore {
         }
         txn.commit()?;
         tracing::info!(path = %path.display(), "telemetry store open (redb)");
+        // Rebuild the head from the WAL.
+        let (head, next_wal) = {
+            let txn = db.begin_read()?;
+            let watermark = txn
+                .open_table(META)?
+                .get("compacted_before")?
+                .map_or(0, |v| i64::try_from(v.value()).unwrap_or(i64::MAX));
+            let wal = txn.open_table(WAL)?;
+            let mut head = HashMap::new();
+            let mut next = 0u64;
+            for entry in wal.iter()? {
+                let (key, value) = entry?;
+                next = key.value() + 1;
+                let samples: Vec<(u64, Sample)> = decode_record(value.value())?;
+                let fresh: Vec<(u64, Sample)> = samples
+                    .into_iter()
+                    .filter(|(_, s)| s.timestamp_ms >= watermark)
+                    .collect();
+                head_insert(&mut head, &fresh);
+            }
+            (head, next)
+        };
         let core = Core {
             db: Arc::new(db),
             path: path.to_owned(),
             options,
             known: Arc::new(Mutex::new(HashMap::new())),
+            head: Arc::new(RwLock::new(head)),
+            next_wal: Arc::new(AtomicU64::new(next_wal)),
         };
         let (queue, receiver) = tokio::sync::mpsc::channel(1024);
         let thread = {
@@ -459,11 +528,16 @@ impl Core {
     /// Applies one (validated) batch inside `txn`; series whose
     /// `series_last` was read or written are pushed to `recorded`.
     fn apply_batch(
+        &self,
         txn: &redb::WriteTransaction,
         known: &HashMap<u64, i64>,
         batch: &MetricBatch,
-        recorded: &mut Vec<(u64, i64)>,
+        pending: &mut Pending,
     ) -> Result<WriteOutcome, StorageError> {
+        // Read in this transaction, so it agrees with the last compaction.
+        let watermark = read_watermark(txn)?;
+        let mut fresh: Vec<(u64, Sample)> = Vec::new();
+        let mut late: Vec<(u64, Sample)> = Vec::new();
         let samples_stored = {
             let mut batches = txn.open_table(BATCHES)?;
             let key = (batch.project.as_str(), batch.batch_id.as_str());
@@ -473,7 +547,6 @@ impl Core {
             let mut series_table = txn.open_table(SERIES)?;
             let mut series_last = txn.open_table(SERIES_LAST)?;
             let mut postings = txn.open_table(POSTINGS)?;
-            let mut head = txn.open_table(HEAD)?;
             let mut stored = 0u64;
             for series in &batch.series {
                 let id = series_id(&batch.project, &series.metric, &series.labels);
@@ -537,7 +610,13 @@ impl Core {
                 };
                 let mut newest = last;
                 for sample in &series.samples {
-                    head.insert((id, sample.timestamp_ms), sample.value)?;
+                    // Samples of already compacted windows go straight to
+                    // their blocks; the rest to the WAL and the head.
+                    if sample.timestamp_ms < watermark {
+                        late.push((id, *sample));
+                    } else {
+                        fresh.push((id, *sample));
+                    }
                     newest = newest.max(sample.timestamp_ms);
                     stored += 1;
                 }
@@ -547,9 +626,9 @@ impl Core {
                     && (last == i64::MIN || newest.div_euclid(DAY_MS) > last.div_euclid(DAY_MS))
                 {
                     series_last.insert(id, newest)?;
-                    recorded.push((id, newest));
+                    pending.recorded.push((id, newest));
                 } else if cached.is_none() {
-                    recorded.push((id, last));
+                    pending.recorded.push((id, last));
                 }
             }
             let now = now_ms();
@@ -558,6 +637,16 @@ impl Core {
                 .insert((now, batch.project.as_str(), batch.batch_id.as_str()), ())?;
             stored
         };
+        if let Some(max_ts) = fresh.iter().map(|(_, s)| s.timestamp_ms).max() {
+            let seq = self.next_wal.fetch_add(1, Ordering::Relaxed);
+            txn.open_table(WAL)?
+                .insert(seq, encode_record(&fresh)?.as_slice())?;
+            txn.open_table(WAL_MAX)?.insert(seq, max_ts)?;
+            pending.head.extend(fresh);
+        }
+        if !late.is_empty() {
+            self.merge_into_blocks(txn, &late)?;
+        }
         Ok(WriteOutcome::Stored {
             records: samples_stored,
         })
@@ -567,13 +656,14 @@ impl Core {
     /// durable commit (group commit). If any batch fails, the group is
     /// retried one batch per transaction so that one bad batch fails alone.
     fn apply(
+        &self,
         txn: &redb::WriteTransaction,
         known: &HashMap<u64, i64>,
         write: &Write,
-        recorded: &mut Vec<(u64, i64)>,
+        pending: &mut Pending,
     ) -> Result<WriteOutcome, StorageError> {
         match write {
-            Write::Metrics(batch) => Self::apply_batch(txn, known, batch, recorded),
+            Write::Metrics(batch) => self.apply_batch(txn, known, batch, pending),
             Write::Spans(batch) => Self::apply_spans(txn, batch),
             Write::Logs(batch) => Self::apply_logs(txn, batch),
             Write::Profiles(batch) => Self::apply_timed(
@@ -897,32 +987,76 @@ impl Core {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let together = (|| {
             let txn = self.db.begin_write()?;
-            let mut recorded = Vec::new();
+            let mut pending = Pending::default();
             let mut outcomes = Vec::with_capacity(batches.len());
             for batch in batches {
-                outcomes.push(Self::apply(&txn, &known, batch, &mut recorded)?);
+                outcomes.push(self.apply(&txn, &known, batch, &mut pending)?);
             }
-            txn.commit()?;
-            Ok::<_, StorageError>((outcomes, recorded))
+            self.commit(txn, pending, &mut known)?;
+            Ok::<_, StorageError>(outcomes)
         })();
         match together {
-            Ok((outcomes, recorded)) => {
-                known.extend(recorded);
-                outcomes.into_iter().map(Ok).collect()
-            }
+            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
             Err(_) if batches.len() > 1 => batches
                 .iter()
                 .map(|batch| {
                     let txn = self.db.begin_write()?;
-                    let mut recorded = Vec::new();
-                    let outcome = Self::apply(&txn, &known, batch, &mut recorded)?;
-                    txn.commit()?;
-                    known.extend(recorded);
+                    let mut pending = Pending::default();
+                    let outcome = self.apply(&txn, &known, batch, &mut pending)?;
+                    self.commit(txn, pending, &mut known)?;
                     Ok(outcome)
                 })
                 .collect(),
             Err(e) => vec![Err(e)],
         }
+    }
+
+    /// Commits a write and only then lets its samples into the head. The
+    /// head lock is taken while the transaction is still open (lock order
+    /// everywhere: cache, transaction, head), so compaction, which waits for
+    /// the transaction, never runs between the commit and the head update.
+    fn commit(
+        &self,
+        txn: redb::WriteTransaction,
+        pending: Pending,
+        known: &mut HashMap<u64, i64>,
+    ) -> Result<(), StorageError> {
+        let mut head = self
+            .head
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        txn.commit()?;
+        head_insert(&mut head, &pending.head);
+        known.extend(pending.recorded);
+        Ok(())
+    }
+
+    /// Merges samples into their blocks inside `txn` (newer values win).
+    fn merge_into_blocks(
+        &self,
+        txn: &redb::WriteTransaction,
+        samples: &[(u64, Sample)],
+    ) -> Result<u64, StorageError> {
+        let width = self.options.block_window_ms;
+        let mut groups: BTreeMap<(i64, u64), Vec<Sample>> = BTreeMap::new();
+        for &(id, sample) in samples {
+            groups
+                .entry((window_of(sample.timestamp_ms, width), id))
+                .or_default()
+                .push(sample);
+        }
+        let mut blocks = txn.open_table(BLOCKS)?;
+        for ((window, id), mut group) in groups.iter_mut().map(|(k, v)| (*k, std::mem::take(v))) {
+            group.sort_by_key(|s| s.timestamp_ms);
+            let existing = blocks
+                .get((window, id))?
+                .map(|b| decode_block(b.value()))
+                .transpose()?
+                .unwrap_or_default();
+            let merged = merge(existing, &group);
+            blocks.insert((window, id), encode_block(&merged)?.as_slice())?;
+        }
+        Ok(groups.len() as u64)
     }
 
     /// Ids of the series that match: candidates from the postings of the
@@ -986,9 +1120,14 @@ impl Core {
         newest_only: bool,
     ) -> Result<Vec<SeriesData>, StorageError> {
         let width = self.options.block_window_ms;
+        // The head lock first, then the snapshot: compaction cannot move
+        // samples between what this read sees of the head and of the blocks.
+        let head = self
+            .head
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let txn = self.db.begin_read()?;
         let matched = Self::select_series(&txn, project, selector)?;
-        let head = txn.open_table(HEAD)?;
         let blocks = txn.open_table(BLOCKS)?;
         // Only windows that can hold blocks, so open ranges stay cheap.
         let windows = Self::block_span(&blocks)?.map(|(first, last)| {
@@ -1000,16 +1139,14 @@ impl Core {
         let in_range = |s: &Sample| s.timestamp_ms >= start_ms && s.timestamp_ms <= end_ms;
         let mut out = Vec::with_capacity(matched.len());
         for (id, labels) in matched {
-            let mut head_range = head.range((id, start_ms)..=(id, end_ms))?;
+            let in_head: &[Sample] = head.get(&id).map_or(&[], |series| {
+                let from = series.partition_point(|s| s.timestamp_ms < start_ms);
+                let to = series.partition_point(|s| s.timestamp_ms <= end_ms);
+                &series[from..to.max(from)]
+            });
             let samples = if newest_only {
-                match head_range.next_back() {
-                    Some(entry) => {
-                        let (k, v) = entry?;
-                        vec![Sample {
-                            timestamp_ms: k.value().1,
-                            value: v.value(),
-                        }]
-                    }
+                match in_head.last() {
+                    Some(newest) => vec![*newest],
                     None => newest_in_blocks(&blocks, id, windows, width, &in_range)?
                         .into_iter()
                         .collect(),
@@ -1026,19 +1163,10 @@ impl Core {
                         w += width;
                     }
                 }
-                let recent = head_range
-                    .map(|entry| {
-                        let (k, v) = entry?;
-                        Ok(Sample {
-                            timestamp_ms: k.value().1,
-                            value: v.value(),
-                        })
-                    })
-                    .collect::<Result<Vec<_>, StorageError>>()?;
                 if from_blocks.is_empty() {
-                    recent
+                    in_head.to_vec()
                 } else {
-                    merge(from_blocks, &recent)
+                    merge(from_blocks, in_head)
                 }
             };
             if samples.is_empty() {
@@ -1058,60 +1186,51 @@ impl Core {
     fn compact_blocking(&self, now: i64) -> Result<(u64, u64), StorageError> {
         let width = self.options.block_window_ms;
         let cutoff = window_of(now.saturating_sub(self.options.head_grace_ms), width);
-        let (mut moved, mut written) = (0u64, 0u64);
-        loop {
-            let txn = self.db.begin_write()?;
-            let (chunk_samples, chunk_blocks) = {
-                let mut head = txn.open_table(HEAD)?;
-                let mut blocks = txn.open_table(BLOCKS)?;
-                let mut groups: BTreeMap<(i64, u64), Vec<Sample>> = BTreeMap::new();
-                let mut taken = 0usize;
-                for entry in head.iter()? {
-                    let (k, v) = entry?;
-                    let (id, ts) = k.value();
-                    if ts >= cutoff {
-                        continue;
-                    }
-                    groups
-                        .entry((window_of(ts, width), id))
-                        .or_default()
-                        .push(Sample {
-                            timestamp_ms: ts,
-                            value: v.value(),
-                        });
-                    taken += 1;
-                    if taken >= COMPACTION_CHUNK {
-                        break;
-                    }
-                }
-                if groups.is_empty() {
-                    (0, 0)
-                } else {
-                    let mut blocks_written = 0u64;
-                    for ((window, id), samples) in &groups {
-                        let existing = blocks
-                            .get((*window, *id))?
-                            .map(|b| decode_block(b.value()))
-                            .transpose()?
-                            .unwrap_or_default();
-                        let merged = merge(existing, samples);
-                        blocks.insert((*window, *id), encode_block(&merged)?.as_slice())?;
-                        blocks_written += 1;
-                        for s in samples {
-                            head.remove((*id, s.timestamp_ms))?;
-                        }
-                    }
-                    (taken as u64, blocks_written)
-                }
-            };
-            if chunk_samples == 0 {
-                break;
-            }
-            txn.commit()?;
-            moved += chunk_samples;
-            written += chunk_blocks;
+        // Lock order as for writes: the transaction, then the head.
+        let txn = self.db.begin_write()?;
+        let mut head = self
+            .head
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cutoff <= read_watermark(&txn)? {
+            return Ok((0, 0));
         }
-        Ok((moved, written))
+        let moving: Vec<(u64, Sample)> = head
+            .iter()
+            .flat_map(|(id, series)| {
+                series
+                    .iter()
+                    .take_while(|s| s.timestamp_ms < cutoff)
+                    .map(move |s| (*id, *s))
+            })
+            .collect();
+        let written = self.merge_into_blocks(&txn, &moving)?;
+        {
+            // WAL entries holding only compacted samples are done with.
+            let mut wal = txn.open_table(WAL)?;
+            let mut wal_max = txn.open_table(WAL_MAX)?;
+            let mut done = Vec::new();
+            for entry in wal_max.iter()? {
+                let (seq, max_ts) = entry?;
+                if max_ts.value() < cutoff {
+                    done.push(seq.value());
+                }
+            }
+            for seq in done {
+                wal.remove(seq)?;
+                wal_max.remove(seq)?;
+            }
+            // Replays skip what is older: it is in blocks now.
+            txn.open_table(META)?
+                .insert("compacted_before", cutoff.max(0).unsigned_abs())?;
+        }
+        txn.commit()?;
+        for series in head.values_mut() {
+            let compacted = series.partition_point(|s| s.timestamp_ms < cutoff);
+            series.drain(..compacted);
+        }
+        head.retain(|_, series| !series.is_empty());
+        Ok((moving.len() as u64, written))
     }
 
     /// Deletes metrics older than the retention: whole blocks, stray head
@@ -1135,8 +1254,6 @@ impl Core {
                 blocks_dropped += 1;
                 false
             })?;
-            let mut head = txn.open_table(HEAD)?;
-            head.retain(|(_, ts), _| ts >= cutoff)?;
 
             let mut series_last = txn.open_table(SERIES_LAST)?;
             let mut expired = Vec::new();
@@ -1249,7 +1366,17 @@ impl Core {
                 batches_dropped += 1;
             }
         }
+        // Lock order as for writes: the cache, the transaction, the head.
+        let mut head = self
+            .head
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         txn.commit()?;
+        for series in head.values_mut() {
+            let expired = series.partition_point(|s| s.timestamp_ms < cutoff);
+            series.drain(..expired);
+        }
+        head.retain(|_, series| !series.is_empty());
         Ok(MaintenanceReport {
             blocks_dropped,
             series_dropped,
@@ -1708,12 +1835,63 @@ mod tests {
             ]
         );
         let report = store.maintain(now).await.unwrap();
-        assert_eq!((report.samples_compacted, report.blocks_written), (2, 1));
+        assert_eq!(
+            (report.samples_compacted, report.blocks_written),
+            (0, 0),
+            "late samples of compacted windows went straight to their block"
+        );
         let merged = store
             .select("p", &SeriesSelector::metric("cpu"), base, base + 30_000)
             .await
             .unwrap();
         assert_eq!(got, merged);
+    }
+
+    #[tokio::test]
+    async fn reopening_replays_the_head_without_resurrecting_old_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.redb");
+        let now = now_ms();
+        let old = window_of(now, HOUR) - 2 * HOUR;
+        let fresh = now - 1000;
+        {
+            let store = RedbStore::open_with(&path, options()).unwrap();
+            // One WAL entry holding a sample that compaction moves and one it keeps.
+            store
+                .write_metrics(batch(
+                    "p",
+                    "b1",
+                    vec![series("cpu", "a", &[(old, 1.0), (fresh, 5.0)])],
+                ))
+                .await
+                .unwrap();
+            let report = store.maintain(now).await.unwrap();
+            assert_eq!(report.samples_compacted, 1);
+            // A late overwrite of the compacted sample goes to its block.
+            store
+                .write_metrics(batch("p", "b2", vec![series("cpu", "a", &[(old, 2.0)])]))
+                .await
+                .unwrap();
+        }
+        let store = RedbStore::open_with(&path, options()).unwrap();
+        let got = store
+            .select("p", &SeriesSelector::metric("cpu"), 0, i64::MAX)
+            .await
+            .unwrap();
+        assert_eq!(
+            got[0].samples,
+            vec![
+                Sample {
+                    timestamp_ms: old,
+                    value: 2.0
+                },
+                Sample {
+                    timestamp_ms: fresh,
+                    value: 5.0
+                },
+            ],
+            "the head came back from the WAL; the stale copy of the old sample did not"
+        );
     }
 
     #[tokio::test]
