@@ -1,24 +1,31 @@
 //! The embedded backend: one redb file, opened by one process, laid out as a
 //! time-series database rather than a row per sample.
 //!
-//! Tables:
+//! Metric tables:
 //! - `series`: series id → (project, metric, labels), postcard-encoded;
-//! - `series_last`: series id → newest sample time, for retention;
+//! - `series_last`: series id → a recent sample time (day granular), for retention;
 //! - `postings`: (project, label name, label value, series id) → (), the
 //!   inverted index that matchers select through (the metric name is the
 //!   `__name__` label);
-//! - `head`: (series id, timestamp ms) → value: recent samples, uncompressed;
+//! - `wal` / `wal_max`: one entry per batch with its samples (and their
+//!   newest time): the durable copy of the in-memory head;
 //! - `blocks`: (window start ms, series id) → one compressed block holding a
 //!   series' samples of one fixed time window (timestamps and values each
 //!   compressed with `pco`);
-//! - `batches` / `batches_by_time`: batch ids stored per project, so that a
-//!   retried batch is written once (kept as long as the metrics retention).
+//! - `batches` / `batches_by_time`: batch ids stored per project (every
+//!   signal), so that a retried batch is written once;
+//! - `meta`: layout version, block window, compaction watermark.
 //!
-//! Writes go to the head in one transaction committed with immediate
-//! durability before the caller hears "stored". [`RedbStore::maintain`]
-//! moves head samples of closed windows into blocks (merging late samples
-//! into existing blocks) and enforces retention, each step a transaction, so
-//! a crash at any point leaves either the old or the new state.
+//! Spans, logs, profiles and events have their own tables and indexes (see
+//! the table definitions below).
+//!
+//! A write is one transaction committed with immediate durability before the
+//! caller hears "stored"; a writer thread commits every waiting batch at once
+//! (group commit). Recent samples live in memory (the head) and in the WAL;
+//! [`RedbStore::maintain_blocking`] moves head samples of closed windows into
+//! blocks and enforces retention, each step a transaction, so a crash at any
+//! point leaves either the old or the new state, and reopening replays the
+//! WAL entries newer than the watermark.
 //!
 //! Series ids are the xxh3 hash of project, metric and sorted labels; a hash
 //! collision is detected on write and refused rather than mixing series.
