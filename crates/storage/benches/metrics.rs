@@ -20,6 +20,9 @@
     clippy::needless_range_loop
 )]
 
+mod common;
+
+use common::{env, median};
 use std::{
     io::Write,
     path::Path,
@@ -34,13 +37,6 @@ use vigil_storage::{
     config::{ClickHouseConfig, RetentionConfig},
     redb::{RedbOptions, RedbStore},
 };
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 struct Data {
     writers: usize,
@@ -133,11 +129,6 @@ fn dir_size(path: &Path) -> u64 {
         }
     }
     total
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 /// Writes every batch, `writers` at a time (like that many agents pushing

@@ -9,6 +9,9 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
+mod common;
+
+use common::{env, median};
 use std::{
     sync::Arc,
     time::{Duration, Instant},
@@ -21,13 +24,6 @@ use vigil_storage::{
     redb::RedbStore,
     trace::{SpanKind, StatusCode},
 };
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 struct Setup {
     traces: usize,
@@ -171,11 +167,6 @@ async fn concurrently<B: Send + 'static>(
         }
     }
     start.elapsed()
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 async fn write_spans(store: &Arc<dyn TelemetryStore>, setup: &Setup) -> Duration {

@@ -903,9 +903,7 @@ impl ClickHouseStore {
 #[async_trait::async_trait]
 impl TelemetryStore for ClickHouseStore {
     async fn write_metrics(&self, batch: MetricBatch) -> Result<WriteOutcome, StorageError> {
-        for series in &batch.series {
-            series.validate()?;
-        }
+        batch.validate()?;
         if self.batch_seen(&batch.project, &batch.batch_id).await? {
             return Ok(WriteOutcome::Duplicate);
         }
@@ -984,9 +982,7 @@ impl TelemetryStore for ClickHouseStore {
     }
 
     async fn write_spans(&self, batch: SpanBatch) -> Result<WriteOutcome, StorageError> {
-        for span in &batch.spans {
-            span.validate()?;
-        }
+        batch.validate()?;
         let batch_key = format!("spans/{}", batch.batch_id);
         if self.batch_seen(&batch.project, &batch_key).await? {
             return Ok(WriteOutcome::Duplicate);
@@ -1115,9 +1111,7 @@ impl TelemetryStore for ClickHouseStore {
     }
 
     async fn write_logs(&self, batch: LogBatch) -> Result<WriteOutcome, StorageError> {
-        for record in &batch.records {
-            record.validate()?;
-        }
+        batch.validate()?;
         let key = format!("logs/{}", batch.batch_id);
         let count = batch.records.len() as u64;
         self.store_rows(&batch.project, key, "logs", count, |version| {
@@ -1194,9 +1188,7 @@ impl TelemetryStore for ClickHouseStore {
     }
 
     async fn write_profiles(&self, batch: ProfileBatch) -> Result<WriteOutcome, StorageError> {
-        for profile in &batch.profiles {
-            profile.validate()?;
-        }
+        batch.validate()?;
         let key = format!("profiles/{}", batch.batch_id);
         let count = batch.profiles.len() as u64;
         self.store_rows(&batch.project, key, "profile_stacks", count, |version| {
@@ -1258,9 +1250,7 @@ impl TelemetryStore for ClickHouseStore {
     }
 
     async fn write_events(&self, batch: EventBatch) -> Result<WriteOutcome, StorageError> {
-        for event in &batch.events {
-            event.validate()?;
-        }
+        batch.validate()?;
         let key = format!("events/{}", batch.batch_id);
         let count = batch.events.len() as u64;
         self.store_rows(&batch.project, key, "events", count, |version| {

@@ -131,6 +131,27 @@ pub async fn run_maintenance(
     }
 }
 
+/// Checks every record of a batch before anything is written, so that both
+/// backends refuse the same batches, whole.
+macro_rules! batch_validation {
+    ($($batch:ty => $records:ident),* $(,)?) => {$(
+        impl $batch {
+            /// Refuses the batch if any record is invalid, naming the problem.
+            pub fn validate(&self) -> Result<(), StorageError> {
+                self.$records.iter().try_for_each(|record| record.validate())
+            }
+        }
+    )*};
+}
+
+batch_validation!(
+    MetricBatch => series,
+    SpanBatch => spans,
+    LogBatch => records,
+    ProfileBatch => profiles,
+    EventBatch => events,
+);
+
 /// How the process that opens the store is deployed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Deployment {

@@ -1453,23 +1453,17 @@ where
 #[async_trait::async_trait]
 impl TelemetryStore for RedbStore {
     async fn write_metrics(&self, batch: MetricBatch) -> Result<WriteOutcome, StorageError> {
-        for series in &batch.series {
-            series.validate()?;
-        }
+        batch.validate()?;
         self.submit(Write::Metrics(batch)).await
     }
 
     async fn write_spans(&self, batch: SpanBatch) -> Result<WriteOutcome, StorageError> {
-        for span in &batch.spans {
-            span.validate()?;
-        }
+        batch.validate()?;
         self.submit(Write::Spans(batch)).await
     }
 
     async fn write_logs(&self, batch: LogBatch) -> Result<WriteOutcome, StorageError> {
-        for record in &batch.records {
-            record.validate()?;
-        }
+        batch.validate()?;
         self.submit(Write::Logs(batch)).await
     }
 
@@ -1479,9 +1473,7 @@ impl TelemetryStore for RedbStore {
     }
 
     async fn write_profiles(&self, batch: ProfileBatch) -> Result<WriteOutcome, StorageError> {
-        for profile in &batch.profiles {
-            profile.validate()?;
-        }
+        batch.validate()?;
         self.submit(Write::Profiles(batch)).await
     }
 
@@ -1511,9 +1503,7 @@ impl TelemetryStore for RedbStore {
     }
 
     async fn write_events(&self, batch: EventBatch) -> Result<WriteOutcome, StorageError> {
-        for event in &batch.events {
-            event.validate()?;
-        }
+        batch.validate()?;
         self.submit(Write::Events(batch)).await
     }
 
