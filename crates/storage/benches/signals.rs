@@ -326,7 +326,7 @@ async fn main() {
                 .with_url(&url)
                 .with_validation(false);
             let size = async || -> u64 {
-                for table in ["spans", "trace_index", "logs"] {
+                for table in ["spans", "trace_lookup", "logs"] {
                     client
                         .query(&format!("OPTIMIZE TABLE {database}.{table} FINAL"))
                         .execute()

@@ -100,6 +100,17 @@ const MIGRATIONS: &[(u32, &[&str])] = &[(
             version UInt64, day Date
         ) ENGINE = ReplacingMergeTree(version) PARTITION BY day ORDER BY (project, time_ns, id)",
     ],
+), (
+    5,
+    // Where each trace lives in `spans`: per day and service, the range of
+    // span starts. A trace read becomes a primary-key range read on
+    // (project, service, start_ns) instead of a scan of the day.
+    &[
+        "CREATE TABLE IF NOT EXISTS {db}.trace_lookup (
+            project String, trace_id FixedString(16), day Date, service String,
+            start_min Int64, start_max Int64
+        ) ENGINE = MergeTree() PARTITION BY day ORDER BY (project, trace_id)",
+    ],
 )];
 
 const SQL_CREATE_DATABASE: &str = "CREATE DATABASE IF NOT EXISTS {db}";
@@ -175,13 +186,19 @@ pub fn sql_catalog(database: &str) -> Vec<String> {
             &[],
         ),
         fill(
-            "INSERT INTO {db}.trace_index VALUES ('p', unhex('0101010101010101010101010101010a'), toDate(19700))",
+            "INSERT INTO {db}.trace_lookup VALUES ('p', unhex('0101010101010101010101010101010a'), \
+             toDate(19700), 'web', 1702080000000000000, 1702080000000000000)",
             &[],
         ),
-        fill(SQL_TRACE_DAYS, &["'p'", "'0101010101010101010101010101010a'"]),
-        fill(SQL_TRACE_SPANS, &["'p'", "'0101010101010101010101010101010a'"])
+        fill(SQL_TRACE_LOOKUP, &["'p'", "'0101010101010101010101010101010a'"]),
+        fill(SQL_TRACE_SPANS, &["'0101010101010101010101010101010a'", "'p'"])
             .replace("{columns}", SPAN_COLUMNS)
-            .replace("{days}", "toDate(19700)"),
+            .replace("{where}", &trace_where(&[TraceLocation {
+                day: 19700,
+                service: "web".into(),
+                start_min: 1702080000000000000,
+                start_max: 1702080000000000000,
+            }])),
         fill(SQL_SEARCH_SPANS, &["'p'", "19000", "20000", "0", "1800000000000000000"])
             .replace("{filters}", " AND service = 'web' AND status_code = 2")
             .replace("{limit}", "10"),
@@ -230,7 +247,7 @@ pub fn sql_catalog(database: &str) -> Vec<String> {
 /// Tables whose old daily partitions retention drops, with the retention they follow.
 const METRIC_TABLES: &[&str] = &["metric_series", "metric_samples", "metric_batches"];
 /// Spans and their index follow the traces retention.
-const TRACE_TABLES: &[&str] = &["spans", "trace_index"];
+const TRACE_TABLES: &[&str] = &["spans", "trace_index", "trace_lookup"];
 /// Log records and events follow the logs retention; profiles their own.
 const LOG_TABLES: &[&str] = &["logs", "events"];
 const PROFILE_TABLES: &[&str] = &["profile_stacks"];
@@ -257,10 +274,12 @@ const SQL_SEARCH_LOGS: &str = "SELECT {columns} FROM {db}.logs \
 const SPAN_COLUMNS: &str = "project, trace_id, span_id, parent_span_id, name, kind, start_ns, \
      end_ns, duration_ns, status_code, status_message, service, resource_names, resource_values, \
      attribute_names, attribute_values, events_json, links_json, version, day";
-const SQL_TRACE_DAYS: &str = "SELECT DISTINCT day FROM {db}.trace_index \
-     WHERE project = ? AND trace_id = unhex(?)";
+/// Where each trace's spans are. (`trace_index`, from migration 2, is no
+/// longer written: it only ages out through retention.)
+const SQL_TRACE_LOOKUP: &str = "SELECT day, service, min(start_min), max(start_max) \
+     FROM {db}.trace_lookup WHERE project = ? AND trace_id = unhex(?) GROUP BY day, service";
 const SQL_TRACE_SPANS: &str = "SELECT {columns} FROM {db}.spans \
-     WHERE project = ? AND trace_id = unhex(?) AND day IN ({days}) \
+     PREWHERE trace_id = unhex(?) WHERE project = ? AND ({where}) \
      ORDER BY span_id, version DESC LIMIT 1 BY span_id";
 const SQL_SEARCH_SPANS: &str = "SELECT trace_id, span_id, service, name, start_ns, duration_ns, \
      status_code FROM {db}.spans WHERE project = ? AND day >= toDate(?) AND day <= toDate(?) \
@@ -468,10 +487,41 @@ fn resource_filter(resource: &[(String, String)]) -> String {
 }
 
 #[derive(Debug, clickhouse::Row, Serialize, Deserialize)]
-struct TraceIndexRow {
+struct TraceLookupRow {
     project: String,
     trace_id: [u8; 16],
     day: u16,
+    service: String,
+    start_min: i64,
+    start_max: i64,
+}
+
+/// Where part of a trace is stored: a day, and within it a service and a
+/// range of span starts.
+#[derive(Debug, Deserialize, clickhouse::Row)]
+struct TraceLocation {
+    day: u16,
+    service: String,
+    start_min: i64,
+    start_max: i64,
+}
+
+/// The `spans` condition covering these locations, shaped for the primary
+/// key (project, service, start_ns).
+fn trace_where(locations: &[TraceLocation]) -> String {
+    locations
+        .iter()
+        .map(|l| {
+            format!(
+                "(day = toDate({}) AND service = {} AND start_ns >= {} AND start_ns <= {})",
+                l.day,
+                sql_string(&l.service),
+                l.start_min,
+                l.start_max
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" OR ")
 }
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
@@ -993,18 +1043,30 @@ impl TelemetryStore for ClickHouseStore {
             .iter()
             .map(|span| SpanRow::from_span(&batch.project, span, version))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut index: Vec<TraceIndexRow> = rows
-            .iter()
-            .map(|r| TraceIndexRow {
-                project: r.project.clone(),
-                trace_id: r.trace_id,
-                day: r.day,
-            })
+        let mut where_: std::collections::BTreeMap<([u8; 16], u16, &str), (i64, i64)> =
+            Default::default();
+        for r in &rows {
+            let range = where_
+                .entry((r.trace_id, r.day, r.service.as_str()))
+                .or_insert((r.start_ns, r.start_ns));
+            range.0 = range.0.min(r.start_ns);
+            range.1 = range.1.max(r.start_ns);
+        }
+        let lookup: Vec<TraceLookupRow> = where_
+            .into_iter()
+            .map(
+                |((trace_id, day, service), (start_min, start_max))| TraceLookupRow {
+                    project: batch.project.clone(),
+                    trace_id,
+                    day,
+                    service: service.to_owned(),
+                    start_min,
+                    start_max,
+                },
+            )
             .collect();
-        index.sort_by_key(|r| (r.trace_id, r.day));
-        index.dedup_by_key(|r| (r.trace_id, r.day));
-        // The index first: no span is stored without a way to find it.
-        self.insert("trace_index", &index).await?;
+        // The lookup first: no span is stored without a way to find it.
+        self.insert("trace_lookup", &lookup).await?;
         self.insert("spans", &rows).await?;
         self.record_batch(&batch.project, batch_key).await?;
         Ok(WriteOutcome::Stored {
@@ -1014,32 +1076,27 @@ impl TelemetryStore for ClickHouseStore {
 
     async fn trace(&self, project: &str, trace_id: [u8; 16]) -> Result<Vec<Span>, StorageError> {
         let hex_id = crate::trace::hex(&trace_id);
-        let days: Vec<u16> = self
+        let locations: Vec<TraceLocation> = self
             .client
-            .query(&self.sql(SQL_TRACE_DAYS))
+            .query(&self.sql(SQL_TRACE_LOOKUP))
             .bind(project)
             .bind(&hex_id)
             .fetch_all()
             .await
             .map_err(ch_err)?;
-        if days.is_empty() {
+        if locations.is_empty() {
             return Ok(Vec::new());
         }
-        let days = days
-            .iter()
-            .map(|d| format!("toDate({d})"))
-            .collect::<Vec<_>>()
-            .join(",");
         let rows: Vec<SpanRow> = self
             .client
             .query(
                 &self
                     .sql(SQL_TRACE_SPANS)
                     .replace("{columns}", SPAN_COLUMNS)
-                    .replace("{days}", &days),
+                    .replace("{where}", &trace_where(&locations)),
             )
-            .bind(project)
             .bind(&hex_id)
+            .bind(project)
             .fetch_all()
             .await
             .map_err(ch_err)?;
@@ -1391,7 +1448,7 @@ impl TelemetryStore for ClickHouseStore {
                 "logs" => report.logs_dropped += 1,
                 "events" => report.events_dropped += 1,
                 "profile_stacks" => report.profiles_dropped += 1,
-                "trace_index" => {}
+                "trace_index" | "trace_lookup" => {}
                 "metric_samples" => report.blocks_dropped += 1,
                 "metric_series" => report.series_dropped += 1,
                 _ => report.batches_dropped += 1,

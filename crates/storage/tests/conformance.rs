@@ -101,7 +101,7 @@ async fn backends() -> Vec<Backend> {
         )
         .await
         .unwrap();
-        assert_eq!(store.schema_version().await.unwrap(), 4);
+        assert_eq!(store.schema_version().await.unwrap(), 5);
         out.push(Backend {
             name: "clickhouse",
             store: Arc::new(store),
