@@ -216,6 +216,25 @@ async fn bench_redb(data: &Data, values: &[Vec<f64>]) {
     }
     let bytes = std::fs::metadata(&path).unwrap().len();
     report("redb", samples, write, Some(bytes));
+    {
+        use redb::{ReadableDatabase, ReadableTableMetadata, TableHandle};
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let mut parts = Vec::new();
+        for handle in txn.list_tables().unwrap() {
+            let name = handle.name().to_owned();
+            let stats = txn.open_untyped_table(handle).unwrap().stats().unwrap();
+            let total = stats.stored_bytes() + stats.metadata_bytes() + stats.fragmented_bytes();
+            if total > 0 {
+                parts.push(format!(
+                    "{name} {:.3} ({:.3} stored)",
+                    total as f64 / samples as f64,
+                    stats.stored_bytes() as f64 / samples as f64
+                ));
+            }
+        }
+        println!("{:>16}  bytes/sample by table: {}", "", parts.join(", "));
+    }
     println!(
         "{:>16}  compaction of {} samples into {} blocks: {compact:?}; select {found} series x 1 h: {by_metric:?}, with =~: {with_regex:?}",
         "", report_m.samples_compacted, report_m.blocks_written

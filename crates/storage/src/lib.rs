@@ -9,6 +9,7 @@
 //! [`clickhouse`] (split deployments). `tests/conformance.rs` holds them to
 //! the same answers.
 
+pub mod block;
 pub mod clickhouse;
 pub mod config;
 pub mod error;

@@ -45,6 +45,7 @@ use vigil_runtime::time::now_ms;
 
 use crate::{
     MaintenanceReport, StorageError, TelemetryStore,
+    block::{decode_block, encode_block},
     log::{LogBatch, LogEntry, LogPage, LogQuery, LogRecord, record_id, tokens},
     model::{Labels, MetricBatch, Sample, SeriesData, SeriesSelector, WriteOutcome, series_id},
     profile::{
@@ -294,69 +295,6 @@ pub fn decode_record<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, 
 /// The start of the window holding `ts`.
 fn window_of(ts: i64, width: i64) -> i64 {
     ts.div_euclid(width) * width
-}
-
-const BLOCK_FORMAT: u8 = 1;
-
-/// A block: format byte, sample count (u32 LE), length of the compressed
-/// timestamps (u32 LE), the compressed timestamps, the compressed values.
-pub fn encode_block(samples: &[Sample]) -> Result<Vec<u8>, StorageError> {
-    let timestamps: Vec<i64> = samples.iter().map(|s| s.timestamp_ms).collect();
-    let values: Vec<f64> = samples.iter().map(|s| s.value).collect();
-    let config = pco::ChunkConfig::default();
-    let ts = pco::standalone::simple_compress(&timestamps, &config)
-        .map_err(|e| StorageError::Corrupt(format!("cannot compress timestamps: {e}")))?;
-    let vs = pco::standalone::simple_compress(&values, &config)
-        .map_err(|e| StorageError::Corrupt(format!("cannot compress values: {e}")))?;
-    let count = u32::try_from(samples.len())
-        .map_err(|_| StorageError::InvalidData("too many samples for one block".into()))?;
-    let ts_len =
-        u32::try_from(ts.len()).map_err(|_| StorageError::InvalidData("block too large".into()))?;
-    let mut out = Vec::with_capacity(9 + ts.len() + vs.len());
-    out.push(BLOCK_FORMAT);
-    out.extend_from_slice(&count.to_le_bytes());
-    out.extend_from_slice(&ts_len.to_le_bytes());
-    out.extend_from_slice(&ts);
-    out.extend_from_slice(&vs);
-    Ok(out)
-}
-
-/// Decodes a block written by [`encode_block`], checking its structure.
-pub fn decode_block(bytes: &[u8]) -> Result<Vec<Sample>, StorageError> {
-    let corrupt = |what: &str| StorageError::Corrupt(format!("sample block: {what}"));
-    let (&format, rest) = bytes.split_first().ok_or_else(|| corrupt("empty"))?;
-    if format != BLOCK_FORMAT {
-        return Err(corrupt(&format!("unknown format {format}")));
-    }
-    let word = |b: &[u8]| -> Result<usize, StorageError> {
-        let raw: [u8; 4] = b.try_into().map_err(|_| corrupt("truncated header"))?;
-        Ok(u32::from_le_bytes(raw) as usize)
-    };
-    if rest.len() < 8 {
-        return Err(corrupt("truncated header"));
-    }
-    let count = word(&rest[0..4])?;
-    let ts_len = word(&rest[4..8])?;
-    let body = &rest[8..];
-    if body.len() < ts_len {
-        return Err(corrupt("truncated timestamps"));
-    }
-    let (ts, vs) = body.split_at(ts_len);
-    let timestamps: Vec<i64> =
-        pco::standalone::simple_decompress(ts).map_err(|e| corrupt(&format!("timestamps: {e}")))?;
-    let values: Vec<f64> =
-        pco::standalone::simple_decompress(vs).map_err(|e| corrupt(&format!("values: {e}")))?;
-    if timestamps.len() != count || values.len() != count {
-        return Err(corrupt("sample count does not match"));
-    }
-    Ok(timestamps
-        .into_iter()
-        .zip(values)
-        .map(|(timestamp_ms, value)| Sample {
-            timestamp_ms,
-            value,
-        })
-        .collect())
 }
 
 /// Merges `newer` into `older` (both sorted by time); on equal timestamps the
@@ -1727,33 +1665,6 @@ mod tests {
             logs_retention_ms: 24 * HOUR,
             profiles_retention_ms: 24 * HOUR,
         }
-    }
-
-    #[test]
-    fn block_codec_round_trips_and_detects_damage() {
-        let samples: Vec<Sample> = (0..720)
-            .map(|i| Sample {
-                timestamp_ms: 1_700_000_000_000 + i * 10_000,
-                value: (i % 7) as f64 * 0.5,
-            })
-            .collect();
-        let block = encode_block(&samples).unwrap();
-        assert_eq!(decode_block(&block).unwrap(), samples);
-        assert!(
-            block.len() < samples.len() * 2,
-            "regular data compresses: {} bytes",
-            block.len()
-        );
-        assert!(decode_block(&block[..block.len() / 2]).is_err());
-        assert!(decode_block(&[]).is_err());
-        let mut bad = block.clone();
-        bad[0] = 99;
-        assert!(
-            decode_block(&bad)
-                .unwrap_err()
-                .to_string()
-                .contains("format")
-        );
     }
 
     #[tokio::test]
