@@ -199,6 +199,7 @@ fn ensure_project(suite: &mut SuiteConfig) -> anyhow::Result<(String, String, bo
     suite.projects = vec![ProjectConfig {
         name: "default".into(),
         api_keys: vec![api_key.clone()],
+        api_keys_file: None,
     }];
     Ok(("default".into(), api_key, generated))
 }

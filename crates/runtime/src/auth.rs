@@ -2,8 +2,6 @@
 //! are never logged; a request names its project by presenting one of its
 //! keys as `authorization: Bearer <key>` (gRPC metadata or HTTP header).
 
-use std::collections::HashMap;
-
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -18,6 +16,9 @@ pub const MIN_API_KEY_LEN: usize = 16;
 pub struct ProjectConfig {
     pub name: String,
     pub api_keys: Vec<String>,
+    /// A file with more keys, one per line (`#` starts a comment): a mounted
+    /// Kubernetes secret, so keys stay out of the config file.
+    pub api_keys_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for ProjectConfig {
@@ -28,6 +29,7 @@ impl std::fmt::Debug for ProjectConfig {
                 "api_keys",
                 &format_args!("[{} redacted]", self.api_keys.len()),
             )
+            .field("api_keys_file", &self.api_keys_file)
             .finish()
     }
 }
@@ -73,7 +75,7 @@ pub struct Project(pub String);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
-    #[error("missing API key: send `authorization: Bearer <api key>`")]
+    #[error("missing API key: send `x-api-key: <api key>` or `authorization: Bearer <api key>`")]
     Missing,
     #[error("malformed authorization: expected `Bearer <api key>`")]
     Malformed,
@@ -84,12 +86,14 @@ pub enum AuthError {
 /// Maps API keys (by digest) to their projects.
 #[derive(Clone, Default)]
 pub struct ApiKeys {
-    by_digest: HashMap<[u8; 32], String>,
+    /// SHA-256 of each key, with its project. Every lookup compares against
+    /// all of them in constant time.
+    digests: Vec<([u8; 32], String)>,
 }
 
 impl std::fmt::Debug for ApiKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ApiKeys({} keys)", self.by_digest.len())
+        write!(f, "ApiKeys({} keys)", self.digests.len())
     }
 }
 
@@ -97,30 +101,97 @@ fn digest(api_key: &str) -> [u8; 32] {
     Sha256::digest(api_key.as_bytes()).into()
 }
 
+/// The keys of `api_keys_file`: one per line, blank lines and `#` comments
+/// skipped.
+fn keys_from_file(prefix: &str, path: &std::path::Path) -> Result<Vec<String>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::invalid(
+            key(prefix, "api_keys_file"),
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    let keys: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    if let Some(line) = keys
+        .iter()
+        .position(|k| k.len() < MIN_API_KEY_LEN || k.chars().any(char::is_whitespace))
+    {
+        return Err(ConfigError::invalid(
+            key(prefix, "api_keys_file"),
+            format!(
+                "key {} in {} needs at least {MIN_API_KEY_LEN} characters and no whitespace",
+                line + 1,
+                path.display()
+            ),
+        ));
+    }
+    Ok(keys)
+}
+
 impl ApiKeys {
-    /// Builds the key table; a key given to two projects is refused.
+    /// Indexes every project's keys (inline and from `api_keys_file`); a key
+    /// shared by two projects is refused.
     pub fn new(projects: &[ProjectConfig]) -> Result<Self, ConfigError> {
-        let mut by_digest = HashMap::new();
+        let mut digests: Vec<([u8; 32], String)> = Vec::new();
         for (i, project) in projects.iter().enumerate() {
-            for (j, api_key) in project.api_keys.iter().enumerate() {
-                if let Some(other) = by_digest.insert(digest(api_key), project.name.clone())
-                    && other != project.name
-                {
-                    return Err(ConfigError::invalid(
-                        format!("projects[{i}].api_keys[{j}]"),
-                        format!("this key is also a key of project {other:?}"),
-                    ));
+            let prefix = format!("projects[{i}]");
+            let mut keys: Vec<(String, &str)> = project
+                .api_keys
+                .iter()
+                .enumerate()
+                .map(|(j, k)| (format!("{prefix}.api_keys[{j}]"), k.as_str()))
+                .collect();
+            let from_file = match &project.api_keys_file {
+                Some(path) => keys_from_file(&prefix, path)?,
+                None => Vec::new(),
+            };
+            keys.extend(
+                from_file
+                    .iter()
+                    .map(|k| (key(&prefix, "api_keys_file"), k.as_str())),
+            );
+            for (at, api_key) in keys {
+                let d = digest(api_key);
+                match digests.iter().find(|(other, _)| *other == d) {
+                    Some((_, other)) if *other != project.name => {
+                        return Err(ConfigError::invalid(
+                            at,
+                            format!("this key is also a key of project {other:?}"),
+                        ));
+                    }
+                    Some(_) => {}
+                    None => digests.push((d, project.name.clone())),
                 }
             }
         }
-        Ok(Self { by_digest })
+        Ok(Self { digests })
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_digest.is_empty()
+        self.digests.is_empty()
     }
 
-    /// Resolves an `authorization` header value to its project.
+    /// The project of a key, comparing its digest with every known digest
+    /// in constant time.
+    fn project_of(&self, api_key: &str) -> Result<Project, AuthError> {
+        use subtle::ConstantTimeEq;
+        let d = digest(api_key);
+        let mut found = None;
+        for (known, project) in &self.digests {
+            if bool::from(known.ct_eq(&d)) {
+                found = Some(project);
+            }
+        }
+        found
+            .map(|name| Project(name.clone()))
+            .ok_or(AuthError::Unknown)
+    }
+
+    /// The project of an `authorization: Bearer <key>` header value.
     pub fn authenticate(&self, authorization: Option<&str>) -> Result<Project, AuthError> {
         let value = authorization.ok_or(AuthError::Missing)?;
         let api_key = value
@@ -129,26 +200,48 @@ impl ApiKeys {
             .map(str::trim)
             .filter(|k| !k.is_empty())
             .ok_or(AuthError::Malformed)?;
-        self.by_digest
-            .get(&digest(api_key))
-            .map(|name| Project(name.clone()))
-            .ok_or(AuthError::Unknown)
+        self.project_of(api_key)
     }
 
-    /// A tonic interceptor that puts the [`Project`] in the request's
-    /// extensions, or answers UNAUTHENTICATED.
+    /// The project of a request carrying `x-api-key: <key>` or
+    /// `authorization: Bearer <key>` (as HTTP headers or gRPC metadata).
+    pub fn authenticate_request(
+        &self,
+        x_api_key: Option<&[u8]>,
+        authorization: Option<&[u8]>,
+    ) -> Result<Project, AuthError> {
+        fn text(v: &[u8]) -> Result<&str, AuthError> {
+            std::str::from_utf8(v).map_err(|_| AuthError::Malformed)
+        }
+        match x_api_key {
+            Some(v) => self.project_of(text(v)?.trim()),
+            None => self.authenticate(authorization.map(text).transpose()?),
+        }
+    }
+
+    /// The project of an HTTP request's headers.
+    pub fn authenticate_headers(&self, headers: &http::HeaderMap) -> Result<Project, AuthError> {
+        self.authenticate_request(
+            headers.get("x-api-key").map(|v| v.as_bytes()),
+            headers
+                .get(http::header::AUTHORIZATION)
+                .map(|v| v.as_bytes()),
+        )
+    }
+
+    /// A tonic interceptor: authenticates the call and stores its
+    /// [`Project`] in the request extensions.
     #[allow(clippy::result_large_err)] // tonic's interceptor signature
     pub fn intercept(
         &self,
         mut request: tonic::Request<()>,
     ) -> Result<tonic::Request<()>, tonic::Status> {
-        let header = request
-            .metadata()
-            .get("authorization")
-            .map(|v| v.to_str().map_err(|_| AuthError::Malformed))
-            .transpose()
-            .and_then(|v| self.authenticate(v));
-        match header {
+        let metadata = request.metadata();
+        let found = self.authenticate_request(
+            metadata.get("x-api-key").map(|v| v.as_bytes()),
+            metadata.get("authorization").map(|v| v.as_bytes()),
+        );
+        match found {
             Ok(project) => {
                 request.extensions_mut().insert(project);
                 Ok(request)
@@ -173,10 +266,12 @@ mod tests {
             ProjectConfig {
                 name: "prod".into(),
                 api_keys: vec!["prod-key-0123456789".into()],
+                api_keys_file: None,
             },
             ProjectConfig {
                 name: "staging".into(),
                 api_keys: vec!["staging-key-0123456789".into()],
+                api_keys_file: None,
             },
         ]
     }
@@ -208,6 +303,7 @@ mod tests {
         let bad = ProjectConfig {
             name: "Prod!".into(),
             api_keys: vec!["short".into()],
+            api_keys_file: None,
         };
         assert!(
             bad.validate("projects[0]")
@@ -218,6 +314,7 @@ mod tests {
         let short = ProjectConfig {
             name: "ok".into(),
             api_keys: vec!["short".into()],
+            api_keys_file: None,
         };
         assert!(
             short
@@ -226,6 +323,49 @@ mod tests {
                 .to_string()
                 .contains("api_keys[0]")
         );
+    }
+
+    #[test]
+    fn x_api_key_header_and_bearer_both_work() {
+        let keys = ApiKeys::new(&projects()).unwrap();
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(keys.authenticate_headers(&headers), Err(AuthError::Missing));
+        headers.insert("x-api-key", "prod-key-0123456789".parse().unwrap());
+        assert_eq!(
+            keys.authenticate_headers(&headers),
+            Ok(Project("prod".into()))
+        );
+        headers.insert("x-api-key", "wrong-key-0123456789".parse().unwrap());
+        assert_eq!(keys.authenticate_headers(&headers), Err(AuthError::Unknown));
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::AUTHORIZATION,
+            "Bearer staging-key-0123456789".parse().unwrap(),
+        );
+        assert_eq!(
+            keys.authenticate_headers(&headers),
+            Ok(Project("staging".into()))
+        );
+    }
+
+    #[test]
+    fn keys_from_a_mounted_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys");
+        std::fs::write(&path, "# ci keys\n\nfile-key-0123456789\n").unwrap();
+        let mut p = projects();
+        p[0].api_keys_file = Some(path.clone());
+        let keys = ApiKeys::new(&p).unwrap();
+        assert_eq!(
+            keys.authenticate(Some("Bearer file-key-0123456789")),
+            Ok(Project("prod".into()))
+        );
+        std::fs::write(&path, "short\n").unwrap();
+        let err = ApiKeys::new(&p).unwrap_err().to_string();
+        assert!(err.contains("projects[0].api_keys_file"), "{err}");
+        p[0].api_keys_file = Some(dir.path().join("missing"));
+        let err = ApiKeys::new(&p).unwrap_err().to_string();
+        assert!(err.contains("cannot read"), "{err}");
     }
 
     #[test]

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use prometheus_client::metrics::{counter::Counter, family::Family};
 use tonic::{Request, Response, Status};
 use vigil_proto::{
     names,
@@ -10,53 +9,29 @@ use vigil_proto::{
         PushRequest, PushResponse, Resource, telemetry_service_server::TelemetryService,
     },
 };
-use vigil_runtime::{Metrics, ServiceError, auth::Project};
+use vigil_runtime::auth::Project;
 use vigil_storage::{Labels, MetricBatch, Sample, SeriesWrite, TelemetryStore, WriteOutcome};
 
-use crate::IngestConfig;
+use crate::gate::{Gate, Protocol, Refusal, Signal};
 
 /// Longest batch id accepted, in bytes.
 pub const MAX_BATCH_ID_BYTES: usize = 128;
 
 pub struct PushService {
     store: Arc<dyn TelemetryStore>,
-    max_series: usize,
-    max_samples: usize,
-    batches: Family<[(&'static str, &'static str); 1], Counter>,
-    samples: Counter,
+    gate: Arc<Gate>,
 }
 
 impl PushService {
-    pub fn new(store: Arc<dyn TelemetryStore>, config: &IngestConfig, metrics: &Metrics) -> Self {
-        let batches = Family::default();
-        let samples = Counter::default();
-        metrics.register(
-            "agent_batches",
-            "Agent batches by outcome (stored, duplicate, refused, failed)",
-            batches.clone(),
-        );
-        metrics.register(
-            "agent_samples_stored",
-            "Samples durably stored",
-            samples.clone(),
-        );
-        Self {
-            store,
-            max_series: config.max_series_per_batch,
-            max_samples: config.max_samples_per_batch,
-            batches,
-            samples,
-        }
-    }
-
-    fn count(&self, outcome: &'static str) {
-        self.batches.get_or_create(&[("outcome", outcome)]).inc();
+    pub fn new(store: Arc<dyn TelemetryStore>, gate: Arc<Gate>) -> Self {
+        Self { store, gate }
     }
 
     /// Turns a request into a store batch, refusing what is malformed or over
-    /// the limits with a message naming the problem.
-    #[allow(clippy::result_large_err)]
-    fn to_batch(&self, project: String, request: PushRequest) -> Result<MetricBatch, Status> {
+    /// the limits with a message naming the problem. Agent batches are
+    /// refused whole: the agent keeps them and the operator sees why.
+    fn to_batch(&self, project: String, request: PushRequest) -> Result<MetricBatch, Refusal> {
+        let limits = &self.gate.limits;
         let id = &request.batch_id;
         if id.is_empty()
             || id.len() > MAX_BATCH_ID_BYTES
@@ -64,16 +39,20 @@ impl PushService {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
         {
-            return Err(Status::invalid_argument(format!(
-                "batch_id must be 1-{MAX_BATCH_ID_BYTES} bytes of [A-Za-z0-9._:-]"
-            )));
+            return Err(Refusal::invalid(
+                "invalid_batch_id",
+                format!("batch_id must be 1-{MAX_BATCH_ID_BYTES} bytes of [A-Za-z0-9._:-]"),
+            ));
         }
         let series_count: usize = request.metrics.iter().map(|m| m.series.len()).sum();
-        if series_count > self.max_series {
-            return Err(Status::resource_exhausted(format!(
-                "batch has {series_count} series; at most {} are accepted per batch",
-                self.max_series
-            )));
+        if series_count > limits.max_series_per_request {
+            return Err(Refusal::too_large(
+                "request_too_large",
+                format!(
+                    "batch has {series_count} series; at most {} are accepted per batch (limits.max_series_per_request)",
+                    limits.max_series_per_request
+                ),
+            ));
         }
         let sample_count: usize = request
             .metrics
@@ -81,12 +60,16 @@ impl PushService {
             .flat_map(|m| &m.series)
             .map(|s| s.samples.len())
             .sum();
-        if sample_count > self.max_samples {
-            return Err(Status::resource_exhausted(format!(
-                "batch has {sample_count} samples; at most {} are accepted per batch",
-                self.max_samples
-            )));
+        if sample_count > limits.max_samples_per_request {
+            return Err(Refusal::too_large(
+                "request_too_large",
+                format!(
+                    "batch has {sample_count} samples; at most {} are accepted per batch (limits.max_samples_per_request)",
+                    limits.max_samples_per_request
+                ),
+            ));
         }
+        let window = self.gate.window();
         let mut series = Vec::with_capacity(series_count);
         for resource_metrics in request.metrics {
             let resource = resource_labels(resource_metrics.resource.as_ref());
@@ -97,17 +80,34 @@ impl PushService {
                         continue; // Prometheus: an empty label is an absent label.
                     }
                     if resource.contains_key(&label.name) {
-                        return Err(Status::invalid_argument(format!(
-                            "series {}: label {:?} is a resource attribute; set it on the resource",
-                            ts.name, label.name
-                        )));
+                        return Err(Refusal::invalid(
+                            "invalid_series",
+                            format!(
+                                "series {}: label {:?} is a resource attribute; set it on the resource",
+                                ts.name, label.name
+                            ),
+                        ));
                     }
                     if labels.insert(label.name.clone(), label.value).is_some() {
-                        return Err(Status::invalid_argument(format!(
-                            "series {}: label {:?} is given twice",
-                            ts.name, label.name
-                        )));
+                        return Err(Refusal::invalid(
+                            "invalid_series",
+                            format!("series {}: label {:?} is given twice", ts.name, label.name),
+                        ));
                     }
+                }
+                if labels.len() + 1 > limits.max_labels_per_series {
+                    return Err(Refusal::invalid(
+                        "too_many_labels",
+                        format!(
+                            "series {} has {} labels; at most {} are accepted (limits.max_labels_per_series)",
+                            ts.name,
+                            labels.len() + 1,
+                            limits.max_labels_per_series
+                        ),
+                    ));
+                }
+                for s in &ts.samples {
+                    window.check_ms(s.timestamp_ms)?;
                 }
                 series.push(SeriesWrite {
                     metric: ts.name,
@@ -124,7 +124,8 @@ impl PushService {
             }
         }
         for s in &series {
-            s.validate().map_err(|e| e.to_status())?;
+            s.validate()
+                .map_err(|e| Refusal::invalid("invalid_series", e.to_string()))?;
         }
         Ok(MetricBatch {
             project,
@@ -160,37 +161,37 @@ impl TelemetryService for PushService {
             .get::<Project>()
             .cloned()
             .ok_or_else(|| Status::unauthenticated("no project: the API key check did not run"))?;
-        let batch = match self.to_batch(project.0.clone(), request.into_inner()) {
-            Ok(batch) => batch,
-            Err(status) => {
-                self.count("refused");
-                tracing::debug!(project = %project.0, error = %status.message(), "batch refused");
-                return Err(status);
-            }
-        };
+        let protocol = Protocol::Agent;
+        let batch = self
+            .to_batch(project.0.clone(), request.into_inner())
+            .map_err(|r| self.gate.refused(protocol, r, 1).to_status())?;
         let batch_id = batch.batch_id.clone();
-        match self.store.write_metrics(batch).await {
-            Ok(WriteOutcome::Stored { records: samples }) => {
-                self.count("stored");
-                self.samples.inc_by(samples);
+        let samples: usize = batch.series.iter().map(|s| s.samples.len()).sum();
+        let outcome = self
+            .gate
+            .write(
+                protocol,
+                Signal::Metrics,
+                &project.0,
+                samples as u64,
+                self.store.write_metrics(batch),
+            )
+            .await
+            .map_err(|r| r.to_status())?;
+        match outcome {
+            WriteOutcome::Stored { records: samples } => {
                 tracing::debug!(project = %project.0, batch_id, samples, "batch stored");
                 Ok(Response::new(PushResponse {
                     duplicate: false,
                     samples_stored: samples,
                 }))
             }
-            Ok(WriteOutcome::Duplicate) => {
-                self.count("duplicate");
+            WriteOutcome::Duplicate => {
                 tracing::debug!(project = %project.0, batch_id, "duplicate batch acknowledged");
                 Ok(Response::new(PushResponse {
                     duplicate: true,
                     samples_stored: 0,
                 }))
-            }
-            Err(e) => {
-                self.count("failed");
-                tracing::warn!(project = %project.0, batch_id, error = %e, "batch not stored");
-                Err(e.to_status())
             }
         }
     }
@@ -199,21 +200,21 @@ impl TelemetryService for PushService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::LimitsConfig;
     use vigil_proto::telemetry::v1::{self as pb, ResourceMetrics, TimeSeries};
+    use vigil_runtime::Metrics;
     use vigil_storage::{SeriesSelector, redb::RedbStore};
 
     fn service(dir: &std::path::Path) -> (PushService, Arc<dyn TelemetryStore>) {
         let store: Arc<dyn TelemetryStore> =
             Arc::new(RedbStore::open(&dir.join("t.redb")).unwrap());
-        let config = IngestConfig {
-            max_series_per_batch: 3,
-            max_samples_per_batch: 5,
-            ..IngestConfig::default()
+        let limits = LimitsConfig {
+            max_series_per_request: 3,
+            max_samples_per_request: 5,
+            ..LimitsConfig::default()
         };
-        (
-            PushService::new(store.clone(), &config, &Metrics::new("test")),
-            store,
-        )
+        let gate = Arc::new(Gate::new(limits, &Metrics::new("test")));
+        (PushService::new(store.clone(), gate), store)
     }
 
     fn request(batch_id: &str, series: Vec<TimeSeries>) -> Request<PushRequest> {
@@ -246,7 +247,7 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(i, &value)| pb::Sample {
-                    timestamp_ms: 1000 + i as i64,
+                    timestamp_ms: vigil_runtime::time::now_ms() - 60_000 + i as i64,
                     value,
                 })
                 .collect(),
@@ -290,6 +291,8 @@ mod tests {
     async fn bad_input_is_refused_with_a_reason() {
         let dir = tempfile::tempdir().unwrap();
         let (svc, _) = service(dir.path());
+        let mut old = ts("m", &[], &[1.0]);
+        old.samples[0].timestamp_ms = 1000;
         let cases = [
             (
                 request("", vec![]),
@@ -333,6 +336,11 @@ mod tests {
                 request("x", vec![ts("m", &[("node", "other")], &[1.0])]),
                 tonic::Code::InvalidArgument,
                 "resource",
+            ),
+            (
+                request("x", vec![old]),
+                tonic::Code::InvalidArgument,
+                "limits.max_age",
             ),
         ];
         for (req, code, needle) in cases {

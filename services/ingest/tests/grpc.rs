@@ -48,7 +48,7 @@ fn push(batch_id: &str, values: usize) -> PushRequest {
                 labels: vec![],
                 samples: (0..values)
                     .map(|i| Sample {
-                        timestamp_ms: i as i64,
+                        timestamp_ms: vigil_runtime::time::now_ms() - 60_000 + i as i64,
                         value: 1.0,
                     })
                     .collect(),
@@ -77,6 +77,7 @@ async fn push_auth_limits_health_reflection_and_shutdown() {
     let keys = ApiKeys::new(&[ProjectConfig {
         name: "p1".into(),
         api_keys: vec![KEY.into()],
+        api_keys_file: None,
     }])
     .unwrap();
     let shutdown = Shutdown::new();
@@ -129,7 +130,7 @@ async fn push_auth_limits_health_reflection_and_shutdown() {
             .duplicate
     );
     let stored = store
-        .select("p1", &SeriesSelector::metric("host_load1"), 0, 100)
+        .select("p1", &SeriesSelector::metric("host_load1"), 0, i64::MAX)
         .await
         .unwrap();
     assert_eq!(stored[0].samples.len(), 3);

@@ -1,0 +1,391 @@
+//! The ingest HTTP API (4318): OTLP/HTTP at `/v1/traces`, `/v1/metrics`,
+//! `/v1/logs` (protobuf or JSON, optionally gzip) and Prometheus
+//! remote_write at `/api/v1/write`. Every route needs a project API key
+//! (`x-api-key` or `authorization: Bearer`).
+
+use std::{io::Read, sync::Arc};
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::State,
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use http::{HeaderMap, StatusCode, header};
+use opentelemetry_proto::tonic::collector::{
+    logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse},
+    metrics::v1::{
+        ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    },
+    trace::v1::{ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse},
+};
+use prost::Message;
+use serde::{Serialize, de::DeserializeOwned};
+use vigil_runtime::auth::ApiKeys;
+use vigil_storage::{MetricBatch, TelemetryStore};
+
+use crate::{
+    gate::{Gate, Protocol, Refusal, Signal, content_batch_id},
+    otlp::{OtlpIngest, Partial},
+    remote_write,
+};
+
+pub struct HttpIngest {
+    pub keys: ApiKeys,
+    pub otlp: Arc<OtlpIngest>,
+    pub gate: Arc<Gate>,
+    pub store: Arc<dyn TelemetryStore>,
+}
+
+pub fn router(state: Arc<HttpIngest>) -> Router {
+    Router::new()
+        .route("/v1/traces", post(traces))
+        .route("/v1/metrics", post(metrics))
+        .route("/v1/logs", post(logs))
+        .route("/api/v1/write", post(remote_write))
+        .with_state(state)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Format {
+    Protobuf,
+    Json,
+}
+
+impl HttpIngest {
+    fn project(&self, protocol: Protocol, headers: &HeaderMap) -> Result<String, Refusal> {
+        self.keys
+            .authenticate_headers(headers)
+            .map(|p| p.0)
+            .map_err(|e| {
+                self.gate
+                    .refused(protocol, Refusal::unauthenticated(e.to_string()), 1)
+            })
+    }
+
+    /// The body, gunzipped when `content-encoding: gzip`, within the
+    /// uncompressed limit.
+    fn body(&self, headers: &HeaderMap, body: Bytes) -> Result<Bytes, Refusal> {
+        let encoding = headers
+            .get(header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("identity");
+        let max = self.gate.limits.max_uncompressed_bytes;
+        match encoding {
+            "identity" | "" => Ok(body),
+            "gzip" => {
+                let mut out = Vec::new();
+                flate2::read::GzDecoder::new(&body[..])
+                    .take(max as u64 + 1)
+                    .read_to_end(&mut out)
+                    .map_err(|e| {
+                        Refusal::invalid("invalid_encoding", format!("body is not valid gzip: {e}"))
+                    })?;
+                if out.len() > max {
+                    return Err(Refusal::too_large(
+                        "request_too_large",
+                        format!("body inflates beyond {max} bytes (limits.max_uncompressed_bytes)"),
+                    ));
+                }
+                Ok(out.into())
+            }
+            other => Err(Refusal::invalid(
+                "invalid_encoding",
+                format!("content-encoding {other:?} is not supported: send gzip or none"),
+            )),
+        }
+    }
+}
+
+fn otlp_format(headers: &HeaderMap) -> Result<Format, Refusal> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    match content_type.split(';').next().unwrap_or("").trim() {
+        "application/x-protobuf" | "application/protobuf" => Ok(Format::Protobuf),
+        "application/json" => Ok(Format::Json),
+        other => Err(Refusal::invalid(
+            "unsupported_content_type",
+            format!(
+                "content-type {other:?} is not OTLP: send application/x-protobuf or application/json"
+            ),
+        )),
+    }
+}
+
+fn decode<T: Message + Default + DeserializeOwned>(
+    format: Format,
+    body: &[u8],
+) -> Result<T, Refusal> {
+    match format {
+        Format::Protobuf => T::decode(body).map_err(|e| {
+            Refusal::invalid(
+                "invalid_encoding",
+                format!("body is not a valid OTLP protobuf message: {e}"),
+            )
+        }),
+        Format::Json => serde_json::from_slice(body).map_err(|e| {
+            Refusal::invalid(
+                "invalid_encoding",
+                format!("body is not valid OTLP JSON: {e}"),
+            )
+        }),
+    }
+}
+
+fn encode<T: Message + Serialize>(format: Format, message: &T) -> Response {
+    match format {
+        Format::Protobuf => (
+            [(header::CONTENT_TYPE, "application/x-protobuf")],
+            message.encode_to_vec(),
+        )
+            .into_response(),
+        Format::Json => (
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::to_vec(message).unwrap_or_default(),
+        )
+            .into_response(),
+    }
+}
+
+/// An OTLP/HTTP error: the status code, `Retry-After` when retryable, and a
+/// `google.rpc.Status` body in the request's format.
+fn otlp_error(format: Format, refusal: &Refusal) -> Response {
+    let mut response = refusal.to_response();
+    let status = tonic_types::Status {
+        code: refusal.grpc_code() as i32,
+        message: refusal.message.clone(),
+        details: Vec::new(),
+    };
+    let (content_type, body) = match format {
+        Format::Protobuf => ("application/x-protobuf", status.encode_to_vec()),
+        Format::Json => (
+            "application/json",
+            serde_json::json!({ "code": status.code, "message": status.message })
+                .to_string()
+                .into_bytes(),
+        ),
+    };
+    *response.body_mut() = axum::body::Body::from(body);
+    if let Ok(value) = http::HeaderValue::from_str(content_type) {
+        response.headers_mut().insert(header::CONTENT_TYPE, value);
+    }
+    response
+}
+
+/// Authenticates, decodes and hands an OTLP request to `export`; answers in
+/// the request's format.
+async fn otlp<Req, Resp, F, Fut>(
+    state: &HttpIngest,
+    headers: &HeaderMap,
+    body: Bytes,
+    export: F,
+    respond: impl FnOnce(Option<Partial>) -> Resp,
+) -> Response
+where
+    Req: Message + Default + DeserializeOwned,
+    Resp: Message + Serialize,
+    F: FnOnce(String, Req, Bytes) -> Fut,
+    Fut: Future<Output = Result<Partial, Refusal>>,
+{
+    let protocol = Protocol::OtlpHttp;
+    let format = match otlp_format(headers) {
+        Ok(f) => f,
+        Err(r) => return otlp_error(Format::Json, &state.gate.refused(protocol, r, 1)),
+    };
+    let result = async {
+        let project = state.project(protocol, headers)?;
+        let body = state
+            .body(headers, body)
+            .map_err(|r| state.gate.refused(protocol, r, 1))?;
+        let request: Req = decode(format, &body).map_err(|r| state.gate.refused(protocol, r, 1))?;
+        export(project, request, body).await
+    }
+    .await;
+    match result {
+        Ok(partial) => encode(format, &respond((partial.rejected > 0).then_some(partial))),
+        Err(refusal) => otlp_error(format, &refusal),
+    }
+}
+
+async fn traces(State(state): State<Arc<HttpIngest>>, headers: HeaderMap, body: Bytes) -> Response {
+    let ingest = state.otlp.clone();
+    otlp(
+        &state,
+        &headers,
+        body,
+        |project, request: ExportTraceServiceRequest, encoded| async move {
+            ingest
+                .traces(Protocol::OtlpHttp, &project, &request, &encoded)
+                .await
+        },
+        |p| ExportTraceServiceResponse {
+            partial_success: p.map(|p| ExportTracePartialSuccess {
+                rejected_spans: p.rejected,
+                error_message: p.message,
+            }),
+        },
+    )
+    .await
+}
+
+async fn metrics(
+    State(state): State<Arc<HttpIngest>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let ingest = state.otlp.clone();
+    otlp(
+        &state,
+        &headers,
+        body,
+        |project, request: ExportMetricsServiceRequest, encoded| async move {
+            ingest
+                .metrics(Protocol::OtlpHttp, &project, &request, &encoded)
+                .await
+        },
+        |p| ExportMetricsServiceResponse {
+            partial_success: p.map(|p| ExportMetricsPartialSuccess {
+                rejected_data_points: p.rejected,
+                error_message: p.message,
+            }),
+        },
+    )
+    .await
+}
+
+async fn logs(State(state): State<Arc<HttpIngest>>, headers: HeaderMap, body: Bytes) -> Response {
+    let ingest = state.otlp.clone();
+    otlp(
+        &state,
+        &headers,
+        body,
+        |project, request: ExportLogsServiceRequest, encoded| async move {
+            ingest
+                .logs(Protocol::OtlpHttp, &project, &request, &encoded)
+                .await
+        },
+        |p| ExportLogsServiceResponse {
+            partial_success: p.map(|p| ExportLogsPartialSuccess {
+                rejected_log_records: p.rejected,
+                error_message: p.message,
+            }),
+        },
+    )
+    .await
+}
+
+/// `POST /api/v1/write`: 204 when everything was stored (stale markers are
+/// not data), 400 naming what was refused after storing the rest.
+async fn remote_write(
+    State(state): State<Arc<HttpIngest>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match remote_write_inner(&state, &headers, body).await {
+        Ok(None) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Some(refused)) => refused.to_response(),
+        Err(refusal) => refusal.to_response(),
+    }
+}
+
+async fn remote_write_inner(
+    state: &HttpIngest,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Option<Refusal>, Refusal> {
+    let protocol = Protocol::RemoteWrite;
+    let gate = &state.gate;
+    let project = state.project(protocol, headers)?;
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if encoding != "snappy" {
+        return Err(gate.refused(
+            protocol,
+            Refusal::invalid(
+                "invalid_encoding",
+                format!(
+                    "content-encoding {encoding:?}: remote_write 1.0 bodies are snappy-compressed"
+                ),
+            ),
+            1,
+        ));
+    }
+    let raw = remote_write::decompress(&body, gate.limits.max_uncompressed_bytes)
+        .map_err(|r| gate.refused(protocol, r, 1))?;
+    let request = remote_write::WriteRequest::decode(&raw[..]).map_err(|e| {
+        gate.refused(
+            protocol,
+            Refusal::invalid(
+                "invalid_encoding",
+                format!("body is not a prometheus.WriteRequest: {e}"),
+            ),
+            1,
+        )
+    })?;
+    let limits = &gate.limits;
+    if request.timeseries.len() > limits.max_series_per_request {
+        return Err(gate.refused(
+            protocol,
+            Refusal::too_large(
+                "request_too_large",
+                format!(
+                    "request carries {} series; at most {} are accepted (limits.max_series_per_request)",
+                    request.timeseries.len(),
+                    limits.max_series_per_request
+                ),
+            ),
+            1,
+        ));
+    }
+    let samples: usize = request.timeseries.iter().map(|t| t.samples.len()).sum();
+    if samples > limits.max_samples_per_request {
+        return Err(gate.refused(
+            protocol,
+            Refusal::too_large(
+                "request_too_large",
+                format!(
+                    "request carries {samples} samples; at most {} are accepted (limits.max_samples_per_request)",
+                    limits.max_samples_per_request
+                ),
+            ),
+            samples as u64,
+        ));
+    }
+    let converted = remote_write::convert(request, gate.window(), limits.max_labels_per_series);
+    if converted.stale > 0 {
+        gate.skipped(protocol, "stale_or_non_finite", converted.stale);
+    }
+    let out = converted.converted;
+    let refused = out.first_refusal.clone().map(|r| {
+        let r = gate.refused(protocol, r, out.rejected);
+        Refusal {
+            message: format!(
+                "{} samples refused, the rest stored; first: {}",
+                out.rejected, r.message
+            ),
+            ..r
+        }
+    });
+    if !out.items.is_empty() {
+        let stored: usize = out.items.iter().map(|s| s.samples.len()).sum();
+        let batch = MetricBatch {
+            project: project.clone(),
+            batch_id: content_batch_id(protocol, Signal::Metrics, &raw),
+            series: out.items,
+        };
+        gate.write(
+            protocol,
+            Signal::Metrics,
+            &project,
+            stored as u64,
+            state.store.write_metrics(batch),
+        )
+        .await?;
+    }
+    Ok(refused)
+}

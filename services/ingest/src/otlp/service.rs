@@ -1,0 +1,182 @@
+//! The transport-free half of OTLP ingest: limits, conversion, the write
+//! through the [`Gate`], and the partial-success answer.
+
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::collector::{
+    logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
+    trace::v1::ExportTraceServiceRequest,
+};
+use vigil_storage::{LogBatch, MetricBatch, SpanBatch, StorageError, TelemetryStore, WriteOutcome};
+
+use super::{Converted, convert_logs, convert_metrics, convert_traces};
+use crate::gate::{Gate, Protocol, Refusal, Signal, content_batch_id};
+
+/// What was refused of an accepted request: OTLP's `partial_success`.
+#[derive(Debug, Default, PartialEq)]
+pub struct Partial {
+    pub rejected: i64,
+    pub message: String,
+}
+
+pub struct OtlpIngest {
+    store: Arc<dyn TelemetryStore>,
+    gate: Arc<Gate>,
+}
+
+impl OtlpIngest {
+    pub fn new(store: Arc<dyn TelemetryStore>, gate: Arc<Gate>) -> Self {
+        Self { store, gate }
+    }
+
+    fn too_many(
+        &self,
+        protocol: Protocol,
+        what: &str,
+        count: usize,
+        limit: usize,
+        field: &str,
+    ) -> Result<(), Refusal> {
+        if count > limit {
+            let refusal = Refusal::too_large(
+                "request_too_large",
+                format!(
+                    "request carries {count} {what}; at most {limit} are accepted (limits.{field})"
+                ),
+            );
+            return Err(self.gate.refused(protocol, refusal, count as u64));
+        }
+        Ok(())
+    }
+
+    /// Stores the converted items; the answer says what was refused. Nothing
+    /// stored and something refused is an error, not a partial success.
+    async fn finish<T, F, Fut>(
+        &self,
+        protocol: Protocol,
+        signal: Signal,
+        project: &str,
+        converted: Converted<T>,
+        write: F,
+    ) -> Result<Partial, Refusal>
+    where
+        F: FnOnce(Vec<T>) -> Fut,
+        Fut: Future<Output = Result<WriteOutcome, StorageError>>,
+    {
+        let partial = Partial {
+            rejected: converted.rejected as i64,
+            message: converted.message(),
+        };
+        if let Some(refusal) = converted.first_refusal.clone() {
+            let refusal = self.gate.refused(protocol, refusal, converted.rejected);
+            if converted.items.is_empty() {
+                return Err(Refusal {
+                    message: partial.message,
+                    ..refusal
+                });
+            }
+        }
+        if converted.items.is_empty() {
+            return Ok(partial);
+        }
+        let items = converted.items.len() as u64;
+        self.gate
+            .write(protocol, signal, project, items, write(converted.items))
+            .await?;
+        Ok(partial)
+    }
+
+    pub async fn traces(
+        &self,
+        protocol: Protocol,
+        project: &str,
+        request: &ExportTraceServiceRequest,
+        encoded: &[u8],
+    ) -> Result<Partial, Refusal> {
+        let count: usize = request
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        let limits = &self.gate.limits;
+        self.too_many(
+            protocol,
+            "spans",
+            count,
+            limits.max_spans_per_request,
+            "max_spans_per_request",
+        )?;
+        let converted = convert_traces(request, self.gate.window());
+        let batch_id = content_batch_id(protocol, Signal::Traces, encoded);
+        self.finish(protocol, Signal::Traces, project, converted, |spans| {
+            self.store.write_spans(SpanBatch {
+                project: project.to_owned(),
+                batch_id,
+                spans,
+            })
+        })
+        .await
+    }
+
+    pub async fn logs(
+        &self,
+        protocol: Protocol,
+        project: &str,
+        request: &ExportLogsServiceRequest,
+        encoded: &[u8],
+    ) -> Result<Partial, Refusal> {
+        let count: usize = request
+            .resource_logs
+            .iter()
+            .flat_map(|r| &r.scope_logs)
+            .map(|s| s.log_records.len())
+            .sum();
+        let limits = &self.gate.limits;
+        self.too_many(
+            protocol,
+            "log records",
+            count,
+            limits.max_logs_per_request,
+            "max_logs_per_request",
+        )?;
+        let now_ns = vigil_runtime::time::now_ms().saturating_mul(1_000_000);
+        let converted = convert_logs(request, self.gate.window(), now_ns);
+        let batch_id = content_batch_id(protocol, Signal::Logs, encoded);
+        self.finish(protocol, Signal::Logs, project, converted, |records| {
+            self.store.write_logs(LogBatch {
+                project: project.to_owned(),
+                batch_id,
+                records,
+            })
+        })
+        .await
+    }
+
+    pub async fn metrics(
+        &self,
+        protocol: Protocol,
+        project: &str,
+        request: &ExportMetricsServiceRequest,
+        encoded: &[u8],
+    ) -> Result<Partial, Refusal> {
+        let limits = &self.gate.limits;
+        let converted = convert_metrics(request, self.gate.window(), limits.max_labels_per_series);
+        self.too_many(
+            protocol,
+            "samples (histogram buckets count one each)",
+            converted.items.len(),
+            limits.max_samples_per_request,
+            "max_samples_per_request",
+        )?;
+        let batch_id = content_batch_id(protocol, Signal::Metrics, encoded);
+        self.finish(protocol, Signal::Metrics, project, converted, |series| {
+            self.store.write_metrics(MetricBatch {
+                project: project.to_owned(),
+                batch_id,
+                series,
+            })
+        })
+        .await
+    }
+}
