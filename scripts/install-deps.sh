@@ -4,7 +4,8 @@
 # checks. Protobuf code is generated with the pure-Rust protox compiler, so
 # no protoc. Servers the tests need are installed here and started by the
 # tests or scripts/test.sh on loopback: ClickHouse (Debian's 18.16) for the
-# storage conformance suite, curl for heartbeat pings. Later tiers add clang
+# storage conformance suite, curl for heartbeat pings, Prometheus,
+# node-exporter and the OpenTelemetry Python SDK as real ingest senders. Later tiers add clang
 # (eBPF), Chromium and an OpenID provider.
 set -euo pipefail
 
@@ -24,6 +25,10 @@ missing=()
 need curl || missing+=(curl)
 need clickhouse-server || missing+=(clickhouse-server clickhouse-client)
 need python3 || missing+=(python3)
+# Real senders for the ingest tests: Prometheus remote-writing what it
+# scrapes from node-exporter.
+need prometheus || missing+=(prometheus)
+need prometheus-node-exporter || missing+=(prometheus-node-exporter)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -35,5 +40,11 @@ fi
 if ! python3 -c 'import chdb' >/dev/null 2>&1; then
   echo "install-deps: installing chdb (PyPI)"
   python3 -m pip install -q --root-user-action=ignore "chdb==4.4.0"
+fi
+# The OpenTelemetry Python SDK and its OTLP exporters: a real OTLP sender.
+if ! python3 -c 'import opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http' >/dev/null 2>&1; then
+  echo "install-deps: installing the OpenTelemetry Python SDK (PyPI)"
+  python3 -m pip install -q --root-user-action=ignore "opentelemetry-sdk==1.45.2" \
+    "opentelemetry-exporter-otlp-proto-grpc==1.45.2" "opentelemetry-exporter-otlp-proto-http==1.45.2"
 fi
 echo "install-deps: toolchain ready ($(rustc --version))"
