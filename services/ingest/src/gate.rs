@@ -252,6 +252,28 @@ impl Gate {
         }
     }
 
+    /// Counts the refusals of a partly accepted request, each under its
+    /// own reason, and hands back the first.
+    pub fn refused_items<T>(
+        &self,
+        protocol: Protocol,
+        converted: &crate::otlp::Converted<T>,
+    ) -> Option<Refusal> {
+        for (reason, count) in &converted.by_reason {
+            self.refused
+                .get_or_create(&[("protocol", protocol.as_str()), ("reason", reason)])
+                .inc_by(*count);
+        }
+        let first = converted.first_refusal.clone()?;
+        tracing::debug!(
+            protocol = protocol.as_str(),
+            refused = converted.rejected,
+            first = %first.message,
+            "items refused"
+        );
+        Some(first)
+    }
+
     /// Counts items left out because they carry no data.
     pub fn skipped(&self, protocol: Protocol, reason: &'static str, items: u64) {
         self.skipped

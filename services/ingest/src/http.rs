@@ -142,11 +142,27 @@ fn encode<T: Message + Serialize>(format: Format, message: &T) -> Response {
             message.encode_to_vec(),
         )
             .into_response(),
-        Format::Json => (
-            [(header::CONTENT_TYPE, "application/json")],
-            serde_json::to_vec(message).unwrap_or_default(),
-        )
-            .into_response(),
+        Format::Json => {
+            // Absent fields are left out, as the protobuf JSON mapping prints them.
+            let mut value = serde_json::to_value(message).unwrap_or_default();
+            strip_nulls(&mut value);
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                value.to_string(),
+            )
+                .into_response()
+        }
+    }
+}
+
+fn strip_nulls(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(strip_nulls);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_nulls),
+        _ => {}
     }
 }
 
@@ -361,15 +377,12 @@ async fn remote_write_inner(
         gate.skipped(protocol, "stale_or_non_finite", converted.stale);
     }
     let out = converted.converted;
-    let refused = out.first_refusal.clone().map(|r| {
-        let r = gate.refused(protocol, r, out.rejected);
-        Refusal {
-            message: format!(
-                "{} samples refused, the rest stored; first: {}",
-                out.rejected, r.message
-            ),
-            ..r
-        }
+    let refused = gate.refused_items(protocol, &out).map(|r| Refusal {
+        message: format!(
+            "{} samples refused, the rest stored; first: {}",
+            out.rejected, r.message
+        ),
+        ..r
     });
     if !out.items.is_empty() {
         let stored: usize = out.items.iter().map(|s| s.samples.len()).sum();

@@ -31,8 +31,10 @@ pub use traces::convert_traces;
 pub struct Converted<T> {
     pub items: Vec<T>,
     pub rejected: u64,
-    /// The first refusal, for the partial-success message and `/metrics`.
+    /// The first refusal, for the partial-success message.
     pub first_refusal: Option<Refusal>,
+    /// How many were refused for each reason, for `/metrics`.
+    pub by_reason: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl<T> Default for Converted<T> {
@@ -41,6 +43,7 @@ impl<T> Default for Converted<T> {
             items: Vec::new(),
             rejected: 0,
             first_refusal: None,
+            by_reason: Default::default(),
         }
     }
 }
@@ -48,6 +51,7 @@ impl<T> Default for Converted<T> {
 impl<T> Converted<T> {
     pub fn reject(&mut self, refusal: Refusal) {
         self.rejected += 1;
+        *self.by_reason.entry(refusal.reason).or_default() += 1;
         if self.first_refusal.is_none() {
             self.first_refusal = Some(refusal);
         }

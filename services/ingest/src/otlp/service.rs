@@ -67,8 +67,7 @@ impl OtlpIngest {
             rejected: converted.rejected as i64,
             message: converted.message(),
         };
-        if let Some(refusal) = converted.first_refusal.clone() {
-            let refusal = self.gate.refused(protocol, refusal, converted.rejected);
+        if let Some(refusal) = self.gate.refused_items(protocol, &converted) {
             if converted.items.is_empty() {
                 return Err(Refusal {
                     message: partial.message,
