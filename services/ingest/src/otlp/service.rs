@@ -67,13 +67,13 @@ impl OtlpIngest {
             rejected: converted.rejected as i64,
             message: converted.message(),
         };
-        if let Some(refusal) = self.gate.refused_items(protocol, &converted) {
-            if converted.items.is_empty() {
-                return Err(Refusal {
-                    message: partial.message,
-                    ..refusal
-                });
-            }
+        if let Some(refusal) = self.gate.refused_items(protocol, &converted)
+            && converted.items.is_empty()
+        {
+            return Err(Refusal {
+                message: partial.message,
+                ..refusal
+            });
         }
         if converted.items.is_empty() {
             return Ok(partial);
