@@ -18,7 +18,7 @@ use opentelemetry_proto::tonic::{
 };
 use prost::Message;
 use vigil_ingest::remote_write::{Label, PromSample, TimeSeries, WriteRequest};
-use vigil_storage::{SeriesSelector, TelemetryStore};
+use vigil_storage::SeriesSelector;
 
 struct Answer {
     status: u16,
