@@ -100,6 +100,14 @@ impl Running {
         self.wait(timeout)
     }
 
+    /// SIGKILL, as a crash or the OOM killer would; waits for the exit.
+    pub fn kill_hard(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Waits up to `timeout` for the process to exit.
     pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
