@@ -3,17 +3,38 @@
 #
 #   scripts/clickhouse.sh start DIR   # installs if needed, starts, prints the HTTP URL
 #   scripts/clickhouse.sh stop DIR
+#   scripts/clickhouse.sh resume DIR  # starts a stopped server again: same data, same ports
 #
 # Debian's clickhouse-server (18.16) is the one these machines can install;
 # its packaging cannot start services (policy-rc.d), so we run the binary
 # ourselves with a copy of its config pointed at DIR and at free ports.
 set -euo pipefail
 
-cmd=${1:?usage: clickhouse.sh start|stop DIR}
+cmd=${1:?usage: clickhouse.sh start|stop|resume DIR}
 dir=${2:?usage: clickhouse.sh start|stop DIR}
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+launch() {
+  nohup clickhouse-server --config-file="$dir/config.xml" > "$dir/log/stdout.log" 2>&1 &
+  echo $! > "$dir/pid"
+  url=$(cat "$dir/url")
+  for _ in $(seq 1 200); do
+    if curl -fsS "$url/ping" >/dev/null 2>&1; then
+      echo "$url"
+      exit 0
+    fi
+    if ! kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
+      echo "clickhouse.sh: server exited; see $dir/log" >&2
+      tail -20 "$dir/log/server.err.log" >&2 || true
+      exit 1
+    fi
+    sleep 0.1
+  done
+  echo "clickhouse.sh: server did not answer on $url within 20 s" >&2
+  exit 1
 }
 
 case "$cmd" in
@@ -41,23 +62,12 @@ start)
       /etc/clickhouse-server/config.xml > "$dir/config.xml"
   cp /etc/clickhouse-server/users.xml "$dir/users.xml"
   sed -i "s#<users_config>users.xml</users_config>#<users_config>$dir/users.xml</users_config>#" "$dir/config.xml"
-  nohup clickhouse-server --config-file="$dir/config.xml" > "$dir/log/stdout.log" 2>&1 &
-  echo $! > "$dir/pid"
-  url="http://127.0.0.1:$http_port"
-  for _ in $(seq 1 200); do
-    if curl -fsS "$url/ping" >/dev/null 2>&1; then
-      echo "$url"
-      exit 0
-    fi
-    if ! kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
-      echo "clickhouse.sh: server exited; see $dir/log" >&2
-      tail -20 "$dir/log/server.err.log" >&2 || true
-      exit 1
-    fi
-    sleep 0.1
-  done
-  echo "clickhouse.sh: server did not answer on $url within 20 s" >&2
-  exit 1
+  echo "http://127.0.0.1:$http_port" > "$dir/url"
+  launch
+  ;;
+resume)
+  [ -f "$dir/config.xml" ] || { echo "clickhouse.sh: no server was started in $dir" >&2; exit 1; }
+  launch
   ;;
 stop)
   if [ -f "$dir/pid" ]; then
@@ -71,7 +81,7 @@ stop)
   fi
   ;;
 *)
-  echo "usage: clickhouse.sh start|stop DIR" >&2
+  echo "usage: clickhouse.sh start|stop|resume DIR" >&2
   exit 2
   ;;
 esac
