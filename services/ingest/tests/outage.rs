@@ -4,7 +4,7 @@
 //! acknowledged. Ingest answers 503 with Retry-After while it is down; once
 //! it is back every request is stored, each exactly once.
 
-#![allow(clippy::unwrap_used, clippy::print_stderr)]
+#![allow(clippy::unwrap_used, clippy::print_stderr, clippy::disallowed_methods)] // sender threads sleep between retries
 
 mod common;
 

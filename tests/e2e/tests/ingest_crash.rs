@@ -34,7 +34,7 @@ fn start_ingest(dir: &Path, config: &str, http: u16) -> Running {
 /// Request `i`: even ones are remote_write (series `crash_seq{seq="i"}`
 /// with value i), odd ones OTLP/HTTP JSON logs (one line with token `seqtoki`).
 fn request(i: usize, now_ms: i64) -> (String, Vec<(&'static str, String)>, Vec<u8>) {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         let raw = WriteRequest {
             timeseries: vec![TimeSeries {
                 labels: vec![
