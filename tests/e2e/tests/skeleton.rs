@@ -308,7 +308,7 @@ fn monolith_walking_skeleton() {
         http_get(&format!("http://127.0.0.1:{}/metrics", p.ingest_http)).expect("metrics");
     assert_eq!(status, 200);
     assert!(
-        metrics.contains("vigil_ingest_agent_batches_total{outcome=\"stored\"}"),
+        metrics.contains("vigil_ingest_stored_items_total{protocol=\"agent\",signal=\"metrics\"}"),
         "{metrics}"
     );
     assert!(
