@@ -266,6 +266,11 @@ pub struct RedbStore {
 /// Opens (creating it and its folder if needed) a redb file. redb holds a
 /// file for one process: a file open elsewhere is refused with a clear error.
 /// Services keep their own state (incidents, pings) with this too.
+/// redb's page cache per database. Its default (1 GiB) made a busy
+/// monolith's RSS grow past 400 MiB under load; the OS page cache holds
+/// the file anyway.
+const CACHE_BYTES: usize = 64 << 20;
+
 pub fn open_database(path: &Path) -> Result<Database, StorageError> {
     let open_err = |message: String| StorageError::Open {
         path: path.to_owned(),
@@ -274,12 +279,15 @@ pub fn open_database(path: &Path) -> Result<Database, StorageError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| open_err(e.to_string()))?;
     }
-    Database::create(path).map_err(|e| match e {
-        redb::DatabaseError::DatabaseAlreadyOpen => StorageError::AlreadyOpen {
-            path: path.to_owned(),
-        },
-        other => open_err(other.to_string()),
-    })
+    Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)
+        .map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StorageError::AlreadyOpen {
+                path: path.to_owned(),
+            },
+            other => open_err(other.to_string()),
+        })
 }
 
 /// Encodes a record for a redb value (postcard).
