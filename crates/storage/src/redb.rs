@@ -45,7 +45,7 @@ use vigil_runtime::time::now_ms;
 
 use crate::{
     MaintenanceReport, StorageError, TelemetryStore,
-    block::{decode_block, encode_block},
+    block::{decode_block, decode_chunk, encode_block, encode_chunk},
     log::{LogBatch, LogEntry, LogPage, LogQuery, LogRecord, record_id, tokens},
     model::{Labels, MetricBatch, Sample, SeriesData, SeriesSelector, WriteOutcome, series_id},
     profile::{
@@ -68,11 +68,19 @@ const BATCHES: TableDefinition<(&str, &str), i64> = TableDefinition::new("batche
 const BATCHES_BY_TIME: TableDefinition<(i64, &str, &str), ()> =
     TableDefinition::new("batches_by_time");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// (project, trace id, span id) → the span, postcard-encoded.
-const SPANS: TableDefinition<(&str, u128, u64), &[u8]> = TableDefinition::new("spans");
-/// (start ns, project, trace id, span id) → span summary: time-ordered, for
-/// searches and retention.
-const SPAN_TIME: TableDefinition<(i64, &str, u128, u64), &[u8]> = TableDefinition::new("span_time");
+/// (project, chunk) → the spans of one batch, compressed together
+/// ([`encode_chunk`]). Chunk numbers grow with every batch.
+const SPAN_CHUNKS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("span_chunks");
+/// (project, trace id, chunk): which chunks hold spans of a trace.
+const SPAN_TRACES: TableDefinition<(&str, u128, u64), ()> = TableDefinition::new("span_traces");
+/// (project, newest span start ns, chunk) → oldest span start: chunks in
+/// time order, for searches.
+const SPAN_CHUNK_TIME: TableDefinition<(&str, i64, u64), i64> =
+    TableDefinition::new("span_chunk_time");
+/// (oldest span start ns, project, chunk): chunks by their oldest span, for
+/// retention.
+const SPAN_CHUNK_OLDEST: TableDefinition<(i64, &str, u64), ()> =
+    TableDefinition::new("span_chunk_oldest");
 /// (project, time ns, record id) → the log record, postcard-encoded.
 const LOGS: TableDefinition<(&str, i64, u64), &[u8]> = TableDefinition::new("logs");
 /// (project, token, time ns, record id): the text index.
@@ -85,12 +93,15 @@ const PROFILES: TableDefinition<(&str, i64, u64), &[u8]> = TableDefinition::new(
 const PROFILE_TIME: TableDefinition<(i64, &str, u64), ()> = TableDefinition::new("profile_time");
 const EVENTS: TableDefinition<(&str, i64, u64), &[u8]> = TableDefinition::new("events");
 const EVENT_TIME: TableDefinition<(i64, &str, u64), ()> = TableDefinition::new("event_time");
-/// (project, service, start ns, trace id, span id): searches by service.
-const SPAN_SERVICE: TableDefinition<(&str, &str, i64, u128, u64), ()> =
-    TableDefinition::new("span_service");
+/// (project, service, newest start ns of the service's spans in the chunk,
+/// chunk) → their oldest start: searches by service.
+const SPAN_SERVICE_CHUNKS: TableDefinition<(&str, &str, i64, u64), i64> =
+    TableDefinition::new("span_service_chunks");
+/// The next span chunk number, in META.
+const SPAN_CHUNK_SEQ: &str = "span_chunk_seq";
 
 /// The layout version this code writes; a file of another layout is refused.
-const LAYOUT_VERSION: u64 = 3;
+const LAYOUT_VERSION: u64 = 4;
 /// The label under which the metric name is indexed.
 pub const NAME_LABEL: &str = "__name__";
 
@@ -300,6 +311,97 @@ pub fn decode_record<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, 
     postcard::from_bytes(bytes).map_err(|e| StorageError::Corrupt(e.to_string()))
 }
 
+/// The time range of a chunk's spans, overall and per service.
+struct ChunkMeta {
+    oldest: i64,
+    newest: i64,
+    services: BTreeMap<String, (i64, i64)>,
+}
+
+impl ChunkMeta {
+    fn of(spans: &[Span]) -> Self {
+        let mut meta = Self {
+            oldest: i64::MAX,
+            newest: i64::MIN,
+            services: BTreeMap::new(),
+        };
+        for span in spans {
+            meta.oldest = meta.oldest.min(span.start_ns);
+            meta.newest = meta.newest.max(span.start_ns);
+            let range = meta
+                .services
+                .entry(span.service.clone())
+                .or_insert((span.start_ns, span.start_ns));
+            range.0 = range.0.min(span.start_ns);
+            range.1 = range.1.max(span.start_ns);
+        }
+        meta
+    }
+}
+
+/// Stores `spans` (not empty) as chunk `chunk` with its index entries: one
+/// per trace it touches, its time range, and per service the range of that
+/// service's spans.
+fn put_span_chunk(
+    txn: &redb::WriteTransaction,
+    project: &str,
+    chunk: u64,
+    spans: &[Span],
+) -> Result<(), StorageError> {
+    let meta = ChunkMeta::of(spans);
+    txn.open_table(SPAN_CHUNKS)?
+        .insert((project, chunk), encode_chunk(spans)?.as_slice())?;
+    let mut traces = txn.open_table(SPAN_TRACES)?;
+    let mut trace_ids: Vec<u128> = spans
+        .iter()
+        .map(|s| u128::from_be_bytes(s.trace_id))
+        .collect();
+    trace_ids.sort_unstable();
+    trace_ids.dedup();
+    for tid in trace_ids {
+        traces.insert((project, tid, chunk), ())?;
+    }
+    let mut by_service = txn.open_table(SPAN_SERVICE_CHUNKS)?;
+    for (service, (oldest, newest)) in &meta.services {
+        by_service.insert((project, service.as_str(), *newest, chunk), *oldest)?;
+    }
+    txn.open_table(SPAN_CHUNK_TIME)?
+        .insert((project, meta.newest, chunk), meta.oldest)?;
+    txn.open_table(SPAN_CHUNK_OLDEST)?
+        .insert((meta.oldest, project, chunk), ())?;
+    Ok(())
+}
+
+/// Removes chunk `chunk` and its index entries; returns its spans.
+fn drop_span_chunk(
+    txn: &redb::WriteTransaction,
+    project: &str,
+    chunk: u64,
+) -> Result<Vec<Span>, StorageError> {
+    let Some(spans) = txn
+        .open_table(SPAN_CHUNKS)?
+        .remove((project, chunk))?
+        .map(|v| decode_chunk::<Span>(v.value()))
+        .transpose()?
+    else {
+        return Ok(Vec::new());
+    };
+    let meta = ChunkMeta::of(&spans);
+    let mut traces = txn.open_table(SPAN_TRACES)?;
+    for span in &spans {
+        traces.remove((project, u128::from_be_bytes(span.trace_id), chunk))?;
+    }
+    let mut by_service = txn.open_table(SPAN_SERVICE_CHUNKS)?;
+    for (service, (_, newest)) in &meta.services {
+        by_service.remove((project, service.as_str(), *newest, chunk))?;
+    }
+    txn.open_table(SPAN_CHUNK_TIME)?
+        .remove((project, meta.newest, chunk))?;
+    txn.open_table(SPAN_CHUNK_OLDEST)?
+        .remove((meta.oldest, project, chunk))?;
+    Ok(spans)
+}
+
 /// The start of the window holding `ts`.
 fn window_of(ts: i64, width: i64) -> i64 {
     ts.div_euclid(width) * width
@@ -386,9 +488,11 @@ impl RedbStore {
             txn.open_table(BLOCKS)?;
             txn.open_table(BATCHES)?;
             txn.open_table(BATCHES_BY_TIME)?;
-            txn.open_table(SPANS)?;
-            txn.open_table(SPAN_TIME)?;
-            txn.open_table(SPAN_SERVICE)?;
+            txn.open_table(SPAN_CHUNKS)?;
+            txn.open_table(SPAN_TRACES)?;
+            txn.open_table(SPAN_CHUNK_TIME)?;
+            txn.open_table(SPAN_CHUNK_OLDEST)?;
+            txn.open_table(SPAN_SERVICE_CHUNKS)?;
             txn.open_table(LOGS)?;
             txn.open_table(LOG_TOKENS)?;
             txn.open_table(LOG_TIME)?;
@@ -818,8 +922,10 @@ impl Core {
         Ok(LogPage::from_matches(found, limit))
     }
 
-    /// Applies one validated span batch inside `txn`. A span written again
-    /// (same ids) replaces the earlier one, index entries included.
+    /// Applies one validated span batch inside `txn`: one compressed chunk,
+    /// an entry per trace it touches, its time range, and per service the
+    /// range of that service's spans. A span written again (same ids) in a
+    /// later batch is read in its later form.
     fn apply_spans(
         txn: &redb::WriteTransaction,
         batch: &SpanBatch,
@@ -830,31 +936,12 @@ impl Core {
         if batches.get((project, batch_key.as_str()))?.is_some() {
             return Ok(WriteOutcome::Duplicate);
         }
-        let mut spans = txn.open_table(SPANS)?;
-        let mut by_time = txn.open_table(SPAN_TIME)?;
-        let mut by_service = txn.open_table(SPAN_SERVICE)?;
-        for span in &batch.spans {
-            let (tid, sid) = (
-                u128::from_be_bytes(span.trace_id),
-                u64::from_be_bytes(span.span_id),
-            );
-            let earlier = spans
-                .get((project, tid, sid))?
-                .map(|v| decode_record::<Span>(v.value()))
-                .transpose()?;
-            if let Some(old) = earlier {
-                by_time.remove((old.start_ns, project, tid, sid))?;
-                by_service.remove((project, old.service.as_str(), old.start_ns, tid, sid))?;
-            }
-            spans.insert((project, tid, sid), encode_record(span)?.as_slice())?;
-            by_time.insert(
-                (span.start_ns, project, tid, sid),
-                encode_record(&SpanSummary::from(span))?.as_slice(),
-            )?;
-            by_service.insert(
-                (project, span.service.as_str(), span.start_ns, tid, sid),
-                (),
-            )?;
+        if !batch.spans.is_empty() {
+            let mut seq_table = txn.open_table(META)?;
+            let chunk = seq_table.get(SPAN_CHUNK_SEQ)?.map_or(0, |v| v.value());
+            seq_table.insert(SPAN_CHUNK_SEQ, chunk + 1)?;
+            drop(seq_table);
+            put_span_chunk(txn, project, chunk, &batch.spans)?;
         }
         let now = now_ms();
         batches.insert((project, batch_key.as_str()), now)?;
@@ -867,69 +954,109 @@ impl Core {
 
     fn trace_blocking(&self, project: &str, trace_id: [u8; 16]) -> Result<Vec<Span>, StorageError> {
         let txn = self.db.begin_read()?;
-        let spans = txn.open_table(SPANS)?;
+        let traces = txn.open_table(SPAN_TRACES)?;
+        let chunks = txn.open_table(SPAN_CHUNKS)?;
         let tid = u128::from_be_bytes(trace_id);
-        let mut out = Vec::new();
-        for entry in spans.range((project, tid, 0u64)..=(project, tid, u64::MAX))? {
-            out.push(decode_record::<Span>(entry?.1.value())?);
+        // Later chunks first, so that a span written again wins.
+        let mut found: BTreeMap<[u8; 8], Span> = BTreeMap::new();
+        for entry in traces
+            .range((project, tid, 0u64)..=(project, tid, u64::MAX))?
+            .rev()
+        {
+            let (_, _, chunk) = entry?.0.value();
+            let Some(bytes) = chunks.get((project, chunk))? else {
+                return Err(StorageError::Corrupt(format!(
+                    "span chunk {chunk} is indexed but missing"
+                )));
+            };
+            for span in decode_chunk::<Span>(bytes.value())? {
+                if span.trace_id == trace_id {
+                    found.entry(span.span_id).or_insert(span);
+                }
+            }
         }
+        let mut out: Vec<Span> = found.into_values().collect();
         crate::trace::sort_trace(&mut out);
         Ok(out)
     }
 
+    /// Newest spans first: chunks are visited by their newest span, and the
+    /// visit stops once no older chunk can hold a span newer than the
+    /// `limit`-th found.
     fn search_blocking(
         &self,
         project: &str,
         query: &TraceQuery,
     ) -> Result<Vec<SpanSummary>, StorageError> {
         let limit = if query.limit == 0 { 100 } else { query.limit };
-        let txn = self.db.begin_read()?;
-        let by_time = txn.open_table(SPAN_TIME)?;
-        let mut out = Vec::new();
         if query.end_ns < query.start_ns {
-            return Ok(out);
+            return Ok(Vec::new());
         }
-        match &query.service {
-            Some(service) => {
-                let by_service = txn.open_table(SPAN_SERVICE)?;
-                let range = (project, service.as_str(), query.start_ns, 0u128, 0u64)
-                    ..=(project, service.as_str(), query.end_ns, u128::MAX, u64::MAX);
-                for entry in by_service.range(range)?.rev() {
-                    let (key, _) = entry?;
-                    let (_, _, start, tid, sid) = key.value();
-                    let Some(summary) = by_time.get((start, project, tid, sid))? else {
-                        return Err(StorageError::Corrupt(format!(
-                            "span {sid:016x} indexed by service but not by time"
-                        )));
-                    };
-                    let summary: SpanSummary = decode_record(summary.value())?;
-                    if query.matches(&summary) {
-                        out.push(summary);
-                    }
-                    if out.len() >= limit {
-                        break;
-                    }
+        let txn = self.db.begin_read()?;
+        let chunks = txn.open_table(SPAN_CHUNKS)?;
+        // (newest start, chunk, oldest start) of every chunk that may match
+        let candidates: Vec<(i64, u64, i64)> = match &query.service {
+            Some(service) => txn
+                .open_table(SPAN_SERVICE_CHUNKS)?
+                .range(
+                    (project, service.as_str(), query.start_ns, 0u64)
+                        ..=(project, service.as_str(), i64::MAX, u64::MAX),
+                )?
+                .rev()
+                .map(|e| {
+                    let (key, oldest) = e?;
+                    let (_, _, newest, chunk) = key.value();
+                    Ok((newest, chunk, oldest.value()))
+                })
+                .collect::<Result<_, StorageError>>()?,
+            None => txn
+                .open_table(SPAN_CHUNK_TIME)?
+                .range((project, query.start_ns, 0u64)..=(project, i64::MAX, u64::MAX))?
+                .rev()
+                .map(|e| {
+                    let (key, oldest) = e?;
+                    let (_, newest, chunk) = key.value();
+                    Ok((newest, chunk, oldest.value()))
+                })
+                .collect::<Result<_, StorageError>>()?,
+        };
+        // (trace, span) → (chunk, summary): the latest write of each span
+        let mut found: BTreeMap<([u8; 16], [u8; 8]), (u64, SpanSummary)> = BTreeMap::new();
+        let mut starts: Vec<i64> = Vec::new();
+        for (newest, chunk, oldest) in candidates {
+            if oldest > query.end_ns {
+                continue;
+            }
+            if starts.len() >= limit {
+                starts.sort_unstable_by(|a, b| b.cmp(a));
+                starts.truncate(limit);
+                if newest < starts[limit - 1] {
+                    break;
                 }
             }
-            None => {
-                let range = (query.start_ns, "", 0u128, 0u64)
-                    ..(query.end_ns.saturating_add(1), "", 0u128, 0u64);
-                for entry in by_time.range(range)?.rev() {
-                    let (key, value) = entry?;
-                    if key.value().1 != project {
-                        continue;
-                    }
-                    let summary: SpanSummary = decode_record(value.value())?;
-                    if query.matches(&summary) {
-                        out.push(summary);
-                    }
-                    if out.len() >= limit {
-                        break;
-                    }
+            let Some(bytes) = chunks.get((project, chunk))? else {
+                return Err(StorageError::Corrupt(format!(
+                    "span chunk {chunk} is indexed but missing"
+                )));
+            };
+            for span in decode_chunk::<Span>(bytes.value())? {
+                if span.start_ns < query.start_ns || span.start_ns > query.end_ns {
+                    continue;
+                }
+                let summary = SpanSummary::from(&span);
+                if !query.matches(&summary) {
+                    continue;
+                }
+                let key = (span.trace_id, span.span_id);
+                if found.get(&key).is_none_or(|(c, _)| *c < chunk) {
+                    starts.push(summary.start_ns);
+                    found.insert(key, (chunk, summary));
                 }
             }
         }
+        let mut out: Vec<SpanSummary> = found.into_values().map(|(_, s)| s).collect();
         crate::trace::sort_summaries(&mut out);
+        out.truncate(limit);
         Ok(out)
     }
 
@@ -1248,23 +1375,28 @@ impl Core {
             let span_cutoff = now
                 .saturating_sub(self.options.traces_retention_ms)
                 .saturating_mul(1_000_000);
-            let mut span_time = txn.open_table(SPAN_TIME)?;
-            let mut spans = txn.open_table(SPANS)?;
-            let mut span_service = txn.open_table(SPAN_SERVICE)?;
-            let mut old_spans = Vec::new();
-            for entry in
-                span_time.range((i64::MIN, "", 0u128, 0u64)..(span_cutoff, "", 0u128, 0u64))?
-            {
-                let (key, value) = entry?;
-                let (start, project, tid, sid) = key.value();
-                let summary: SpanSummary = decode_record(value.value())?;
-                old_spans.push((start, project.to_owned(), tid, sid, summary.service));
-            }
-            for (start, project, tid, sid, service) in old_spans {
-                span_time.remove((start, project.as_str(), tid, sid))?;
-                spans.remove((project.as_str(), tid, sid))?;
-                span_service.remove((project.as_str(), service.as_str(), start, tid, sid))?;
-                spans_dropped += 1;
+            // Chunks holding a span past retention lose it; a chunk left
+            // empty goes.
+            let old_chunks: Vec<(String, u64)> = txn
+                .open_table(SPAN_CHUNK_OLDEST)?
+                .range((i64::MIN, "", 0u64)..(span_cutoff, "", 0u64))?
+                .map(|e| {
+                    let (key, _) = e?;
+                    let (_, project, chunk) = key.value();
+                    Ok((project.to_owned(), chunk))
+                })
+                .collect::<Result<_, StorageError>>()?;
+            for (project, chunk) in old_chunks {
+                let spans = drop_span_chunk(&txn, &project, chunk)?;
+                let before = spans.len();
+                let kept: Vec<Span> = spans
+                    .into_iter()
+                    .filter(|s| s.start_ns >= span_cutoff)
+                    .collect();
+                spans_dropped += (before - kept.len()) as u64;
+                if !kept.is_empty() {
+                    put_span_chunk(&txn, &project, chunk, &kept)?;
+                }
             }
 
             let log_cutoff = now

@@ -581,6 +581,78 @@ conformance!(spans_round_trip_by_trace_id, |store, backend| {
     );
 });
 
+conformance!(span_search_newest_first_across_batches, |store, backend| {
+    let t = (now_ms() - 600_000) * 1_000_000;
+    // Batches whose time ranges overlap: the first holds the oldest and the
+    // newest span, later ones the middle.
+    let s = |trace: u8, service: &str, at: i64| span(trace, 1, 0, service, "op", t + at, 1_000);
+    let writes = [
+        vec![s(1, "web", 0), s(9, "web", 9_000)],
+        vec![s(2, "db", 2_000), s(3, "web", 3_000)],
+        vec![s(4, "web", 4_000), s(5, "db", 5_000)],
+        vec![s(6, "web", 6_000), s(7, "web", 7_000), s(8, "db", 8_000)],
+    ];
+    for (i, spans) in writes.into_iter().enumerate() {
+        store
+            .write_spans(span_batch("p", &format!("b{i}"), spans))
+            .await
+            .unwrap();
+    }
+    let search = |service: Option<&str>, limit: usize, start: i64, end: i64| TraceQuery {
+        service: service.map(str::to_owned),
+        start_ns: t + start,
+        end_ns: t + end,
+        limit,
+        ..TraceQuery::default()
+    };
+    let traces = |found: Vec<SpanSummary>| found.iter().map(|s| s.trace_id[0]).collect::<Vec<_>>();
+    let all = store
+        .search_spans("p", &search(None, 3, 0, 10_000))
+        .await
+        .unwrap();
+    assert_eq!(traces(all), [9, 8, 7], "{backend}: newest three");
+    let web = store
+        .search_spans("p", &search(Some("web"), 4, 0, 10_000))
+        .await
+        .unwrap();
+    assert_eq!(traces(web), [9, 7, 6, 4], "{backend}: newest four of web");
+    let window = store
+        .search_spans("p", &search(None, 10, 2_000, 5_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        traces(window),
+        [5, 4, 3, 2],
+        "{backend}: inside the window only"
+    );
+});
+
+conformance!(
+    a_span_written_again_reads_in_its_later_form,
+    |store, backend| {
+        let t = (now_ms() - 60_000) * 1_000_000;
+        let first = span(1, 1, 0, "web", "GET /", t, 1_000);
+        store
+            .write_spans(span_batch(
+                "p",
+                "first",
+                vec![first.clone(), span(1, 2, 1, "db", "SELECT", t, 10)],
+            ))
+            .await
+            .unwrap();
+        let mut again = first;
+        again.status = StatusCode::Error;
+        again.status_message = "retried export, later state".into();
+        store
+            .write_spans(span_batch("p", "second", vec![again.clone()]))
+            .await
+            .unwrap();
+        let trace = store.trace("p", [1; 16]).await.unwrap();
+        assert_eq!(trace.len(), 2, "{backend}: the span once");
+        assert!(trace.contains(&again), "{backend}: in its later form");
+    }
+);
+
 conformance!(span_search_filters_and_orders, |store, backend| {
     let t = (now_ms() - 60_000) * 1_000_000;
     let mut failed = span(3, 3, 0, "web", "POST /pay", t + 3_000, 900_000_000);

@@ -10,6 +10,8 @@
 //! once too. Limits, rates and backpressure live in [`gate`].
 
 mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gate;
 mod http;
 mod otlp;

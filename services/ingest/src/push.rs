@@ -12,7 +12,10 @@ use vigil_proto::{
 use vigil_runtime::auth::Project;
 use vigil_storage::{Labels, MetricBatch, Sample, SeriesWrite, TelemetryStore, WriteOutcome};
 
-use crate::gate::{Gate, Protocol, Refusal, Signal};
+use crate::{
+    config::LimitsConfig,
+    gate::{Gate, Protocol, Refusal, Signal, TimeWindow},
+};
 
 /// Longest batch id accepted, in bytes.
 pub const MAX_BATCH_ID_BYTES: usize = 128;
@@ -26,113 +29,116 @@ impl PushService {
     pub fn new(store: Arc<dyn TelemetryStore>, gate: Arc<Gate>) -> Self {
         Self { store, gate }
     }
+}
 
-    /// Turns a request into a store batch, refusing what is malformed or over
-    /// the limits with a message naming the problem. Agent batches are
-    /// refused whole: the agent keeps them and the operator sees why.
-    fn to_batch(&self, project: String, request: PushRequest) -> Result<MetricBatch, Refusal> {
-        let limits = &self.gate.limits;
-        let id = &request.batch_id;
-        if id.is_empty()
-            || id.len() > MAX_BATCH_ID_BYTES
-            || !id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
-        {
-            return Err(Refusal::invalid(
-                "invalid_batch_id",
-                format!("batch_id must be 1-{MAX_BATCH_ID_BYTES} bytes of [A-Za-z0-9._:-]"),
-            ));
-        }
-        let series_count: usize = request.metrics.iter().map(|m| m.series.len()).sum();
-        if series_count > limits.max_series_per_request {
-            return Err(Refusal::too_large(
-                "request_too_large",
-                format!(
-                    "batch has {series_count} series; at most {} are accepted per batch (limits.max_series_per_request)",
-                    limits.max_series_per_request
-                ),
-            ));
-        }
-        let sample_count: usize = request
-            .metrics
-            .iter()
-            .flat_map(|m| &m.series)
-            .map(|s| s.samples.len())
-            .sum();
-        if sample_count > limits.max_samples_per_request {
-            return Err(Refusal::too_large(
-                "request_too_large",
-                format!(
-                    "batch has {sample_count} samples; at most {} are accepted per batch (limits.max_samples_per_request)",
-                    limits.max_samples_per_request
-                ),
-            ));
-        }
-        let window = self.gate.window();
-        let mut series = Vec::with_capacity(series_count);
-        for resource_metrics in request.metrics {
-            let resource = resource_labels(resource_metrics.resource.as_ref());
-            for ts in resource_metrics.series {
-                let mut labels: Labels = resource.clone();
-                for label in ts.labels {
-                    if label.value.is_empty() {
-                        continue; // Prometheus: an empty label is an absent label.
-                    }
-                    if resource.contains_key(&label.name) {
-                        return Err(Refusal::invalid(
-                            "invalid_series",
-                            format!(
-                                "series {}: label {:?} is a resource attribute; set it on the resource",
-                                ts.name, label.name
-                            ),
-                        ));
-                    }
-                    if labels.insert(label.name.clone(), label.value).is_some() {
-                        return Err(Refusal::invalid(
-                            "invalid_series",
-                            format!("series {}: label {:?} is given twice", ts.name, label.name),
-                        ));
-                    }
+/// Turns a request into a store batch, refusing what is malformed or over
+/// the limits with a message naming the problem. Agent batches are refused
+/// whole: the agent keeps them and the operator sees why.
+pub fn to_batch(
+    limits: &LimitsConfig,
+    window: TimeWindow,
+    project: String,
+    request: PushRequest,
+) -> Result<MetricBatch, Refusal> {
+    let id = &request.batch_id;
+    if id.is_empty()
+        || id.len() > MAX_BATCH_ID_BYTES
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+    {
+        return Err(Refusal::invalid(
+            "invalid_batch_id",
+            format!("batch_id must be 1-{MAX_BATCH_ID_BYTES} bytes of [A-Za-z0-9._:-]"),
+        ));
+    }
+    let series_count: usize = request.metrics.iter().map(|m| m.series.len()).sum();
+    if series_count > limits.max_series_per_request {
+        return Err(Refusal::too_large(
+            "request_too_large",
+            format!(
+                "batch has {series_count} series; at most {} are accepted per batch (limits.max_series_per_request)",
+                limits.max_series_per_request
+            ),
+        ));
+    }
+    let sample_count: usize = request
+        .metrics
+        .iter()
+        .flat_map(|m| &m.series)
+        .map(|s| s.samples.len())
+        .sum();
+    if sample_count > limits.max_samples_per_request {
+        return Err(Refusal::too_large(
+            "request_too_large",
+            format!(
+                "batch has {sample_count} samples; at most {} are accepted per batch (limits.max_samples_per_request)",
+                limits.max_samples_per_request
+            ),
+        ));
+    }
+    let mut series = Vec::with_capacity(series_count);
+    for resource_metrics in request.metrics {
+        let resource = resource_labels(resource_metrics.resource.as_ref());
+        for ts in resource_metrics.series {
+            let mut labels: Labels = resource.clone();
+            for label in ts.labels {
+                if label.value.is_empty() {
+                    continue; // Prometheus: an empty label is an absent label.
                 }
-                if labels.len() + 1 > limits.max_labels_per_series {
+                if resource.contains_key(&label.name) {
                     return Err(Refusal::invalid(
-                        "too_many_labels",
+                        "invalid_series",
                         format!(
-                            "series {} has {} labels; at most {} are accepted (limits.max_labels_per_series)",
-                            ts.name,
-                            labels.len() + 1,
-                            limits.max_labels_per_series
+                            "series {}: label {:?} is a resource attribute; set it on the resource",
+                            ts.name, label.name
                         ),
                     ));
                 }
-                for s in &ts.samples {
-                    window.check_ms(s.timestamp_ms)?;
+                if labels.insert(label.name.clone(), label.value).is_some() {
+                    return Err(Refusal::invalid(
+                        "invalid_series",
+                        format!("series {}: label {:?} is given twice", ts.name, label.name),
+                    ));
                 }
-                series.push(SeriesWrite {
-                    metric: ts.name,
-                    labels,
-                    samples: ts
-                        .samples
-                        .into_iter()
-                        .map(|s| Sample {
-                            timestamp_ms: s.timestamp_ms,
-                            value: s.value,
-                        })
-                        .collect(),
-                });
             }
+            if labels.len() + 1 > limits.max_labels_per_series {
+                return Err(Refusal::invalid(
+                    "too_many_labels",
+                    format!(
+                        "series {} has {} labels; at most {} are accepted (limits.max_labels_per_series)",
+                        ts.name,
+                        labels.len() + 1,
+                        limits.max_labels_per_series
+                    ),
+                ));
+            }
+            for s in &ts.samples {
+                window.check_ms(s.timestamp_ms)?;
+            }
+            series.push(SeriesWrite {
+                metric: ts.name,
+                labels,
+                samples: ts
+                    .samples
+                    .into_iter()
+                    .map(|s| Sample {
+                        timestamp_ms: s.timestamp_ms,
+                        value: s.value,
+                    })
+                    .collect(),
+            });
         }
-        for s in &series {
-            s.validate()
-                .map_err(|e| Refusal::invalid("invalid_series", e.to_string()))?;
-        }
-        Ok(MetricBatch {
-            project,
-            batch_id: request.batch_id,
-            series,
-        })
     }
+    for s in &series {
+        s.validate()
+            .map_err(|e| Refusal::invalid("invalid_series", e.to_string()))?;
+    }
+    Ok(MetricBatch {
+        project,
+        batch_id: request.batch_id,
+        series,
+    })
 }
 
 fn resource_labels(resource: Option<&Resource>) -> Labels {
@@ -162,9 +168,13 @@ impl TelemetryService for PushService {
             .cloned()
             .ok_or_else(|| Status::unauthenticated("no project: the API key check did not run"))?;
         let protocol = Protocol::Agent;
-        let batch = self
-            .to_batch(project.0.clone(), request.into_inner())
-            .map_err(|r| self.gate.refused(protocol, r, 1).to_status())?;
+        let batch = to_batch(
+            &self.gate.limits,
+            self.gate.window(),
+            project.0.clone(),
+            request.into_inner(),
+        )
+        .map_err(|r| self.gate.refused(protocol, r, 1).to_status())?;
         let batch_id = batch.batch_id.clone();
         let samples: usize = batch.series.iter().map(|s| s.samples.len()).sum();
         let outcome = self
