@@ -81,12 +81,22 @@ const SPAN_CHUNK_TIME: TableDefinition<(&str, i64, u64), i64> =
 /// retention.
 const SPAN_CHUNK_OLDEST: TableDefinition<(i64, &str, u64), ()> =
     TableDefinition::new("span_chunk_oldest");
-/// (project, time ns, record id) → the log record, postcard-encoded.
-const LOGS: TableDefinition<(&str, i64, u64), &[u8]> = TableDefinition::new("logs");
-/// (project, token, time ns, record id): the text index.
-const LOG_TOKENS: TableDefinition<(&str, &str, i64, u64), ()> = TableDefinition::new("log_tokens");
-/// (time ns, project, record id): time order across projects, for retention.
-const LOG_TIME: TableDefinition<(i64, &str, u64), ()> = TableDefinition::new("log_time");
+/// (project, chunk) → the log records of one batch with their ids,
+/// compressed together ([`encode_chunk`]).
+const LOG_CHUNKS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("log_chunks");
+/// (project, newest record time ns, chunk) → oldest record time: chunks in
+/// time order, for searches.
+const LOG_CHUNK_TIME: TableDefinition<(&str, i64, u64), i64> =
+    TableDefinition::new("log_chunk_time");
+/// (oldest record time ns, project, chunk): for retention.
+const LOG_CHUNK_OLDEST: TableDefinition<(i64, &str, u64), ()> =
+    TableDefinition::new("log_chunk_oldest");
+/// (project, term, newest time of the chunk's records holding it, chunk)
+/// → their oldest time. Terms are body tokens, and [`service_term`],
+/// [`trace_term`], [`pattern_term`]: the text index, at chunk granularity.
+const LOG_TERMS: TableDefinition<(&str, &str, i64, u64), i64> = TableDefinition::new("log_terms");
+/// The next log chunk number, in META.
+const LOG_CHUNK_SEQ: &str = "log_chunk_seq";
 /// (project, window start ns, id) → a profile; (window start, project, id)
 /// for retention. Events likewise.
 const PROFILES: TableDefinition<(&str, i64, u64), &[u8]> = TableDefinition::new("profiles");
@@ -402,6 +412,93 @@ fn drop_span_chunk(
     Ok(spans)
 }
 
+/// The index term of a service, a trace and a pattern: they start with a
+/// byte no body token has.
+fn service_term(service: &str) -> String {
+    format!("\u{1}s:{service}")
+}
+
+fn trace_term(trace_id: &[u8; 16]) -> String {
+    format!("\u{1}t:{:032x}", u128::from_be_bytes(*trace_id))
+}
+
+fn pattern_term(pattern_id: u64) -> String {
+    format!("\u{1}p:{pattern_id:016x}")
+}
+
+/// Every term of a chunk's records, with the oldest and newest time of the
+/// records holding it; and the chunk's own range.
+fn log_terms(records: &[(u64, LogRecord)]) -> (BTreeMap<String, (i64, i64)>, (i64, i64)) {
+    let mut terms: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    let mut range = (i64::MAX, i64::MIN);
+    for (_, record) in records {
+        let t = record.time_ns;
+        range = (range.0.min(t), range.1.max(t));
+        let mut add = |term: String| {
+            let r = terms.entry(term).or_insert((t, t));
+            *r = (r.0.min(t), r.1.max(t));
+        };
+        for token in tokens(&record.body) {
+            add(token);
+        }
+        add(service_term(&record.service));
+        if record.trace_id != [0; 16] {
+            add(trace_term(&record.trace_id));
+        }
+        if record.pattern_id != 0 {
+            add(pattern_term(record.pattern_id));
+        }
+    }
+    (terms, range)
+}
+
+/// Stores `records` (not empty) as log chunk `chunk` with its index entries.
+fn put_log_chunk(
+    txn: &redb::WriteTransaction,
+    project: &str,
+    chunk: u64,
+    records: &[(u64, LogRecord)],
+) -> Result<(), StorageError> {
+    let (terms, (oldest, newest)) = log_terms(records);
+    txn.open_table(LOG_CHUNKS)?
+        .insert((project, chunk), encode_chunk(records)?.as_slice())?;
+    let mut index = txn.open_table(LOG_TERMS)?;
+    for (term, (term_oldest, term_newest)) in &terms {
+        index.insert((project, term.as_str(), *term_newest, chunk), *term_oldest)?;
+    }
+    txn.open_table(LOG_CHUNK_TIME)?
+        .insert((project, newest, chunk), oldest)?;
+    txn.open_table(LOG_CHUNK_OLDEST)?
+        .insert((oldest, project, chunk), ())?;
+    Ok(())
+}
+
+/// Removes log chunk `chunk` and its index entries; returns its records.
+fn drop_log_chunk(
+    txn: &redb::WriteTransaction,
+    project: &str,
+    chunk: u64,
+) -> Result<Vec<(u64, LogRecord)>, StorageError> {
+    let Some(records) = txn
+        .open_table(LOG_CHUNKS)?
+        .remove((project, chunk))?
+        .map(|v| decode_chunk::<(u64, LogRecord)>(v.value()))
+        .transpose()?
+    else {
+        return Ok(Vec::new());
+    };
+    let (terms, (oldest, newest)) = log_terms(&records);
+    let mut index = txn.open_table(LOG_TERMS)?;
+    for (term, (_, term_newest)) in &terms {
+        index.remove((project, term.as_str(), *term_newest, chunk))?;
+    }
+    txn.open_table(LOG_CHUNK_TIME)?
+        .remove((project, newest, chunk))?;
+    txn.open_table(LOG_CHUNK_OLDEST)?
+        .remove((oldest, project, chunk))?;
+    Ok(records)
+}
+
 /// The start of the window holding `ts`.
 fn window_of(ts: i64, width: i64) -> i64 {
     ts.div_euclid(width) * width
@@ -493,9 +590,10 @@ impl RedbStore {
             txn.open_table(SPAN_CHUNK_TIME)?;
             txn.open_table(SPAN_CHUNK_OLDEST)?;
             txn.open_table(SPAN_SERVICE_CHUNKS)?;
-            txn.open_table(LOGS)?;
-            txn.open_table(LOG_TOKENS)?;
-            txn.open_table(LOG_TIME)?;
+            txn.open_table(LOG_CHUNKS)?;
+            txn.open_table(LOG_CHUNK_TIME)?;
+            txn.open_table(LOG_CHUNK_OLDEST)?;
+            txn.open_table(LOG_TERMS)?;
             txn.open_table(PROFILES)?;
             txn.open_table(PROFILE_TIME)?;
             txn.open_table(EVENTS)?;
@@ -831,19 +929,18 @@ impl Core {
         if batches.get((project, batch_key.as_str()))?.is_some() {
             return Ok(WriteOutcome::Duplicate);
         }
-        let mut logs = txn.open_table(LOGS)?;
-        let mut by_token = txn.open_table(LOG_TOKENS)?;
-        let mut by_time = txn.open_table(LOG_TIME)?;
-        for (index, record) in batch.records.iter().enumerate() {
-            let id = record_id(project, &batch.batch_id, index);
-            logs.insert(
-                (project, record.time_ns, id),
-                encode_record(record)?.as_slice(),
-            )?;
-            by_time.insert((record.time_ns, project, id), ())?;
-            for token in tokens(&record.body) {
-                by_token.insert((project, token.as_str(), record.time_ns, id), ())?;
-            }
+        if !batch.records.is_empty() {
+            let records: Vec<(u64, LogRecord)> = batch
+                .records
+                .iter()
+                .enumerate()
+                .map(|(index, r)| (record_id(project, &batch.batch_id, index), r.clone()))
+                .collect();
+            let mut seq_table = txn.open_table(META)?;
+            let chunk = seq_table.get(LOG_CHUNK_SEQ)?.map_or(0, |v| v.value());
+            seq_table.insert(LOG_CHUNK_SEQ, chunk + 1)?;
+            drop(seq_table);
+            put_log_chunk(txn, project, chunk, &records)?;
         }
         let now = now_ms();
         batches.insert((project, batch_key.as_str()), now)?;
@@ -854,68 +951,84 @@ impl Core {
         })
     }
 
+    /// Newest first, a page at a time. The query's terms (text tokens,
+    /// service, trace, pattern) pick the chunks holding all of them; chunks
+    /// are visited by their newest record, and the visit stops once no
+    /// older chunk can hold a record newer than the page's last.
     fn search_logs_blocking(
         &self,
         project: &str,
         query: &LogQuery,
     ) -> Result<LogPage, StorageError> {
         let limit = query.page_size();
-        let mut found = Vec::new();
         if query.end_ns < query.start_ns {
             return Ok(LogPage::default());
         }
         let txn = self.db.begin_read()?;
-        let logs = txn.open_table(LOGS)?;
+        let chunks = txn.open_table(LOG_CHUNKS)?;
         let query_tokens = query.text.as_deref().map(tokens).unwrap_or_default();
-        let (start, end) = (query.start_ns, query.end_ns);
-        // Newest first; a token narrows the walk to the records holding it.
-        let mut consider =
-            |time_ns: i64, id: u64, record: Option<LogRecord>| -> Result<bool, StorageError> {
-                if query
-                    .after
-                    .is_some_and(|c| (time_ns, id) >= (c.time_ns, c.id))
-                {
-                    return Ok(true);
-                }
-                let record = match record {
-                    Some(record) => record,
-                    None => match logs.get((project, time_ns, id))? {
-                        Some(v) => decode_record::<LogRecord>(v.value())?,
-                        None => {
-                            return Err(StorageError::Corrupt(format!(
-                                "log record {id:016x} indexed but not stored"
-                            )));
-                        }
-                    },
-                };
-                if query.matches(&record, id, &query_tokens) {
-                    found.push(LogEntry { id, record });
-                }
-                Ok(found.len() <= limit)
-            };
-        match query_tokens.first() {
-            Some(token) => {
-                let index = txn.open_table(LOG_TOKENS)?;
-                let range = (project, token.as_str(), start, 0u64)
-                    ..=(project, token.as_str(), end, u64::MAX);
-                for entry in index.range(range)?.rev() {
-                    let (key, _) = entry?;
-                    let (_, _, time_ns, id) = key.value();
-                    if !consider(time_ns, id, None)? {
-                        break;
+        let mut terms = query_tokens.clone();
+        terms.extend(query.service.as_deref().map(service_term));
+        terms.extend(query.trace_id.as_ref().map(trace_term));
+        terms.extend(query.pattern_id.map(pattern_term));
+        let newest_wanted = match query.after {
+            Some(c) => c.time_ns.min(query.end_ns),
+            None => query.end_ns,
+        };
+        // chunk → (newest, oldest) of the chunks that may match
+        let mut candidates: Option<BTreeMap<u64, (i64, i64)>> = None;
+        if terms.is_empty() {
+            let mut all = BTreeMap::new();
+            for entry in txn
+                .open_table(LOG_CHUNK_TIME)?
+                .range((project, query.start_ns, 0u64)..=(project, i64::MAX, u64::MAX))?
+            {
+                let (key, oldest) = entry?;
+                let (_, newest, chunk) = key.value();
+                all.insert(chunk, (newest, oldest.value()));
+            }
+            candidates = Some(all);
+        } else {
+            let index = txn.open_table(LOG_TERMS)?;
+            for term in &terms {
+                let mut with_term = BTreeMap::new();
+                for entry in index.range(
+                    (project, term.as_str(), query.start_ns, 0u64)
+                        ..=(project, term.as_str(), i64::MAX, u64::MAX),
+                )? {
+                    let (key, oldest) = entry?;
+                    let (_, _, newest, chunk) = key.value();
+                    if candidates.as_ref().is_none_or(|c| c.contains_key(&chunk)) {
+                        with_term.insert(chunk, (newest, oldest.value()));
                     }
+                }
+                candidates = Some(with_term);
+            }
+        }
+        let mut order: Vec<(i64, i64, u64)> = candidates
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, (_, oldest))| *oldest <= newest_wanted)
+            .map(|(chunk, (newest, oldest))| (newest, oldest, chunk))
+            .collect();
+        order.sort_unstable_by(|a, b| b.cmp(a));
+        let mut found: Vec<LogEntry> = Vec::new();
+        for (newest, _, chunk) in order {
+            if found.len() > limit {
+                found.sort_by_key(|e| std::cmp::Reverse((e.record.time_ns, e.id)));
+                found.truncate(limit + 1);
+                if newest < found[limit].record.time_ns {
+                    break;
                 }
             }
-            None => {
-                for entry in logs
-                    .range((project, start, 0u64)..=(project, end, u64::MAX))?
-                    .rev()
-                {
-                    let (key, value) = entry?;
-                    let (_, time_ns, id) = key.value();
-                    if !consider(time_ns, id, Some(decode_record(value.value())?))? {
-                        break;
-                    }
+            let Some(bytes) = chunks.get((project, chunk))? else {
+                return Err(StorageError::Corrupt(format!(
+                    "log chunk {chunk} is indexed but missing"
+                )));
+            };
+            for (id, record) in decode_chunk::<(u64, LogRecord)>(bytes.value())? {
+                if query.matches(&record, id, &query_tokens) {
+                    found.push(LogEntry { id, record });
                 }
             }
         }
@@ -1402,27 +1515,26 @@ impl Core {
             let log_cutoff = now
                 .saturating_sub(self.options.logs_retention_ms)
                 .saturating_mul(1_000_000);
-            let mut log_time = txn.open_table(LOG_TIME)?;
-            let mut logs = txn.open_table(LOGS)?;
-            let mut log_tokens = txn.open_table(LOG_TOKENS)?;
-            let mut old_logs = Vec::new();
-            for entry in log_time.range((i64::MIN, "", 0u64)..(log_cutoff, "", 0u64))? {
-                let (key, _) = entry?;
-                let (time_ns, project, id) = key.value();
-                old_logs.push((time_ns, project.to_owned(), id));
-            }
-            for (time_ns, project, id) in old_logs {
-                log_time.remove((time_ns, project.as_str(), id))?;
-                let record = logs
-                    .remove((project.as_str(), time_ns, id))?
-                    .map(|v| decode_record::<LogRecord>(v.value()))
-                    .transpose()?;
-                if let Some(record) = record {
-                    for token in tokens(&record.body) {
-                        log_tokens.remove((project.as_str(), token.as_str(), time_ns, id))?;
-                    }
+            let old_chunks: Vec<(String, u64)> = txn
+                .open_table(LOG_CHUNK_OLDEST)?
+                .range((i64::MIN, "", 0u64)..(log_cutoff, "", 0u64))?
+                .map(|e| {
+                    let (key, _) = e?;
+                    let (_, project, chunk) = key.value();
+                    Ok((project.to_owned(), chunk))
+                })
+                .collect::<Result<_, StorageError>>()?;
+            for (project, chunk) in old_chunks {
+                let records = drop_log_chunk(&txn, &project, chunk)?;
+                let before = records.len();
+                let kept: Vec<(u64, LogRecord)> = records
+                    .into_iter()
+                    .filter(|(_, r)| r.time_ns >= log_cutoff)
+                    .collect();
+                logs_dropped += (before - kept.len()) as u64;
+                if !kept.is_empty() {
+                    put_log_chunk(&txn, &project, chunk, &kept)?;
                 }
-                logs_dropped += 1;
             }
 
             let ns = |retention_ms: i64| now.saturating_sub(retention_ms).saturating_mul(1_000_000);

@@ -933,6 +933,82 @@ fn log_batch(project: &str, id: &str, records: Vec<LogRecord>) -> LogBatch {
     }
 }
 
+conformance!(log_pages_across_interleaved_batches, |store, backend| {
+    let t = (now_ms() - 600_000) * 1_000_000;
+    // Five batches whose records interleave in time: record k of batch b is
+    // at t + (5k + b) µs. Every third is an error of "api" in one trace.
+    for b in 0..5i64 {
+        let records = (0..10i64)
+            .map(|k| {
+                let n = 5 * k + b;
+                let mut r = log(t + n * 1_000, 9, "web", &format!("line {n} ok"));
+                if n % 3 == 0 {
+                    r = log(
+                        t + n * 1_000,
+                        17,
+                        "api",
+                        &format!("line {n} failed upstream"),
+                    );
+                    r.trace_id = [7; 16];
+                }
+                r
+            })
+            .collect();
+        store
+            .write_logs(log_batch("p", &format!("b{b}"), records))
+            .await
+            .unwrap();
+    }
+    let pages = |query: LogQuery| {
+        let store = store.clone();
+        async move {
+            let mut seen = Vec::new();
+            let mut after = None;
+            loop {
+                let page = store
+                    .search_logs(
+                        "p",
+                        &LogQuery {
+                            after,
+                            limit: 7,
+                            ..query.clone()
+                        },
+                    )
+                    .await
+                    .unwrap();
+                seen.extend(page.entries.iter().map(|e| (e.record.time_ns - t) / 1_000));
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break seen,
+                }
+            }
+        }
+    };
+    let everything = LogQuery {
+        start_ns: t,
+        end_ns: t + 100_000,
+        ..LogQuery::default()
+    };
+    let all = pages(everything.clone()).await;
+    assert_eq!(
+        all,
+        (0..50).rev().collect::<Vec<i64>>(),
+        "{backend}: every record once, newest first"
+    );
+    let failed = pages(LogQuery {
+        text: Some("failed upstream".into()),
+        service: Some("api".into()),
+        trace_id: Some([7; 16]),
+        ..everything
+    })
+    .await;
+    let expected: Vec<i64> = (0..50).rev().filter(|n| n % 3 == 0).collect();
+    assert_eq!(
+        failed, expected,
+        "{backend}: text, service and trace together"
+    );
+});
+
 conformance!(log_search_filters_text_and_pages, |store, backend| {
     let t = (now_ms() - 60_000) * 1_000_000;
     let mut traced = log(t + 5, 17, "api", "Payment FAILED for order 42: timeout");
