@@ -959,28 +959,25 @@ conformance!(log_pages_across_interleaved_batches, |store, backend| {
             .await
             .unwrap();
     }
-    let pages = |query: LogQuery| {
-        let store = store.clone();
-        async move {
-            let mut seen = Vec::new();
-            let mut after = None;
-            loop {
-                let page = store
-                    .search_logs(
-                        "p",
-                        &LogQuery {
-                            after,
-                            limit: 7,
-                            ..query.clone()
-                        },
-                    )
-                    .await
-                    .unwrap();
-                seen.extend(page.entries.iter().map(|e| (e.record.time_ns - t) / 1_000));
-                match page.next {
-                    Some(next) => after = Some(next),
-                    None => break seen,
-                }
+    let pages = |query: LogQuery| async move {
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store
+                .search_logs(
+                    "p",
+                    &LogQuery {
+                        after,
+                        limit: 7,
+                        ..query.clone()
+                    },
+                )
+                .await
+                .unwrap();
+            seen.extend(page.entries.iter().map(|e| (e.record.time_ns - t) / 1_000));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break seen,
             }
         }
     };
