@@ -67,6 +67,10 @@ pub struct LimitsConfig {
     pub project_burst: u32,
     /// Storage writes in flight at once; further requests wait.
     pub max_inflight_writes: usize,
+    /// Memory that requests being decoded, converted and written may hold
+    /// together (estimated as 4× their uncompressed size); further requests
+    /// wait, like those waiting for a write slot.
+    pub max_inflight_bytes: usize,
     /// How long a request waits for a write slot before UNAVAILABLE / 503.
     #[serde(with = "humantime_serde")]
     pub queue_timeout: Duration,
@@ -89,6 +93,7 @@ impl Default for LimitsConfig {
             project_rate: 1_000_000,
             project_burst: 2_000_000,
             max_inflight_writes: 64,
+            max_inflight_bytes: 512 << 20,
             queue_timeout: Duration::from_secs(2),
             retry_after: Duration::from_secs(5),
         }
@@ -132,6 +137,12 @@ impl Validate for LimitsConfig {
             ));
         }
         positive(prefix, "max_inflight_writes", self.max_inflight_writes)?;
+        if self.max_inflight_bytes < 4 * self.max_uncompressed_bytes {
+            return Err(ConfigError::invalid(
+                key(prefix, "max_inflight_bytes"),
+                "must be at least 4 × max_uncompressed_bytes, or the largest accepted request could never be admitted",
+            ));
+        }
         for (field, value) in [
             ("max_age", self.max_age),
             ("queue_timeout", self.queue_timeout),

@@ -207,6 +207,8 @@ pub struct Gate {
     pub limits: LimitsConfig,
     rate: ProjectLimiter,
     slots: Arc<Semaphore>,
+    /// The memory budget, in KiB.
+    memory: Arc<Semaphore>,
     refused: Family<[(&'static str, &'static str); 2], Counter>,
     stored: Family<[(&'static str, &'static str); 2], Counter>,
     duplicates: Family<[(&'static str, &'static str); 1], Counter>,
@@ -244,6 +246,9 @@ impl Gate {
         Self {
             rate: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
             slots: Arc::new(Semaphore::new(limits.max_inflight_writes)),
+            memory: Arc::new(Semaphore::new(
+                (limits.max_inflight_bytes / 1024).min(Semaphore::MAX_PERMITS),
+            )),
             limits,
             refused,
             stored,
@@ -304,6 +309,53 @@ impl Gate {
             oldest_ms: now.saturating_sub(self.limits.max_age.as_millis() as i64),
             newest_ms: now.saturating_add(self.limits.max_future.as_millis() as i64),
         }
+    }
+
+    /// Reserves memory for a request of `bytes` (uncompressed) while it is
+    /// decoded, converted and written: 4× its size, released when the
+    /// reservation is dropped. Waits up to `queue_timeout`, then answers
+    /// UNAVAILABLE / 503 with a retry hint.
+    pub async fn reserve(
+        &self,
+        protocol: Protocol,
+        bytes: usize,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, Refusal> {
+        let kib = bytes.saturating_mul(4).div_ceil(1024).max(1);
+        let total = (self.limits.max_inflight_bytes / 1024).min(Semaphore::MAX_PERMITS);
+        let Ok(kib) = u32::try_from(kib) else {
+            return Err(self.refused(protocol, self.too_big_for_memory(bytes), 1));
+        };
+        if kib as usize > total {
+            return Err(self.refused(protocol, self.too_big_for_memory(bytes), 1));
+        }
+        match tokio::time::timeout(
+            self.limits.queue_timeout,
+            self.memory.clone().acquire_many_owned(kib),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => {
+                let refusal = self.unavailable(
+                    "memory_budget_full",
+                    format!(
+                        "requests in flight hold the ingest memory budget (limits.max_inflight_bytes = {}); retry later",
+                        self.limits.max_inflight_bytes
+                    ),
+                );
+                Err(self.refused(protocol, refusal, 1))
+            }
+        }
+    }
+
+    fn too_big_for_memory(&self, bytes: usize) -> Refusal {
+        Refusal::too_large(
+            "request_too_large",
+            format!(
+                "a request of {bytes} bytes needs more than the whole ingest memory budget (limits.max_inflight_bytes = {})",
+                self.limits.max_inflight_bytes
+            ),
+        )
     }
 
     /// Takes `items` from the project's rate budget.
@@ -490,6 +542,28 @@ mod tests {
         assert_eq!(response.headers()[http::header::RETRY_AFTER], "5");
         release.send(()).unwrap();
         slow.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_memory_budget_bounds_requests_in_flight() {
+        let gate = gate(LimitsConfig {
+            max_inflight_bytes: 1 << 20,
+            queue_timeout: Duration::from_millis(50),
+            ..LimitsConfig::default()
+        });
+        let held = gate.reserve(Protocol::OtlpHttp, 200 << 10).await.unwrap();
+        let refusal = gate
+            .reserve(Protocol::OtlpHttp, 100 << 10)
+            .await
+            .unwrap_err();
+        assert_eq!(refusal.reason, "memory_budget_full");
+        assert_eq!(refusal.http_status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        assert!(refusal.retry_after.is_some());
+        drop(held);
+        let _again = gate.reserve(Protocol::OtlpHttp, 100 << 10).await.unwrap();
+        let refusal = gate.reserve(Protocol::OtlpHttp, 1 << 20).await.unwrap_err();
+        assert_eq!(refusal.kind, RefusalKind::TooLarge);
+        assert!(refusal.message.contains("limits.max_inflight_bytes"));
     }
 
     #[tokio::test]

@@ -216,6 +216,7 @@ where
         let body = state
             .body(headers, body)
             .map_err(|r| state.gate.refused(protocol, r, 1))?;
+        let _memory = state.gate.reserve(protocol, body.len()).await?;
         let request: Req = decode(format, &body).map_err(|r| state.gate.refused(protocol, r, 1))?;
         export(project, request, body).await
     }
@@ -331,6 +332,10 @@ async fn remote_write_inner(
             1,
         ));
     }
+    let inflated = snap::raw::decompress_len(&body).unwrap_or(body.len());
+    let _memory = gate
+        .reserve(protocol, inflated.min(gate.limits.max_uncompressed_bytes))
+        .await?;
     let raw = remote_write::decompress(&body, gate.limits.max_uncompressed_bytes)
         .map_err(|r| gate.refused(protocol, r, 1))?;
     let request = remote_write::WriteRequest::decode(&raw[..]).map_err(|e| {

@@ -168,6 +168,11 @@ impl TelemetryService for PushService {
             .cloned()
             .ok_or_else(|| Status::unauthenticated("no project: the API key check did not run"))?;
         let protocol = Protocol::Agent;
+        let _memory = self
+            .gate
+            .reserve(protocol, prost::Message::encoded_len(request.get_ref()))
+            .await
+            .map_err(|r| r.to_status())?;
         let batch = to_batch(
             &self.gate.limits,
             self.gate.window(),

@@ -75,6 +75,11 @@ impl TraceService for OtlpGrpc {
         let project = project(&request)?;
         let request = request.into_inner();
         let encoded = request.encode_to_vec();
+        let _memory = self
+            .ingest
+            .reserve(encoded.len())
+            .await
+            .map_err(|r| r.to_status())?;
         let p = self
             .ingest
             .traces(Protocol::OtlpGrpc, &project, &request, &encoded)
@@ -100,6 +105,11 @@ impl MetricsService for OtlpGrpc {
         let project = project(&request)?;
         let request = request.into_inner();
         let encoded = request.encode_to_vec();
+        let _memory = self
+            .ingest
+            .reserve(encoded.len())
+            .await
+            .map_err(|r| r.to_status())?;
         let p = self
             .ingest
             .metrics(Protocol::OtlpGrpc, &project, &request, &encoded)
@@ -125,6 +135,11 @@ impl LogsService for OtlpGrpc {
         let project = project(&request)?;
         let request = request.into_inner();
         let encoded = request.encode_to_vec();
+        let _memory = self
+            .ingest
+            .reserve(encoded.len())
+            .await
+            .map_err(|r| r.to_status())?;
         let p = self
             .ingest
             .logs(Protocol::OtlpGrpc, &project, &request, &encoded)

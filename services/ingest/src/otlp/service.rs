@@ -29,6 +29,14 @@ impl OtlpIngest {
         Self { store, gate }
     }
 
+    /// Memory for an OTLP/gRPC request of `bytes` while it is handled.
+    pub async fn reserve(
+        &self,
+        bytes: usize,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, Refusal> {
+        self.gate.reserve(Protocol::OtlpGrpc, bytes).await
+    }
+
     fn too_many(
         &self,
         protocol: Protocol,
