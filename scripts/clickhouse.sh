@@ -5,6 +5,9 @@
 #   scripts/clickhouse.sh stop DIR
 #   scripts/clickhouse.sh resume DIR  # starts a stopped server again: same data, same ports
 #
+# CLICKHOUSE_HTTP_PORT / CLICKHOUSE_TCP_PORT choose the ports;
+# CLICKHOUSE_INCLUDE_FROM names a substitutions file (see clickhouse-cluster.sh).
+#
 # Debian's clickhouse-server (18.16) is the one these machines can install;
 # its packaging cannot start services (policy-rc.d), so we run the binary
 # ourselves with a copy of its config pointed at DIR and at free ports.
@@ -46,8 +49,8 @@ start)
     apt-get install -y -qq --no-install-recommends clickhouse-server clickhouse-client >&2
   fi
   mkdir -p "$dir/data" "$dir/tmp" "$dir/user_files" "$dir/format_schemas" "$dir/log"
-  http_port=$(free_port)
-  tcp_port=$(free_port)
+  http_port=${CLICKHOUSE_HTTP_PORT:-$(free_port)}
+  tcp_port=${CLICKHOUSE_TCP_PORT:-$(free_port)}
   inter_port=$(free_port)
   sed -e "s#<log>.*</log>#<log>$dir/log/server.log</log>#" \
       -e "s#<errorlog>.*</errorlog>#<errorlog>$dir/log/server.err.log</errorlog>#" \
@@ -60,6 +63,10 @@ start)
       -e "s#<user_files_path>/var/lib/clickhouse/user_files/</user_files_path>#<user_files_path>$dir/user_files/</user_files_path>#" \
       -e "s#<format_schema_path>/var/lib/clickhouse/format_schemas/</format_schema_path>#<format_schema_path>$dir/format_schemas/</format_schema_path>#" \
       /etc/clickhouse-server/config.xml > "$dir/config.xml"
+  if [ -n "${CLICKHOUSE_INCLUDE_FROM:-}" ]; then
+    # substitutions (clusters, ZooKeeper) for scripts/clickhouse-cluster.sh
+    sed -i "s#<yandex>#<yandex><include_from>$CLICKHOUSE_INCLUDE_FROM</include_from>#" "$dir/config.xml"
+  fi
   cp /etc/clickhouse-server/users.xml "$dir/users.xml"
   sed -i "s#<users_config>users.xml</users_config>#<users_config>$dir/users.xml</users_config>#" "$dir/config.xml"
   echo "http://127.0.0.1:$http_port" > "$dir/url"

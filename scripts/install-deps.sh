@@ -29,6 +29,8 @@ need python3 || missing+=(python3)
 # scrapes from node-exporter.
 need prometheus || missing+=(prometheus)
 need prometheus-node-exporter || missing+=(prometheus-node-exporter)
+# ZooKeeper: ClickHouse 18.16 runs ON CLUSTER DDL through it (cluster-mode tests).
+[ -f /usr/share/java/zookeeper.jar ] || missing+=(zookeeper)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -7,12 +7,15 @@ cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
 
-# A private ClickHouse for the storage conformance suite, stopped on exit.
+# A private ClickHouse for the storage conformance suite, and a two-shard
+# cluster (with ZooKeeper) for its cluster-mode backend; stopped on exit.
 ch_dir=$(mktemp -d /tmp/vigil-clickhouse.XXXXXX)
-trap 'scripts/clickhouse.sh stop "$ch_dir"; rm -rf "$ch_dir"' EXIT
+cluster_dir=$(mktemp -d /tmp/vigil-clickhouse-cluster.XXXXXX)
+trap 'scripts/clickhouse.sh stop "$ch_dir"; scripts/clickhouse-cluster.sh stop "$cluster_dir"; rm -rf "$ch_dir" "$cluster_dir"' EXIT
 CLICKHOUSE_TEST_URL=$(scripts/clickhouse.sh start "$ch_dir")
-export CLICKHOUSE_TEST_URL
-echo "== ClickHouse for tests at $CLICKHOUSE_TEST_URL"
+CLICKHOUSE_CLUSTER_TEST_URL=$(scripts/clickhouse-cluster.sh start "$cluster_dir")
+export CLICKHOUSE_TEST_URL CLICKHOUSE_CLUSTER_TEST_URL
+echo "== ClickHouse for tests at $CLICKHOUSE_TEST_URL, cluster \"vigil\" at $CLICKHOUSE_CLUSTER_TEST_URL"
 
 start=$(date +%s)
 echo "== cargo fmt --check"

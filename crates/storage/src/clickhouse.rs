@@ -16,7 +16,7 @@
 //! show a duplicate.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashSet},
     sync::{
         Mutex,
         atomic::{AtomicU64, Ordering},
@@ -241,6 +241,33 @@ pub fn sql_catalog(database: &str) -> Vec<String> {
             .replace("{table}", "metric_samples")
             .replace("{partition}", "2023-12-09"),
     ]);
+    // Cluster mode needs a cluster (and ZooKeeper) to run; the modern
+    // engine checks that its statements parse.
+    let cluster = Some("vigil_cluster");
+    let mut ddl: Vec<String> = cluster_ddl(&fill(SQL_CREATE_DATABASE, &[]), database, cluster);
+    ddl.extend(cluster_ddl(
+        &fill(SQL_CREATE_MIGRATIONS, &[]),
+        database,
+        cluster,
+    ));
+    for (_, statements) in MIGRATIONS {
+        for statement in *statements {
+            ddl.extend(cluster_ddl(&fill(statement, &[]), database, cluster));
+        }
+    }
+    ddl.push(
+        fill(SQL_DROP_PARTITION, &[])
+            .replace("{table}", "metric_samples_local ON CLUSTER vigil_cluster")
+            .replace("{partition}", "2023-12-09"),
+    );
+    ddl.push(
+        fill(SQL_PARTITIONS, &[&format!("'{database}'")])
+            .replace("system.parts", "cluster('vigil_cluster', system.parts)"),
+    );
+    out.extend(
+        ddl.into_iter()
+            .map(|sql| format!("EXPLAIN AST {}", sql.replace('\n', " "))),
+    );
     out
 }
 
@@ -609,7 +636,7 @@ fn sql_string(value: &str) -> String {
     out
 }
 
-#[derive(Debug, clickhouse::Row, Deserialize)]
+#[derive(Debug, clickhouse::Row, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 struct Partition {
     table: String,
     partition: String,
@@ -653,6 +680,8 @@ fn parse_day(partition: &str) -> Option<i64> {
 pub struct ClickHouseStore {
     client: clickhouse::Client,
     database: String,
+    /// Cluster mode: the cluster's name.
+    cluster: Option<String>,
     metrics_retention: Duration,
     traces_retention: Duration,
     logs_retention: Duration,
@@ -692,6 +721,13 @@ impl ClickHouseStore {
                 config.database
             )));
         }
+        if !config.cluster.is_empty() && !is_valid_identifier(&config.cluster) {
+            return Err(StorageError::InvalidData(format!(
+                "storage.clickhouse.cluster {:?} is not a plain identifier",
+                config.cluster
+            )));
+        }
+        let cluster = (!config.cluster.is_empty()).then(|| config.cluster.clone());
         let mut client = clickhouse::Client::default()
             .with_url(&config.url)
             .with_validation(false);
@@ -701,9 +737,14 @@ impl ClickHouseStore {
         if !config.password.is_empty() {
             client = client.with_password(&config.password);
         }
+        if cluster.is_some() {
+            // Acknowledged means stored on the shards, not queued on the node.
+            client = client.with_setting("insert_distributed_sync", "1");
+        }
         let store = Self {
             client,
             database: config.database.clone(),
+            cluster,
             metrics_retention: retention.metrics,
             traces_retention: retention.traces,
             logs_retention: retention.logs,
@@ -715,6 +756,7 @@ impl ClickHouseStore {
         tracing::info!(
             url = config.url,
             database = config.database,
+            cluster = config.cluster,
             "telemetry store open (ClickHouse)"
         );
         Ok(store)
@@ -791,17 +833,22 @@ impl ClickHouseStore {
         template.replace("{db}", &self.database)
     }
 
+    /// Runs a DDL statement: as it is on one server; in cluster mode
+    /// `ON CLUSTER`, tables as `<name>_local` behind a `Distributed` table.
+    async fn run_ddl(&self, statement: &str) -> Result<(), StorageError> {
+        for sql in cluster_ddl(
+            &self.sql(statement),
+            &self.database,
+            self.cluster.as_deref(),
+        ) {
+            self.client.query(&sql).execute().await.map_err(ch_err)?;
+        }
+        Ok(())
+    }
+
     async fn migrate(&self) -> Result<(), StorageError> {
-        self.client
-            .query(&self.sql(SQL_CREATE_DATABASE))
-            .execute()
-            .await
-            .map_err(ch_err)?;
-        self.client
-            .query(&self.sql(SQL_CREATE_MIGRATIONS))
-            .execute()
-            .await
-            .map_err(ch_err)?;
+        self.run_ddl(SQL_CREATE_DATABASE).await?;
+        self.run_ddl(SQL_CREATE_MIGRATIONS).await?;
         let applied: Vec<u32> = self
             .client
             .query(&self.sql(SQL_APPLIED_MIGRATIONS))
@@ -813,11 +860,7 @@ impl ClickHouseStore {
                 continue;
             }
             for statement in *statements {
-                self.client
-                    .query(&self.sql(statement))
-                    .execute()
-                    .await
-                    .map_err(ch_err)?;
+                self.run_ddl(statement).await?;
             }
             self.client
                 .query(&self.sql(SQL_RECORD_MIGRATION))
@@ -1394,21 +1437,44 @@ impl TelemetryStore for ClickHouseStore {
             cutoff(self.logs_retention),
             cutoff(self.profiles_retention),
         );
+        // In cluster mode the partitions are those of every node's local tables.
+        let suffix = if self.cluster.is_some() {
+            LOCAL_SUFFIX
+        } else {
+            ""
+        };
         let tables = METRIC_TABLES
             .iter()
             .chain(TRACE_TABLES)
             .chain(LOG_TABLES)
             .chain(PROFILE_TABLES)
-            .map(|t| format!("'{t}'"))
+            .map(|t| format!("'{t}{suffix}'"))
             .collect::<Vec<_>>()
             .join(",");
+        let parts_table = match &self.cluster {
+            Some(cluster) => format!("cluster('{cluster}', system.parts)"),
+            None => "system.parts".to_owned(),
+        };
         let partitions: Vec<Partition> = self
             .client
-            .query(&SQL_PARTITIONS.replace("{tables}", &tables))
+            .query(
+                &SQL_PARTITIONS
+                    .replace("{tables}", &tables)
+                    .replace("system.parts", &parts_table),
+            )
             .bind(&self.database)
             .fetch_all()
             .await
             .map_err(ch_err)?;
+        let partitions: Vec<Partition> = partitions
+            .into_iter()
+            .map(|p| Partition {
+                table: p.table.trim_end_matches(LOCAL_SUFFIX).to_owned(),
+                partition: p.partition,
+            })
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let mut report = MaintenanceReport::default();
         for p in partitions {
             let Some(day) = parse_day(&p.partition) else {
@@ -1433,11 +1499,15 @@ impl TelemetryStore for ClickHouseStore {
                 continue;
             }
             let name = p.partition.trim_matches('\'');
+            let table = match &self.cluster {
+                Some(cluster) => format!("{}{LOCAL_SUFFIX} ON CLUSTER {cluster}", p.table),
+                None => p.table.clone(),
+            };
             self.client
                 .query(
                     &self
                         .sql(SQL_DROP_PARTITION)
-                        .replace("{table}", &p.table)
+                        .replace("{table}", &table)
                         .replace("{partition}", name),
                 )
                 .execute()
@@ -1458,9 +1528,82 @@ impl TelemetryStore for ClickHouseStore {
     }
 }
 
+/// Suffix of the per-node tables behind the `Distributed` ones.
+const LOCAL_SUFFIX: &str = "_local";
+
+/// How each table's rows are spread over shards: every version of a row
+/// lands on the same shard, so `argMax` / `LIMIT 1 BY` still see them all.
+fn sharding_key(table: &str) -> &'static str {
+    match table {
+        "metric_series" | "metric_samples" => "series_id",
+        "spans" | "trace_index" | "trace_lookup" => "cityHash64(trace_id)",
+        "logs" | "profile_stacks" | "events" => "id",
+        "schema_migrations" => "version",
+        _ => "cityHash64(project, batch_id)",
+    }
+}
+
+/// A DDL statement for one server, or its cluster form: `ON CLUSTER` for
+/// the database; for a table, `<name>_local` on every node and a
+/// `Distributed` table of the name in front of it.
+fn cluster_ddl(sql: &str, database: &str, cluster: Option<&str>) -> Vec<String> {
+    let Some(cluster) = cluster else {
+        return vec![sql.to_owned()];
+    };
+    let create_table = format!("CREATE TABLE IF NOT EXISTS {database}.");
+    if let Some(rest) = sql.trim_start().strip_prefix(&create_table) {
+        let name_end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        let (name, definition) = rest.split_at(name_end);
+        return vec![
+            format!("{create_table}{name}{LOCAL_SUFFIX} ON CLUSTER {cluster}{definition}"),
+            format!(
+                "{create_table}{name} ON CLUSTER {cluster} AS {database}.{name}{LOCAL_SUFFIX} \
+                 ENGINE = Distributed({cluster}, {database}, {name}{LOCAL_SUFFIX}, {})",
+                sharding_key(name)
+            ),
+        ];
+    }
+    if sql.trim_start().starts_with("CREATE DATABASE") {
+        return vec![format!("{sql} ON CLUSTER {cluster}")];
+    }
+    vec![sql.to_owned()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_ddl_makes_local_and_distributed_tables() {
+        let one = cluster_ddl(
+            "CREATE TABLE IF NOT EXISTS db.spans (a UInt8) ENGINE = Log",
+            "db",
+            None,
+        );
+        assert_eq!(
+            one,
+            ["CREATE TABLE IF NOT EXISTS db.spans (a UInt8) ENGINE = Log"]
+        );
+        let two = cluster_ddl(
+            "CREATE TABLE IF NOT EXISTS db.spans (a UInt8) ENGINE = Log",
+            "db",
+            Some("c1"),
+        );
+        assert_eq!(
+            two,
+            [
+                "CREATE TABLE IF NOT EXISTS db.spans_local ON CLUSTER c1 (a UInt8) ENGINE = Log",
+                "CREATE TABLE IF NOT EXISTS db.spans ON CLUSTER c1 AS db.spans_local \
+                 ENGINE = Distributed(c1, db, spans_local, cityHash64(trace_id))"
+            ]
+        );
+        assert_eq!(
+            cluster_ddl("CREATE DATABASE IF NOT EXISTS db", "db", Some("c1")),
+            ["CREATE DATABASE IF NOT EXISTS db ON CLUSTER c1"]
+        );
+    }
 
     #[test]
     fn partition_names_to_days() {

@@ -23,6 +23,11 @@ pub struct ClickHouseConfig {
     pub database: String,
     pub user: String,
     pub password: String,
+    /// Cluster mode: the name of a cluster in the servers' `remote_servers`.
+    /// Tables are created `ON CLUSTER` as `<table>_local` on every node with
+    /// a `Distributed` table in front; writes wait until every shard has
+    /// its rows. Empty: one server.
+    pub cluster: String,
 }
 
 impl Default for ClickHouseConfig {
@@ -32,6 +37,7 @@ impl Default for ClickHouseConfig {
             database: "vigil".into(),
             user: String::new(),
             password: String::new(),
+            cluster: String::new(),
         }
     }
 }
@@ -42,6 +48,7 @@ impl std::fmt::Debug for ClickHouseConfig {
             .field("url", &self.url)
             .field("database", &self.database)
             .field("user", &self.user)
+            .field("cluster", &self.cluster)
             .field(
                 "password",
                 &if self.password.is_empty() {

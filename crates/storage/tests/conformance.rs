@@ -29,15 +29,19 @@ struct Backend {
     name: &'static str,
     store: Arc<dyn TelemetryStore>,
     _dir: Option<tempfile::TempDir>,
-    clickhouse: Option<(String, String)>,
+    /// (url, database, cluster) to drop afterwards.
+    clickhouse: Option<(String, String, Option<String>)>,
 }
 
 impl Backend {
     async fn cleanup(self) {
-        if let Some((url, database)) = self.clickhouse {
+        if let Some((url, database, cluster)) = self.clickhouse {
             let client = clickhouse::Client::default().with_url(url);
+            let on_cluster = cluster
+                .map(|c| format!(" ON CLUSTER {c}"))
+                .unwrap_or_default();
             client
-                .query(&format!("DROP DATABASE IF EXISTS {database}"))
+                .query(&format!("DROP DATABASE IF EXISTS {database}{on_cluster}"))
                 .execute()
                 .await
                 .unwrap();
@@ -56,6 +60,24 @@ fn clickhouse_url() -> Option<String> {
             eprintln!(
                 "SKIPPING the ClickHouse half of the conformance suite: CLICKHOUSE_TEST_URL is not set \
                  (scripts/test.sh starts a server and sets it)"
+            );
+            None
+        }
+    }
+}
+
+/// A two-shard cluster (scripts/clickhouse-cluster.sh) named `vigil`.
+fn cluster_url() -> Option<String> {
+    match std::env::var("CLICKHOUSE_CLUSTER_TEST_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI must test ClickHouse cluster mode: run scripts/test.sh, which starts a cluster and sets CLICKHOUSE_CLUSTER_TEST_URL"
+            );
+            eprintln!(
+                "SKIPPING the ClickHouse cluster backend of the conformance suite: CLICKHOUSE_CLUSTER_TEST_URL is not set \
+                 (scripts/test.sh starts a cluster and sets it)"
             );
             None
         }
@@ -82,31 +104,35 @@ async fn backends() -> Vec<Backend> {
         _dir: Some(dir),
         clickhouse: None,
     }];
+    let retention = Duration::from_millis((RETENTION_DAYS * DAY) as u64);
+    let retention = RetentionConfig {
+        metrics: retention,
+        traces: retention,
+        logs: retention,
+        profiles: retention,
+    };
+    let mut clickhouse = Vec::new();
     if let Some(url) = clickhouse_url() {
+        clickhouse.push(("clickhouse", url, None));
+    }
+    if let Some(url) = cluster_url() {
+        clickhouse.push(("clickhouse-cluster", url, Some("vigil".to_owned())));
+    }
+    for (name, url, cluster) in clickhouse {
         let database = format!("vigil_conformance_{:016x}", rand::random::<u64>());
         let config = ClickHouseConfig {
             url: url.clone(),
             database: database.clone(),
+            cluster: cluster.clone().unwrap_or_default(),
             ..ClickHouseConfig::default()
         };
-        let retention = Duration::from_millis((RETENTION_DAYS * DAY) as u64);
-        let store = ClickHouseStore::connect(
-            &config,
-            &RetentionConfig {
-                metrics: retention,
-                traces: retention,
-                logs: retention,
-                profiles: retention,
-            },
-        )
-        .await
-        .unwrap();
+        let store = ClickHouseStore::connect(&config, &retention).await.unwrap();
         assert_eq!(store.schema_version().await.unwrap(), 5);
         out.push(Backend {
-            name: "clickhouse",
+            name,
             store: Arc::new(store),
             _dir: None,
-            clickhouse: Some((url, database)),
+            clickhouse: Some((url, database, cluster)),
         });
     }
     out
