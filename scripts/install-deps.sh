@@ -29,6 +29,10 @@ need python3 || missing+=(python3)
 # scrapes from node-exporter.
 need prometheus || missing+=(prometheus)
 need prometheus-node-exporter || missing+=(prometheus-node-exporter)
+# clang + libbpf headers: the agent's eBPF programs (C, CO-RE) are built by
+# services/agent/build.rs.
+need clang || missing+=(clang)
+[ -f /usr/include/bpf/bpf_helpers.h ] || missing+=(libbpf-dev)
 # ZooKeeper: ClickHouse 18.16 runs ON CLUSTER DDL through it (cluster-mode tests).
 [ -f /usr/share/java/zookeeper.jar ] || missing+=(zookeeper)
 if [ ${#missing[@]} -gt 0 ]; then
