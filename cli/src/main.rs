@@ -457,7 +457,7 @@ fn print_summary(
         );
     }
     if wants(Service::Agent) {
-        out += &format!("  Agent:      {}\n", vigil_agent::ebpf::probe());
+        out += &format!("  Agent:      {}\n", vigil_agent::ebpf::status());
     }
     out += "Press Ctrl-C to stop.\n";
     print!("{out}");

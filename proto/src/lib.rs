@@ -47,6 +47,16 @@ pub mod names {
     /// CPU seconds per second used by a process (1.0 = one core busy).
     pub const PROCESS_CPU_USAGE_CORES: &str = "process_cpu_usage_cores";
     pub const PROCESS_MEMORY_RSS_BYTES: &str = "process_memory_rss_bytes";
+    /// TCP connects a process made to a destination that succeeded.
+    pub const TCP_SUCCESSFUL_CONNECTS_TOTAL: &str = "process_net_tcp_successful_connects_total";
+    /// ... that failed (refused, timed out, unreachable).
+    pub const TCP_FAILED_CONNECTS_TOTAL: &str = "process_net_tcp_failed_connects_total";
+    /// Summed TCP handshake time of the successful connects, in seconds.
+    pub const TCP_CONNECT_SECONDS_TOTAL: &str = "process_net_tcp_connect_seconds_total";
+    pub const TCP_ACTIVE_CONNECTIONS: &str = "process_net_tcp_active_connections";
+    pub const TCP_RETRANSMITS_TOTAL: &str = "process_net_tcp_retransmits_total";
+    /// Connections accepted on a listening address of the node.
+    pub const TCP_ACCEPTS_TOTAL: &str = "node_net_tcp_accepts_total";
 
     pub const LABEL_CLUSTER: &str = "cluster";
     pub const LABEL_NODE: &str = "node";
@@ -55,4 +65,8 @@ pub mod names {
     pub const LABEL_CONTAINER: &str = "container";
     pub const LABEL_PID: &str = "pid";
     pub const LABEL_PROCESS: &str = "process";
+    /// `ip:port` a connection went to.
+    pub const LABEL_DESTINATION: &str = "destination";
+    /// `ip:port` a connection was accepted on.
+    pub const LABEL_LISTEN: &str = "listen";
 }

@@ -93,8 +93,20 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
     } else {
         config.node.clone()
     };
-    let ebpf = ebpf::probe();
-    tracing::info!(node, ebpf = %ebpf, collectors = "proc", "agent collecting from /proc");
+    let tracer = match ebpf::TcpTracer::start() {
+        Ok(tracer) => {
+            tracing::info!(
+                node,
+                collectors = "proc, ebpf-tcp",
+                "agent collecting: /proc and eBPF (TCP tracepoints)"
+            );
+            Some(std::sync::Arc::new(std::sync::Mutex::new(tracer)))
+        }
+        Err(reason) => {
+            tracing::info!(node, collectors = "proc", ebpf = %format!("eBPF unavailable: {reason}"), "agent collecting from /proc");
+            None
+        }
+    };
 
     let metrics = Metrics::new("agent");
     let agent_metrics = AgentMetrics::new(&metrics);
@@ -119,7 +131,11 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
         agent: AgentInfo {
             agent_id: String::new(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            collectors: vec!["proc".to_owned()],
+            collectors: if tracer.is_some() {
+                vec!["proc".to_owned(), "ebpf-tcp".to_owned()]
+            } else {
+                vec!["proc".to_owned()]
+            },
         },
     };
     shipper.agent.agent_id = shipper.agent_id.clone();
@@ -138,8 +154,24 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
             match collected {
                 Ok((host, processes)) => {
                     let processes = proc::busiest(processes, config.max_processes);
-                    let batch =
-                        shipper.batch(resource_metrics(&config.cluster, &node, &host, &processes));
+                    let mut metrics = resource_metrics(&config.cluster, &node, &host, &processes);
+                    if let Some(tracer) = &tracer {
+                        let mut tracer = tracer
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        tracer.drain();
+                        if let Some(rm) = metrics.first_mut() {
+                            rm.series.extend(tcp_series(
+                                &tracer.stats,
+                                &config.proc_root,
+                                now_ms(),
+                            ));
+                        }
+                        tracer
+                            .stats
+                            .forget_exited(|pid| config.proc_root.join(pid.to_string()).exists());
+                    }
+                    let batch = shipper.batch(metrics);
                     shipper.enqueue(batch);
                 }
                 Err(e) => tracing::warn!(error = %e, "collection failed"),
@@ -150,8 +182,22 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
         let _ = tokio::time::timeout(Duration::from_secs(5), shipper.flush()).await;
         Ok::<(), RuntimeError>(())
     };
+    // The kernel does not wake the agent per event; it drains the ring
+    // buffer on this timer so that bursts do not overflow it.
+    let drain_loop = async {
+        if let Some(tracer) = &tracer {
+            while shutdown.sleep(Duration::from_millis(100)).await {
+                tracer
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .drain();
+            }
+        }
+        Ok::<(), RuntimeError>(())
+    };
     tokio::try_join!(
         collect_loop,
+        drain_loop,
         http.serve(axum::Router::new(), &metrics, &readiness, &shutdown)
     )?;
     Ok(())
@@ -252,6 +298,56 @@ pub fn resource_metrics(
     }]
 }
 
+/// The TCP tracer's counts as series: per process and destination, and
+/// accepts per listening address.
+pub fn tcp_series(
+    stats: &ebpf::tcp::TcpStats,
+    proc_root: &std::path::Path,
+    ts: i64,
+) -> Vec<TimeSeries> {
+    let label = |name: &str, value: String| Label {
+        name: name.to_owned(),
+        value,
+    };
+    let mut out = Vec::new();
+    for ((pid, destination), o) in &stats.outgoing {
+        let process = std::fs::read_to_string(proc_root.join(pid.to_string()).join("comm"))
+            .map(|c| c.trim().to_owned())
+            .unwrap_or_default();
+        let mut labels = vec![label(names::LABEL_DESTINATION, destination.to_string())];
+        if *pid != 0 {
+            labels.push(label(names::LABEL_PID, pid.to_string()));
+        }
+        if !process.is_empty() {
+            labels.push(label(names::LABEL_PROCESS, process));
+        }
+        for (name, value) in [
+            (
+                names::TCP_SUCCESSFUL_CONNECTS_TOTAL,
+                o.successful_connects as f64,
+            ),
+            (names::TCP_FAILED_CONNECTS_TOTAL, o.failed_connects as f64),
+            (
+                names::TCP_CONNECT_SECONDS_TOTAL,
+                o.connect_time_ns as f64 / 1e9,
+            ),
+            (names::TCP_ACTIVE_CONNECTIONS, o.active as f64),
+            (names::TCP_RETRANSMITS_TOTAL, o.retransmits as f64),
+        ] {
+            out.push(series(name, labels.clone(), ts, value));
+        }
+    }
+    for (listen, accepts) in &stats.accepts {
+        out.push(series(
+            names::TCP_ACCEPTS_TOTAL,
+            vec![label(names::LABEL_LISTEN, listen.to_string())],
+            ts,
+            *accepts as f64,
+        ));
+    }
+    out
+}
+
 /// Ships batches in order, keeping unacknowledged ones for the next attempt.
 struct Shipper {
     client: Client,
@@ -337,6 +433,45 @@ fn is_permanent(code: Code) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tcp_counts_become_labelled_series() {
+        use ebpf::tcp::{Event, Kind, TcpStats};
+        let mut stats = TcpStats::default();
+        let me = std::process::id();
+        let destination: std::net::SocketAddr = "10.1.2.3:5432".parse().unwrap();
+        for kind in [Kind::Connect, Kind::Connect, Kind::ConnectFailed] {
+            stats.record(&Event {
+                kind,
+                pid: me,
+                source: "10.0.0.1:40000".parse().unwrap(),
+                destination,
+                duration_ns: 250_000_000,
+                sock: 1,
+            });
+        }
+        let out = tcp_series(&stats, std::path::Path::new("/proc"), 1_000);
+        let get = |name: &str| {
+            let s = out.iter().find(|s| s.name == name).unwrap();
+            let label = |n: &str| {
+                s.labels
+                    .iter()
+                    .find(|l| l.name == n)
+                    .map(|l| l.value.clone())
+            };
+            assert_eq!(label("destination").as_deref(), Some("10.1.2.3:5432"));
+            assert_eq!(label("pid"), Some(me.to_string()));
+            assert!(label("process").is_some_and(|p| !p.is_empty()));
+            s.samples[0].value
+        };
+        assert_eq!(get(names::TCP_SUCCESSFUL_CONNECTS_TOTAL), 2.0);
+        assert_eq!(get(names::TCP_FAILED_CONNECTS_TOTAL), 1.0);
+        assert_eq!(get(names::TCP_CONNECT_SECONDS_TOTAL), 0.5);
+        // The same socket connected twice here; one is still counted open.
+        assert_eq!(get(names::TCP_ACTIVE_CONNECTIONS), 2.0);
+        stats.forget_exited(|_| false);
+        assert_eq!(stats.outgoing.len(), 1, "kept: connections still open");
+    }
 
     #[test]
     fn figures_become_series_with_resource() {

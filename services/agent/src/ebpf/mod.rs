@@ -44,6 +44,20 @@ pub fn probe() -> Support {
     Support::Available
 }
 
+/// What the agent will collect here, for `vigil up`'s summary.
+pub fn status() -> String {
+    match probe() {
+        Support::Unavailable(reason) => format!("eBPF unavailable: {reason}; using /proc"),
+        Support::Available if cfg!(vigil_ebpf) => {
+            "eBPF (root, BTF): TCP connects, accepts, retransmits; /proc for resources".to_owned()
+        }
+        Support::Available => format!(
+            "eBPF unavailable: {}; using /proc",
+            env!("VIGIL_EBPF_MISSING")
+        ),
+    }
+}
+
 /// Where tracepoints are found; the agent mounts tracefs there when it is
 /// missing (aya's attach fails with "tracefs not found" otherwise).
 pub const TRACEFS: &str = "/sys/kernel/tracing";

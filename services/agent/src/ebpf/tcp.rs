@@ -121,6 +121,13 @@ pub struct TcpStats {
 }
 
 impl TcpStats {
+    /// Forgets processes that are gone and have no connection open: their
+    /// counts were shipped for the last time.
+    pub fn forget_exited(&mut self, alive: impl Fn(u32) -> bool) {
+        self.outgoing
+            .retain(|(pid, _), o| *pid == 0 || o.active > 0 || alive(*pid));
+    }
+
     pub fn record(&mut self, e: &Event) {
         match e.kind {
             Kind::Connect => {
