@@ -4,7 +4,7 @@
 
 use std::{env, path::PathBuf, process::Command};
 
-const PROGRAMS: &[&str] = &["tcp"];
+const PROGRAMS: &[&str] = &["tcp", "l7"];
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(vigil_ebpf)");

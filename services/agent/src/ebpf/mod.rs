@@ -4,8 +4,10 @@
 //! clang at build time, the agent says why and keeps its /proc collectors.
 //!
 //! Today: the TCP lifecycle ([`tcp`]) from `sock:inet_sock_set_state` and
-//! `tcp:tcp_retransmit_skb`.
+//! `tcp:tcp_retransmit_skb`, and HTTP/1.x requests ([`l7`]) from the
+//! connect/accept/read/write/sendto/recvfrom/close syscall tracepoints.
 
+pub mod l7;
 pub mod tcp;
 
 use std::{fmt, path::Path};
@@ -80,13 +82,66 @@ pub fn ensure_tracefs() -> Result<(), String> {
     Ok(())
 }
 
+/// Programs loaded and attached, with the ring buffer they fill.
+#[cfg(vigil_ebpf)]
+struct Attached {
+    _ebpf: aya::Ebpf,
+    events: aya::maps::RingBuf<aya::maps::MapData>,
+}
+
+/// Loads `object` against the kernel's BTF, attaches each (program,
+/// category, tracepoint) and takes the ring buffer `ring`.
+#[cfg(vigil_ebpf)]
+fn attach(object: &[u8], programs: &[(&str, &str, &str)], ring: &str) -> Result<Attached, String> {
+    if let Support::Unavailable(reason) = probe() {
+        return Err(reason);
+    }
+    ensure_tracefs()?;
+    let btf = aya::Btf::from_sys_fs().map_err(|e| format!("cannot read kernel BTF: {e}"))?;
+    let mut ebpf = aya::EbpfLoader::new()
+        .btf(Some(&btf))
+        .load(object)
+        .map_err(|e| format!("cannot load eBPF programs: {e}"))?;
+    for (program, category, name) in programs {
+        let tracepoint: &mut aya::programs::TracePoint = ebpf
+            .program_mut(program)
+            .ok_or_else(|| format!("program {program} missing from the object"))?
+            .try_into()
+            .map_err(|e| format!("program {program}: {e}"))?;
+        tracepoint
+            .load()
+            .map_err(|e| format!("cannot load {program}: {e}"))?;
+        tracepoint
+            .attach(category, name)
+            .map_err(|e| format!("cannot attach to {category}:{name}: {e}"))?;
+    }
+    let events = ebpf
+        .take_map(ring)
+        .ok_or_else(|| format!("ring buffer `{ring}` missing from the object"))?;
+    let events =
+        aya::maps::RingBuf::try_from(events).map_err(|e| format!("ring buffer `{ring}`: {e}"))?;
+    Ok(Attached {
+        _ebpf: ebpf,
+        events,
+    })
+}
+
+/// Reads every waiting record; the number read.
+#[cfg(vigil_ebpf)]
+fn drain_into(attached: &mut Attached, mut record: impl FnMut(&[u8])) -> usize {
+    let mut read = 0;
+    while let Some(item) = attached.events.next() {
+        record(&item);
+        read += 1;
+    }
+    read
+}
+
 /// The TCP lifecycle tracer: programs attached, events drained into
 /// [`tcp::TcpStats`] by [`TcpTracer::drain`].
 pub struct TcpTracer {
     #[cfg(vigil_ebpf)]
-    _ebpf: aya::Ebpf,
-    #[cfg(vigil_ebpf)]
-    events: aya::maps::RingBuf<aya::maps::MapData>,
+    attached: Attached,
     pub stats: tcp::TcpStats,
     /// Records of an unexpected shape (a program and agent out of step).
     pub malformed: u64,
@@ -94,68 +149,96 @@ pub struct TcpTracer {
 
 impl TcpTracer {
     /// Loads and attaches the TCP programs; the error says why not.
-    #[cfg(vigil_ebpf)]
     pub fn start() -> Result<Self, String> {
-        if let Support::Unavailable(reason) = probe() {
-            return Err(reason);
+        #[cfg(vigil_ebpf)]
+        {
+            let attached = attach(
+                aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcp.bpf.o")),
+                &[
+                    ("inet_sock_set_state", "sock", "inet_sock_set_state"),
+                    ("tcp_retransmit_skb", "tcp", "tcp_retransmit_skb"),
+                ],
+                "events",
+            )?;
+            Ok(Self {
+                attached,
+                stats: tcp::TcpStats::default(),
+                malformed: 0,
+            })
         }
-        ensure_tracefs()?;
-        let btf = aya::Btf::from_sys_fs().map_err(|e| format!("cannot read kernel BTF: {e}"))?;
-        let mut ebpf = aya::EbpfLoader::new()
-            .btf(Some(&btf))
-            .load(aya::include_bytes_aligned!(concat!(
-                env!("OUT_DIR"),
-                "/tcp.bpf.o"
-            )))
-            .map_err(|e| format!("cannot load the TCP programs: {e}"))?;
-        for (program, category, name) in [
-            ("inet_sock_set_state", "sock", "inet_sock_set_state"),
-            ("tcp_retransmit_skb", "tcp", "tcp_retransmit_skb"),
-        ] {
-            let tracepoint: &mut aya::programs::TracePoint = ebpf
-                .program_mut(program)
-                .ok_or_else(|| format!("program {program} missing from the object"))?
-                .try_into()
-                .map_err(|e| format!("program {program}: {e}"))?;
-            tracepoint
-                .load()
-                .map_err(|e| format!("cannot load {program}: {e}"))?;
-            tracepoint
-                .attach(category, name)
-                .map_err(|e| format!("cannot attach to {category}:{name}: {e}"))?;
-        }
-        let events = ebpf
-            .take_map("events")
-            .ok_or("ring buffer `events` missing from the object")?;
-        let events = aya::maps::RingBuf::try_from(events)
-            .map_err(|e| format!("ring buffer `events`: {e}"))?;
-        Ok(Self {
-            _ebpf: ebpf,
-            events,
-            stats: tcp::TcpStats::default(),
-            malformed: 0,
-        })
-    }
-
-    #[cfg(not(vigil_ebpf))]
-    pub fn start() -> Result<Self, String> {
+        #[cfg(not(vigil_ebpf))]
         Err(env!("VIGIL_EBPF_MISSING").to_owned())
     }
 
-    /// Moves every event waiting in the ring buffer into the stats; the
-    /// number of events read.
+    /// Moves every event waiting in the ring buffer into the stats.
     pub fn drain(&mut self) -> usize {
         #[cfg(vigil_ebpf)]
         {
-            let mut read = 0;
-            while let Some(record) = self.events.next() {
-                match tcp::parse(&record) {
-                    Some(event) => self.stats.record(&event),
-                    None => self.malformed += 1,
-                }
-                read += 1;
-            }
-            read
+            let (stats, malformed) = (&mut self.stats, &mut self.malformed);
+            drain_into(&mut self.attached, |record| match tcp::parse(record) {
+                Some(event) => stats.record(&event),
+                None => *malformed += 1,
+            })
+        }
+        #[cfg(not(vigil_ebpf))]
+        0
+    }
+}
+
+/// The L7 tracer: request/response pairs on tracked sockets, drained into
+/// [`l7::L7Stats`].
+pub struct L7Tracer {
+    #[cfg(vigil_ebpf)]
+    attached: Attached,
+    pub stats: l7::L7Stats,
+    pub malformed: u64,
+}
+
+impl L7Tracer {
+    pub fn start() -> Result<Self, String> {
+        #[cfg(vigil_ebpf)]
+        {
+            let programs: Vec<(&str, &str, &str)> = [
+                "sys_enter_connect",
+                "sys_exit_connect",
+                "sys_exit_accept",
+                "sys_exit_accept4",
+                "sys_enter_close",
+                "sys_enter_write",
+                "sys_exit_write",
+                "sys_enter_read",
+                "sys_exit_read",
+                "sys_enter_sendto",
+                "sys_exit_sendto",
+                "sys_enter_recvfrom",
+                "sys_exit_recvfrom",
+            ]
+            .into_iter()
+            .map(|name| (name, "syscalls", name))
+            .collect();
+            let attached = attach(
+                aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/l7.bpf.o")),
+                &programs,
+                "l7_events",
+            )?;
+            Ok(Self {
+                attached,
+                stats: l7::L7Stats::default(),
+                malformed: 0,
+            })
+        }
+        #[cfg(not(vigil_ebpf))]
+        Err(env!("VIGIL_EBPF_MISSING").to_owned())
+    }
+
+    pub fn drain(&mut self) -> usize {
+        #[cfg(vigil_ebpf)]
+        {
+            let (stats, malformed) = (&mut self.stats, &mut self.malformed);
+            drain_into(&mut self.attached, |record| match l7::parse(record) {
+                Some(exchange) => stats.record(&exchange),
+                None => *malformed += 1,
+            })
         }
         #[cfg(not(vigil_ebpf))]
         0

@@ -1,0 +1,294 @@
+// SPDX-License-Identifier: GPL-2.0
+// Vigil agent: L7 requests from syscall tracepoints.
+//
+// Sockets are tracked from connect() (client side, with the destination
+// address) and accept()/accept4() (server side). On a tracked socket the
+// first bytes of each read/write/sendto/recvfrom are looked at: a request
+// (it does not start with "HTTP") opens a pending request, a response
+// ("HTTP/1.") completes it, and the pair goes to userspace with the
+// latency measured in the kernel's clock. Userspace parses the prefixes
+// (method, status) and decides what they are.
+//
+// Tracepoint records carry preserve_access_index: CO-RE relocates them
+// against the running kernel's BTF.
+
+typedef unsigned char __u8;
+typedef unsigned short __u16;
+typedef unsigned int __u32;
+typedef unsigned long long __u64;
+typedef int __s32;
+typedef long long __s64;
+typedef __u16 __be16;
+typedef __u32 __be32;
+typedef __u32 __wsum;
+
+enum bpf_map_type {
+	BPF_MAP_TYPE_HASH = 1,
+	BPF_MAP_TYPE_LRU_HASH = 9,
+	BPF_MAP_TYPE_RINGBUF = 27,
+};
+
+enum {
+	BPF_ANY = 0,
+	BPF_RB_NO_WAKEUP = 1,
+};
+
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+
+struct trace_event_raw_sys_enter {
+	long int id;
+	long unsigned int args[6];
+} __attribute__((preserve_access_index));
+
+struct trace_event_raw_sys_exit {
+	long int id;
+	long int ret;
+} __attribute__((preserve_access_index));
+
+#define PREFIX 16
+#define EINPROGRESS 115
+#define AF_INET 2
+#define AF_INET6 10
+
+#define ROLE_CLIENT 1
+#define ROLE_SERVER 2
+
+struct sock_info {
+	__u64 opened_ns;
+	__u32 role;
+	__u16 family;
+	__u16 dport;
+	__u8 daddr[16];
+};
+
+struct pending {
+	__u64 start_ns;
+	__u8 request[PREFIX];
+};
+
+struct io_args {
+	__u64 buf;
+	__u32 fd;
+	__u32 pad;
+};
+
+struct connect_args {
+	__u64 addr;
+	__u32 fd;
+	__u32 pad;
+};
+
+// One record per answered request; userspace mirrors it
+// (services/agent/src/ebpf/l7.rs).
+struct l7_event {
+	__u64 latency_ns;
+	__u32 pid;
+	__u32 fd;
+	__u32 role;
+	__u16 family;
+	__u16 dport;
+	__u8 daddr[16];
+	__u8 request[PREFIX];
+	__u8 response[PREFIX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22);
+} l7_events SEC(".maps");
+
+// (tgid << 32 | fd) of tracked sockets.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, __u64);
+	__type(value, struct sock_info);
+} sockets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, __u64);
+	__type(value, struct pending);
+} pending_requests SEC(".maps");
+
+// Per thread, the arguments of the syscall in progress.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct connect_args);
+} connecting SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct io_args);
+} in_io SEC(".maps");
+
+static __always_inline __u64 sock_key(__u32 fd)
+{
+	return (bpf_get_current_pid_tgid() & 0xffffffff00000000ULL) | fd;
+}
+
+SEC("tracepoint/syscalls/sys_enter_connect")
+int sys_enter_connect(struct trace_event_raw_sys_enter *ctx)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct connect_args a = {
+		.addr = BPF_CORE_READ(ctx, args[1]),
+		.fd = (__u32)BPF_CORE_READ(ctx, args[0]),
+	};
+	bpf_map_update_elem(&connecting, &tid, &a, BPF_ANY);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_connect")
+int sys_exit_connect(struct trace_event_raw_sys_exit *ctx)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct connect_args *a = bpf_map_lookup_elem(&connecting, &tid);
+	if (!a)
+		return 0;
+	struct connect_args args = *a;
+	bpf_map_delete_elem(&connecting, &tid);
+	long ret = BPF_CORE_READ(ctx, ret);
+	if (ret != 0 && ret != -EINPROGRESS)
+		return 0;
+	struct sock_info info = { .opened_ns = bpf_ktime_get_ns(), .role = ROLE_CLIENT };
+	__u16 family = 0;
+	bpf_probe_read_user(&family, sizeof(family), (void *)args.addr);
+	if (family == AF_INET) {
+		bpf_probe_read_user(&info.dport, 2, (void *)(args.addr + 2));
+		bpf_probe_read_user(info.daddr, 4, (void *)(args.addr + 4));
+	} else if (family == AF_INET6) {
+		bpf_probe_read_user(&info.dport, 2, (void *)(args.addr + 2));
+		bpf_probe_read_user(info.daddr, 16, (void *)(args.addr + 8));
+	} else {
+		return 0; // unix sockets and others: not TCP
+	}
+	info.family = family;
+	__u64 key = sock_key(args.fd);
+	bpf_map_update_elem(&sockets, &key, &info, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int accepted(struct trace_event_raw_sys_exit *ctx)
+{
+	long fd = BPF_CORE_READ(ctx, ret);
+	if (fd < 0)
+		return 0;
+	struct sock_info info = { .opened_ns = bpf_ktime_get_ns(), .role = ROLE_SERVER };
+	__u64 key = sock_key((__u32)fd);
+	bpf_map_update_elem(&sockets, &key, &info, BPF_ANY);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int sys_exit_accept4(struct trace_event_raw_sys_exit *ctx)
+{
+	return accepted(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int sys_exit_accept(struct trace_event_raw_sys_exit *ctx)
+{
+	return accepted(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_enter_close")
+int sys_enter_close(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 key = sock_key((__u32)BPF_CORE_READ(ctx, args[0]));
+	bpf_map_delete_elem(&sockets, &key);
+	bpf_map_delete_elem(&pending_requests, &key);
+	return 0;
+}
+
+static __always_inline int io_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	__u32 fd = (__u32)BPF_CORE_READ(ctx, args[0]);
+	__u64 key = sock_key(fd);
+	if (!bpf_map_lookup_elem(&sockets, &key))
+		return 0;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct io_args a = { .buf = BPF_CORE_READ(ctx, args[1]), .fd = fd };
+	bpf_map_update_elem(&in_io, &tid, &a, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int is_response(const __u8 *p)
+{
+	return p[0] == 'H' && p[1] == 'T' && p[2] == 'T' && p[3] == 'P' && p[4] == '/';
+}
+
+static __always_inline int io_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct io_args *a = bpf_map_lookup_elem(&in_io, &tid);
+	if (!a)
+		return 0;
+	struct io_args args = *a;
+	bpf_map_delete_elem(&in_io, &tid);
+	long ret = BPF_CORE_READ(ctx, ret);
+	if (ret <= 0)
+		return 0;
+	__u64 key = sock_key(args.fd);
+	struct sock_info *info = bpf_map_lookup_elem(&sockets, &key);
+	if (!info)
+		return 0;
+	__u8 prefix[PREFIX] = {};
+	__u32 len = ret < PREFIX ? (__u32)ret : PREFIX;
+	if (bpf_probe_read_user(prefix, len & (PREFIX - 1) ? len & (PREFIX - 1) : PREFIX, (void *)args.buf))
+		return 0;
+	if (!is_response(prefix)) {
+		// A request: the start of one, sent by a client or read by a server.
+		if (prefix[0] < 'A' || prefix[0] > 'Z')
+			return 0;
+		struct pending p = { .start_ns = bpf_ktime_get_ns() };
+		__builtin_memcpy(p.request, prefix, PREFIX);
+		bpf_map_update_elem(&pending_requests, &key, &p, BPF_ANY);
+		return 0;
+	}
+	struct pending *p = bpf_map_lookup_elem(&pending_requests, &key);
+	if (!p)
+		return 0;
+	struct l7_event *e = bpf_ringbuf_reserve(&l7_events, sizeof(*e), 0);
+	if (!e) {
+		bpf_map_delete_elem(&pending_requests, &key);
+		return 0;
+	}
+	e->latency_ns = bpf_ktime_get_ns() - p->start_ns;
+	e->pid = bpf_get_current_pid_tgid() >> 32;
+	e->fd = args.fd;
+	e->role = info->role;
+	e->family = info->family;
+	e->dport = info->dport;
+	__builtin_memcpy(e->daddr, info->daddr, 16);
+	__builtin_memcpy(e->request, p->request, PREFIX);
+	__builtin_memcpy(e->response, prefix, PREFIX);
+	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+	bpf_map_delete_elem(&pending_requests, &key);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_write")
+int sys_enter_write(struct trace_event_raw_sys_enter *ctx) { return io_enter(ctx); }
+SEC("tracepoint/syscalls/sys_exit_write")
+int sys_exit_write(struct trace_event_raw_sys_exit *ctx) { return io_exit(ctx); }
+SEC("tracepoint/syscalls/sys_enter_read")
+int sys_enter_read(struct trace_event_raw_sys_enter *ctx) { return io_enter(ctx); }
+SEC("tracepoint/syscalls/sys_exit_read")
+int sys_exit_read(struct trace_event_raw_sys_exit *ctx) { return io_exit(ctx); }
+SEC("tracepoint/syscalls/sys_enter_sendto")
+int sys_enter_sendto(struct trace_event_raw_sys_enter *ctx) { return io_enter(ctx); }
+SEC("tracepoint/syscalls/sys_exit_sendto")
+int sys_exit_sendto(struct trace_event_raw_sys_exit *ctx) { return io_exit(ctx); }
+SEC("tracepoint/syscalls/sys_enter_recvfrom")
+int sys_enter_recvfrom(struct trace_event_raw_sys_enter *ctx) { return io_enter(ctx); }
+SEC("tracepoint/syscalls/sys_exit_recvfrom")
+int sys_exit_recvfrom(struct trace_event_raw_sys_exit *ctx) { return io_exit(ctx); }
+
+char LICENSE[] SEC("license") = "GPL";

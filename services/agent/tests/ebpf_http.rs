@@ -1,0 +1,138 @@
+//! HTTP/1.x requests seen from syscall tracepoints against ground truth
+//! (root and BTF; CI runs as root): this test sends N requests with known
+//! statuses to Python's http.server and counts them on both sides — the
+//! client (this process, with the destination) and the server (python).
+
+#![allow(clippy::unwrap_used, clippy::print_stderr, clippy::disallowed_methods)]
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use vigil_agent::ebpf::{
+    L7Tracer, Support,
+    l7::{HttpKey, Side},
+    probe,
+};
+
+const FOUND: u64 = 20;
+const MISSING: u64 = 8;
+
+/// One request on its own connection, as `curl` would send it; the status.
+fn get(server: SocketAddr, path: &str) -> u16 {
+    let mut stream = TcpStream::connect(server).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {server}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response[9..12].parse().unwrap()
+}
+
+#[test]
+fn http_requests_match_ground_truth_on_both_sides() {
+    let ci = std::env::var("CI").as_deref() == Ok("true");
+    if let Support::Unavailable(reason) = probe() {
+        assert!(!ci, "CI runs as root with BTF, yet: {reason}");
+        eprintln!("SKIPPED: eBPF unavailable here: {reason}");
+        return;
+    }
+    let mut tracer = match L7Tracer::start() {
+        Ok(tracer) => tracer,
+        Err(reason) => {
+            assert!(!ci, "CI must load the L7 programs: {reason}");
+            eprintln!("SKIPPED: {reason}");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("index.txt"), "hello").unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut python = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(server).is_err() {
+        assert!(Instant::now() < deadline, "http.server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for _ in 0..FOUND {
+        assert_eq!(get(server, "/index.txt"), 200);
+    }
+    for _ in 0..MISSING {
+        assert_eq!(get(server, "/missing"), 404);
+    }
+    let me = std::process::id();
+    let python_pid = python.id();
+    let count = |tracer: &L7Tracer, pid, side, destination, status| {
+        tracer
+            .stats
+            .http
+            .get(&HttpKey {
+                pid,
+                side,
+                destination,
+                method: "GET",
+                status,
+            })
+            .map_or(0, |c| c.requests)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        tracer.drain();
+        let settled = count(&tracer, me, Side::Client, Some(server), 404) >= MISSING
+            && count(&tracer, python_pid, Side::Server, None, 404) >= MISSING;
+        if settled || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = python.kill();
+    let _ = python.wait();
+    let mine: Vec<_> = tracer
+        .stats
+        .http
+        .iter()
+        .filter(|(k, _)| k.pid == me || k.pid == python_pid)
+        .collect();
+    eprintln!("{mine:#?}");
+    assert_eq!(count(&tracer, me, Side::Client, Some(server), 200), FOUND);
+    assert_eq!(count(&tracer, me, Side::Client, Some(server), 404), MISSING);
+    // The first connect (the readiness probe) sent no request.
+    assert_eq!(count(&tracer, python_pid, Side::Server, None, 200), FOUND);
+    assert_eq!(count(&tracer, python_pid, Side::Server, None, 404), MISSING);
+    let latency = tracer.stats.http[&HttpKey {
+        pid: me,
+        side: Side::Client,
+        destination: Some(server),
+        method: "GET",
+        status: 200,
+    }]
+        .latency_ns;
+    let mean_ms = latency as f64 / FOUND as f64 / 1e6;
+    assert!(
+        mean_ms > 0.0 && mean_ms < 1_000.0,
+        "mean latency {mean_ms} ms is plausible for loopback"
+    );
+    assert_eq!(tracer.malformed, 0);
+}
