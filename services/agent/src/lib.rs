@@ -93,18 +93,26 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
     } else {
         config.node.clone()
     };
-    let tracer = match ebpf::TcpTracer::start() {
-        Ok(tracer) => {
+    let (tracer, l7) = match (ebpf::TcpTracer::start(), ebpf::L7Tracer::start()) {
+        (Ok(tcp), Ok(l7)) => {
             tracing::info!(
                 node,
-                collectors = "proc, ebpf-tcp",
-                "agent collecting: /proc and eBPF (TCP tracepoints)"
+                collectors = "proc, ebpf-tcp, ebpf-l7",
+                "agent collecting: /proc and eBPF (TCP, HTTP)"
             );
-            Some(std::sync::Arc::new(std::sync::Mutex::new(tracer)))
+            (
+                Some(std::sync::Arc::new(std::sync::Mutex::new(tcp))),
+                Some(std::sync::Arc::new(std::sync::Mutex::new(l7))),
+            )
         }
-        Err(reason) => {
-            tracing::info!(node, collectors = "proc", ebpf = %format!("eBPF unavailable: {reason}"), "agent collecting from /proc");
-            None
+        (tcp, l7) => {
+            let reason = [tcp.err(), l7.err()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join("; ");
+            tracing::warn!(node, collectors = "proc", ebpf = %format!("eBPF unavailable: {reason}"), "agent collecting from /proc");
+            (None, None)
         }
     };
 
@@ -132,7 +140,11 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
             agent_id: String::new(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             collectors: if tracer.is_some() {
-                vec!["proc".to_owned(), "ebpf-tcp".to_owned()]
+                vec![
+                    "proc".to_owned(),
+                    "ebpf-tcp".to_owned(),
+                    "ebpf-l7".to_owned(),
+                ]
             } else {
                 vec!["proc".to_owned()]
             },
@@ -171,6 +183,16 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
                             .stats
                             .forget_exited(|pid| config.proc_root.join(pid.to_string()).exists());
                     }
+                    if let Some(l7) = &l7 {
+                        let mut l7 = l7.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        l7.drain();
+                        if let Some(rm) = metrics.first_mut() {
+                            rm.series
+                                .extend(http_series(&l7.stats, &config.proc_root, now_ms()));
+                        }
+                        l7.stats
+                            .forget_exited(|pid| config.proc_root.join(pid.to_string()).exists());
+                    }
                     let batch = shipper.batch(metrics);
                     shipper.enqueue(batch);
                 }
@@ -185,10 +207,13 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
     // The kernel does not wake the agent per event; it drains the ring
     // buffer on this timer so that bursts do not overflow it.
     let drain_loop = async {
-        if let Some(tracer) = &tracer {
+        if let (Some(tracer), Some(l7)) = (&tracer, &l7) {
             while shutdown.sleep(Duration::from_millis(100)).await {
                 tracer
                     .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .drain();
+                l7.lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .drain();
             }
@@ -311,9 +336,7 @@ pub fn tcp_series(
     };
     let mut out = Vec::new();
     for ((pid, destination), o) in &stats.outgoing {
-        let process = std::fs::read_to_string(proc_root.join(pid.to_string()).join("comm"))
-            .map(|c| c.trim().to_owned())
-            .unwrap_or_default();
+        let process = process_name(proc_root, *pid);
         let mut labels = vec![label(names::LABEL_DESTINATION, destination.to_string())];
         if *pid != 0 {
             labels.push(label(names::LABEL_PID, pid.to_string()));
@@ -343,6 +366,55 @@ pub fn tcp_series(
             vec![label(names::LABEL_LISTEN, listen.to_string())],
             ts,
             *accepts as f64,
+        ));
+    }
+    out
+}
+
+/// A process's name (`comm`), or empty when it is gone.
+fn process_name(proc_root: &std::path::Path, pid: u32) -> String {
+    std::fs::read_to_string(proc_root.join(pid.to_string()).join("comm"))
+        .map(|c| c.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// HTTP exchanges as series: requests and summed latency per process,
+/// side, destination (client side), method and status.
+pub fn http_series(
+    stats: &ebpf::l7::L7Stats,
+    proc_root: &std::path::Path,
+    ts: i64,
+) -> Vec<TimeSeries> {
+    let label = |name: &str, value: String| Label {
+        name: name.to_owned(),
+        value,
+    };
+    let mut out = Vec::new();
+    for (key, counts) in &stats.http {
+        let mut labels = vec![
+            label(names::LABEL_PID, key.pid.to_string()),
+            label(names::LABEL_SIDE, key.side.as_str().to_owned()),
+            label(names::LABEL_METHOD, key.method.to_owned()),
+            label(names::LABEL_STATUS, key.status.to_string()),
+        ];
+        let process = process_name(proc_root, key.pid);
+        if !process.is_empty() {
+            labels.push(label(names::LABEL_PROCESS, process));
+        }
+        if let Some(destination) = key.destination {
+            labels.push(label(names::LABEL_DESTINATION, destination.to_string()));
+        }
+        out.push(series(
+            names::HTTP_REQUESTS_TOTAL,
+            labels.clone(),
+            ts,
+            counts.requests as f64,
+        ));
+        out.push(series(
+            names::HTTP_REQUEST_SECONDS_TOTAL,
+            labels,
+            ts,
+            counts.latency_ns as f64 / 1e9,
         ));
     }
     out

@@ -51,7 +51,7 @@ pub fn status() -> String {
     match probe() {
         Support::Unavailable(reason) => format!("eBPF unavailable: {reason}; using /proc"),
         Support::Available if cfg!(vigil_ebpf) => {
-            "eBPF (root, BTF): TCP connects, accepts, retransmits; /proc for resources".to_owned()
+            "eBPF (root, BTF): TCP connects, accepts, retransmits; HTTP/1.x requests; /proc for resources".to_owned()
         }
         Support::Available => format!(
             "eBPF unavailable: {}; using /proc",
