@@ -55,11 +55,11 @@ pub mod names {
     pub const TCP_CONNECT_SECONDS_TOTAL: &str = "process_net_tcp_connect_seconds_total";
     pub const TCP_ACTIVE_CONNECTIONS: &str = "process_net_tcp_active_connections";
     pub const TCP_RETRANSMITS_TOTAL: &str = "process_net_tcp_retransmits_total";
-    /// HTTP/1.x requests a process sent (side=client) or answered
-    /// (side=server), by method and status.
-    pub const HTTP_REQUESTS_TOTAL: &str = "process_http_requests_total";
+    /// Requests a process sent (side=client) or answered (side=server), by
+    /// protocol (http, redis, memcached), operation and status.
+    pub const L7_REQUESTS_TOTAL: &str = "process_l7_requests_total";
     /// Their summed latency (request sent/read to response read/sent).
-    pub const HTTP_REQUEST_SECONDS_TOTAL: &str = "process_http_request_seconds_total";
+    pub const L7_REQUEST_SECONDS_TOTAL: &str = "process_l7_request_seconds_total";
     /// Connections accepted on a listening address of the node.
     pub const TCP_ACCEPTS_TOTAL: &str = "node_net_tcp_accepts_total";
 
@@ -73,7 +73,9 @@ pub mod names {
     /// `ip:port` a connection went to.
     pub const LABEL_DESTINATION: &str = "destination";
     pub const LABEL_SIDE: &str = "side";
-    pub const LABEL_METHOD: &str = "method";
+    pub const LABEL_PROTOCOL: &str = "protocol";
+    /// HTTP method, Redis or Memcached command.
+    pub const LABEL_OPERATION: &str = "operation";
     pub const LABEL_STATUS: &str = "status";
     /// `ip:port` a connection was accepted on.
     pub const LABEL_LISTEN: &str = "listen";

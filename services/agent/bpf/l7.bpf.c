@@ -2,12 +2,13 @@
 // Vigil agent: L7 requests from syscall tracepoints.
 //
 // Sockets are tracked from connect() (client side, with the destination
-// address) and accept()/accept4() (server side). On a tracked socket the
-// first bytes of each read/write/sendto/recvfrom are looked at: a request
-// (it does not start with "HTTP") opens a pending request, a response
-// ("HTTP/1.") completes it, and the pair goes to userspace with the
-// latency measured in the kernel's clock. Userspace parses the prefixes
-// (method, status) and decides what they are.
+// address; UDP sockets too, as resolvers connect them) and accept()/
+// accept4() (server side). Request/response protocols alternate: on a
+// client socket a write opens a pending request and the next read
+// completes it; on a server socket a read opens it and the next write
+// completes it. The first bytes of both and the latency in the kernel's
+// clock go to userspace, which tells the protocol (HTTP/1.x, Redis,
+// Memcached, Postgres, MySQL, DNS) from the bytes.
 //
 // Tracepoint records carry preserve_access_index: CO-RE relocates them
 // against the running kernel's BTF.
@@ -219,12 +220,7 @@ static __always_inline int io_enter(struct trace_event_raw_sys_enter *ctx)
 	return 0;
 }
 
-static __always_inline int is_response(const __u8 *p)
-{
-	return p[0] == 'H' && p[1] == 'T' && p[2] == 'T' && p[3] == 'P' && p[4] == '/';
-}
-
-static __always_inline int io_exit(struct trace_event_raw_sys_exit *ctx)
+static __always_inline int io_exit(struct trace_event_raw_sys_exit *ctx, int is_write)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct io_args *a = bpf_map_lookup_elem(&in_io, &tid);
@@ -243,18 +239,20 @@ static __always_inline int io_exit(struct trace_event_raw_sys_exit *ctx)
 	__u32 len = ret < PREFIX ? (__u32)ret : PREFIX;
 	if (bpf_probe_read_user(prefix, len & (PREFIX - 1) ? len & (PREFIX - 1) : PREFIX, (void *)args.buf))
 		return 0;
-	if (!is_response(prefix)) {
-		// A request: the start of one, sent by a client or read by a server.
-		if (prefix[0] < 'A' || prefix[0] > 'Z')
+	// A client writes requests and reads responses; a server the reverse.
+	int request = (info->role == ROLE_CLIENT) == is_write;
+	struct pending *p = bpf_map_lookup_elem(&pending_requests, &key);
+	if (request) {
+		// A request sent in several writes is timed from its first.
+		if (p)
 			return 0;
-		struct pending p = { .start_ns = bpf_ktime_get_ns() };
-		__builtin_memcpy(p.request, prefix, PREFIX);
-		bpf_map_update_elem(&pending_requests, &key, &p, BPF_ANY);
+		struct pending fresh = { .start_ns = bpf_ktime_get_ns() };
+		__builtin_memcpy(fresh.request, prefix, PREFIX);
+		bpf_map_update_elem(&pending_requests, &key, &fresh, BPF_ANY);
 		return 0;
 	}
-	struct pending *p = bpf_map_lookup_elem(&pending_requests, &key);
 	if (!p)
-		return 0;
+		return 0; // the rest of a response already counted
 	struct l7_event *e = bpf_ringbuf_reserve(&l7_events, sizeof(*e), 0);
 	if (!e) {
 		bpf_map_delete_elem(&pending_requests, &key);
@@ -277,18 +275,18 @@ static __always_inline int io_exit(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_enter_write")
 int sys_enter_write(struct trace_event_raw_sys_enter *ctx) { return io_enter(ctx); }
 SEC("tracepoint/syscalls/sys_exit_write")
-int sys_exit_write(struct trace_event_raw_sys_exit *ctx) { return io_exit(ctx); }
+int sys_exit_write(struct trace_event_raw_sys_exit *ctx) { return io_exit(ctx, 1); }
 SEC("tracepoint/syscalls/sys_enter_read")
 int sys_enter_read(struct trace_event_raw_sys_enter *ctx) { return io_enter(ctx); }
 SEC("tracepoint/syscalls/sys_exit_read")
-int sys_exit_read(struct trace_event_raw_sys_exit *ctx) { return io_exit(ctx); }
+int sys_exit_read(struct trace_event_raw_sys_exit *ctx) { return io_exit(ctx, 0); }
 SEC("tracepoint/syscalls/sys_enter_sendto")
 int sys_enter_sendto(struct trace_event_raw_sys_enter *ctx) { return io_enter(ctx); }
 SEC("tracepoint/syscalls/sys_exit_sendto")
-int sys_exit_sendto(struct trace_event_raw_sys_exit *ctx) { return io_exit(ctx); }
+int sys_exit_sendto(struct trace_event_raw_sys_exit *ctx) { return io_exit(ctx, 1); }
 SEC("tracepoint/syscalls/sys_enter_recvfrom")
 int sys_enter_recvfrom(struct trace_event_raw_sys_enter *ctx) { return io_enter(ctx); }
 SEC("tracepoint/syscalls/sys_exit_recvfrom")
-int sys_exit_recvfrom(struct trace_event_raw_sys_exit *ctx) { return io_exit(ctx); }
+int sys_exit_recvfrom(struct trace_event_raw_sys_exit *ctx) { return io_exit(ctx, 0); }
 
 char LICENSE[] SEC("license") = "GPL";

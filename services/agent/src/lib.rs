@@ -188,7 +188,7 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
                         l7.drain();
                         if let Some(rm) = metrics.first_mut() {
                             rm.series
-                                .extend(http_series(&l7.stats, &config.proc_root, now_ms()));
+                                .extend(l7_series(&l7.stats, &config.proc_root, now_ms()));
                         }
                         l7.stats
                             .forget_exited(|pid| config.proc_root.join(pid.to_string()).exists());
@@ -378,9 +378,9 @@ fn process_name(proc_root: &std::path::Path, pid: u32) -> String {
         .unwrap_or_default()
 }
 
-/// HTTP exchanges as series: requests and summed latency per process,
-/// side, destination (client side), method and status.
-pub fn http_series(
+/// L7 exchanges as series: requests and summed latency per process, side,
+/// destination (client side), protocol, operation and status.
+pub fn l7_series(
     stats: &ebpf::l7::L7Stats,
     proc_root: &std::path::Path,
     ts: i64,
@@ -390,12 +390,13 @@ pub fn http_series(
         value,
     };
     let mut out = Vec::new();
-    for (key, counts) in &stats.http {
+    for (key, counts) in &stats.requests {
         let mut labels = vec![
             label(names::LABEL_PID, key.pid.to_string()),
             label(names::LABEL_SIDE, key.side.as_str().to_owned()),
-            label(names::LABEL_METHOD, key.method.to_owned()),
-            label(names::LABEL_STATUS, key.status.to_string()),
+            label(names::LABEL_PROTOCOL, key.protocol.as_str().to_owned()),
+            label(names::LABEL_OPERATION, key.operation.to_owned()),
+            label(names::LABEL_STATUS, key.status.clone()),
         ];
         let process = process_name(proc_root, key.pid);
         if !process.is_empty() {
@@ -405,13 +406,13 @@ pub fn http_series(
             labels.push(label(names::LABEL_DESTINATION, destination.to_string()));
         }
         out.push(series(
-            names::HTTP_REQUESTS_TOTAL,
+            names::L7_REQUESTS_TOTAL,
             labels.clone(),
             ts,
             counts.requests as f64,
         ));
         out.push(series(
-            names::HTTP_REQUEST_SECONDS_TOTAL,
+            names::L7_REQUEST_SECONDS_TOTAL,
             labels,
             ts,
             counts.latency_ns as f64 / 1e9,

@@ -14,7 +14,7 @@ use std::{
 
 use vigil_agent::ebpf::{
     L7Tracer, Support,
-    l7::{HttpKey, Side},
+    l7::{Protocol, Side},
     probe,
 };
 
@@ -84,18 +84,15 @@ fn http_requests_match_ground_truth_on_both_sides() {
     }
     let me = std::process::id();
     let python_pid = python.id();
-    let count = |tracer: &L7Tracer, pid, side, destination, status| {
-        tracer
-            .stats
-            .http
-            .get(&HttpKey {
-                pid,
-                side,
-                destination,
-                method: "GET",
-                status,
-            })
-            .map_or(0, |c| c.requests)
+    let count = |tracer: &L7Tracer, pid, side, destination, status: u16| {
+        tracer.stats.count(
+            pid,
+            side,
+            destination,
+            Protocol::Http,
+            "GET",
+            &status.to_string(),
+        )
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -111,7 +108,7 @@ fn http_requests_match_ground_truth_on_both_sides() {
     let _ = python.wait();
     let mine: Vec<_> = tracer
         .stats
-        .http
+        .requests
         .iter()
         .filter(|(k, _)| k.pid == me || k.pid == python_pid)
         .collect();
@@ -121,14 +118,13 @@ fn http_requests_match_ground_truth_on_both_sides() {
     // The first connect (the readiness probe) sent no request.
     assert_eq!(count(&tracer, python_pid, Side::Server, None, 200), FOUND);
     assert_eq!(count(&tracer, python_pid, Side::Server, None, 404), MISSING);
-    let latency = tracer.stats.http[&HttpKey {
-        pid: me,
-        side: Side::Client,
-        destination: Some(server),
-        method: "GET",
-        status: 200,
-    }]
-        .latency_ns;
+    let latency: u64 = tracer
+        .stats
+        .requests
+        .iter()
+        .filter(|(k, _)| k.pid == me && k.protocol == Protocol::Http && k.status == "200")
+        .map(|(_, c)| c.latency_ns)
+        .sum();
     let mean_ms = latency as f64 / FOUND as f64 / 1e6;
     assert!(
         mean_ms > 0.0 && mean_ms < 1_000.0,
