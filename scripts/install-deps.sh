@@ -33,6 +33,9 @@ need prometheus-node-exporter || missing+=(prometheus-node-exporter)
 # services/agent/build.rs.
 need clang || missing+=(clang)
 [ -f /usr/include/bpf/bpf_helpers.h ] || missing+=(libbpf-dev)
+# Real servers and clients for the agent's L7 ground-truth tests.
+need redis-server || missing+=(redis-server)
+need memcached || missing+=(memcached)
 # ZooKeeper: ClickHouse 18.16 runs ON CLUSTER DDL through it (cluster-mode tests).
 [ -f /usr/share/java/zookeeper.jar ] || missing+=(zookeeper)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 // Vigil agent: L7 requests from syscall tracepoints.
 //
+// Syscalls followed: read/write, sendto/recvfrom, readv/writev and
+// sendmsg/recvmsg (the first buffer of each).
+//
 // Sockets are tracked from connect() (client side, with the destination
 // address; UDP sockets too, as resolvers connect them) and accept()/
 // accept4() (server side). Request/response protocols alternate: on a
@@ -208,14 +211,37 @@ int sys_enter_close(struct trace_event_raw_sys_enter *ctx)
 	return 0;
 }
 
-static __always_inline int io_enter(struct trace_event_raw_sys_enter *ctx)
+// How a syscall passes its first buffer.
+#define BUF_PLAIN 0	// read, write, sendto, recvfrom: args[1] is the buffer
+#define BUF_IOVEC 1	// readv, writev: args[1] is a struct iovec array
+#define BUF_MSGHDR 2	// sendmsg, recvmsg: args[1] is a struct user_msghdr
+
+// Offsets in the userspace ABI (x86-64), not kernel internals:
+// struct iovec { void *iov_base; size_t iov_len; };
+// struct user_msghdr { void *msg_name; int msg_namelen; struct iovec *msg_iov; ... };
+#define MSGHDR_IOV 16
+
+static __always_inline int io_enter(struct trace_event_raw_sys_enter *ctx, int how)
 {
 	__u32 fd = (__u32)BPF_CORE_READ(ctx, args[0]);
 	__u64 key = sock_key(fd);
 	if (!bpf_map_lookup_elem(&sockets, &key))
 		return 0;
+	__u64 buf = BPF_CORE_READ(ctx, args[1]);
+	if (how == BUF_MSGHDR) {
+		__u64 iov = 0;
+		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(buf + MSGHDR_IOV)))
+			return 0;
+		buf = iov;
+	}
+	if (how != BUF_PLAIN) {
+		__u64 base = 0;
+		if (bpf_probe_read_user(&base, sizeof(base), (void *)buf))
+			return 0;
+		buf = base;
+	}
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct io_args a = { .buf = BPF_CORE_READ(ctx, args[1]), .fd = fd };
+	struct io_args a = { .buf = buf, .fd = fd };
 	bpf_map_update_elem(&in_io, &tid, &a, BPF_ANY);
 	return 0;
 }
@@ -273,20 +299,36 @@ static __always_inline int io_exit(struct trace_event_raw_sys_exit *ctx, int is_
 }
 
 SEC("tracepoint/syscalls/sys_enter_write")
-int sys_enter_write(struct trace_event_raw_sys_enter *ctx) { return io_enter(ctx); }
+int sys_enter_write(struct trace_event_raw_sys_enter *ctx) { return io_enter(ctx, BUF_PLAIN); }
 SEC("tracepoint/syscalls/sys_exit_write")
 int sys_exit_write(struct trace_event_raw_sys_exit *ctx) { return io_exit(ctx, 1); }
 SEC("tracepoint/syscalls/sys_enter_read")
-int sys_enter_read(struct trace_event_raw_sys_enter *ctx) { return io_enter(ctx); }
+int sys_enter_read(struct trace_event_raw_sys_enter *ctx) { return io_enter(ctx, BUF_PLAIN); }
 SEC("tracepoint/syscalls/sys_exit_read")
 int sys_exit_read(struct trace_event_raw_sys_exit *ctx) { return io_exit(ctx, 0); }
 SEC("tracepoint/syscalls/sys_enter_sendto")
-int sys_enter_sendto(struct trace_event_raw_sys_enter *ctx) { return io_enter(ctx); }
+int sys_enter_sendto(struct trace_event_raw_sys_enter *ctx) { return io_enter(ctx, BUF_PLAIN); }
 SEC("tracepoint/syscalls/sys_exit_sendto")
 int sys_exit_sendto(struct trace_event_raw_sys_exit *ctx) { return io_exit(ctx, 1); }
 SEC("tracepoint/syscalls/sys_enter_recvfrom")
-int sys_enter_recvfrom(struct trace_event_raw_sys_enter *ctx) { return io_enter(ctx); }
+int sys_enter_recvfrom(struct trace_event_raw_sys_enter *ctx) { return io_enter(ctx, BUF_PLAIN); }
 SEC("tracepoint/syscalls/sys_exit_recvfrom")
 int sys_exit_recvfrom(struct trace_event_raw_sys_exit *ctx) { return io_exit(ctx, 0); }
+SEC("tracepoint/syscalls/sys_enter_writev")
+int sys_enter_writev(struct trace_event_raw_sys_enter *ctx) { return io_enter(ctx, BUF_IOVEC); }
+SEC("tracepoint/syscalls/sys_exit_writev")
+int sys_exit_writev(struct trace_event_raw_sys_exit *ctx) { return io_exit(ctx, 1); }
+SEC("tracepoint/syscalls/sys_enter_readv")
+int sys_enter_readv(struct trace_event_raw_sys_enter *ctx) { return io_enter(ctx, BUF_IOVEC); }
+SEC("tracepoint/syscalls/sys_exit_readv")
+int sys_exit_readv(struct trace_event_raw_sys_exit *ctx) { return io_exit(ctx, 0); }
+SEC("tracepoint/syscalls/sys_enter_sendmsg")
+int sys_enter_sendmsg(struct trace_event_raw_sys_enter *ctx) { return io_enter(ctx, BUF_MSGHDR); }
+SEC("tracepoint/syscalls/sys_exit_sendmsg")
+int sys_exit_sendmsg(struct trace_event_raw_sys_exit *ctx) { return io_exit(ctx, 1); }
+SEC("tracepoint/syscalls/sys_enter_recvmsg")
+int sys_enter_recvmsg(struct trace_event_raw_sys_enter *ctx) { return io_enter(ctx, BUF_MSGHDR); }
+SEC("tracepoint/syscalls/sys_exit_recvmsg")
+int sys_exit_recvmsg(struct trace_event_raw_sys_exit *ctx) { return io_exit(ctx, 0); }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -212,6 +212,14 @@ impl L7Tracer {
                 "sys_exit_sendto",
                 "sys_enter_recvfrom",
                 "sys_exit_recvfrom",
+                "sys_enter_writev",
+                "sys_exit_writev",
+                "sys_enter_readv",
+                "sys_exit_readv",
+                "sys_enter_sendmsg",
+                "sys_exit_sendmsg",
+                "sys_enter_recvmsg",
+                "sys_exit_recvmsg",
             ]
             .into_iter()
             .map(|name| (name, "syscalls", name))
