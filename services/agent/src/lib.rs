@@ -4,6 +4,7 @@
 //! unreachable, batches wait in a bounded in-memory queue (a disk spool comes
 //! with the eBPF collectors).
 
+pub mod cgroup;
 mod config;
 pub mod ebpf;
 pub mod proc;
@@ -338,6 +339,10 @@ pub fn tcp_series(
     for ((pid, destination), o) in &stats.outgoing {
         let process = process_name(proc_root, *pid);
         let mut labels = vec![label(names::LABEL_DESTINATION, destination.to_string())];
+        if let Some(owner) = cgroup::owner_of_pid(proc_root, *pid) {
+            let (name, value) = owner.label();
+            labels.push(label(name, value));
+        }
         if *pid != 0 {
             labels.push(label(names::LABEL_PID, pid.to_string()));
         }
@@ -401,6 +406,10 @@ pub fn l7_series(
         let process = process_name(proc_root, key.pid);
         if !process.is_empty() {
             labels.push(label(names::LABEL_PROCESS, process));
+        }
+        if let Some(owner) = cgroup::owner_of_pid(proc_root, key.pid) {
+            let (name, value) = owner.label();
+            labels.push(label(name, value));
         }
         if let Some(destination) = key.destination {
             labels.push(label(names::LABEL_DESTINATION, destination.to_string()));
