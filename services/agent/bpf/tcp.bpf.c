@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
-// Vigil agent: the TCP lifecycle from tracepoints (no kprobes needed).
+// Vigil agent: the TCP lifecycle and OOM kills from tracepoints (no
+// kprobes needed).
 //
 // sock:inet_sock_set_state gives connects (SYN_SENT -> ESTABLISHED or
 // -> CLOSE: failed), accepts (SYN_RECV -> ESTABLISHED) and closes;
@@ -60,6 +61,11 @@ struct trace_event_raw_tcp_retransmit_skb {
 	__u8 daddr_v6[16];
 } __attribute__((preserve_access_index));
 
+// oom:mark_victim: the process the OOM killer chose.
+struct trace_event_raw_mark_victim {
+	int pid;
+} __attribute__((preserve_access_index));
+
 struct trace_event_raw_tcp_event_sk_skb {
 	const void *skaddr;
 	__u16 sport;
@@ -86,6 +92,7 @@ struct trace_event_raw_tcp_event_sk_skb {
 #define EVENT_ACCEPT 3
 #define EVENT_CLOSE 4
 #define EVENT_RETRANSMIT 5
+#define EVENT_OOM_KILL 6
 
 struct event {
 	__u64 timestamp_ns;
@@ -233,6 +240,15 @@ int tcp_retransmit_skb(void *ctx)
 	struct conn *c = bpf_map_lookup_elem(&established, &sock);
 	__u32 pid = c ? c->pid : 0;
 	emit(EVENT_RETRANSMIT, sock, pid, 0, family, sport, dport, s4, d4, s6, d6);
+	return 0;
+}
+
+SEC("tracepoint/oom/mark_victim")
+int mark_victim(struct trace_event_raw_mark_victim *ctx)
+{
+	__u32 victim = BPF_CORE_READ(ctx, pid);
+	__u8 none[16] = {};
+	emit(EVENT_OOM_KILL, 0, victim, 0, AF_INET, 0, 0, none, none, none, none);
 	return 0;
 }
 

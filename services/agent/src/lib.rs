@@ -365,6 +365,12 @@ pub fn tcp_series(
             out.push(series(name, labels.clone(), ts, value));
         }
     }
+    out.push(series(
+        names::NODE_OOM_KILLS_TOTAL,
+        vec![],
+        ts,
+        stats.oom_kills as f64,
+    ));
     for (listen, accepts) in &stats.accepts {
         out.push(series(
             names::TCP_ACCEPTS_TOTAL,

@@ -157,6 +157,7 @@ impl TcpTracer {
                 &[
                     ("inet_sock_set_state", "sock", "inet_sock_set_state"),
                     ("tcp_retransmit_skb", "tcp", "tcp_retransmit_skb"),
+                    ("mark_victim", "oom", "mark_victim"),
                 ],
                 "events",
             )?;

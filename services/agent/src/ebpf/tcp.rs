@@ -14,6 +14,7 @@ const EVENT_CONNECT_FAILED: u32 = 2;
 const EVENT_ACCEPT: u32 = 3;
 const EVENT_CLOSE: u32 = 4;
 const EVENT_RETRANSMIT: u32 = 5;
+const EVENT_OOM_KILL: u32 = 6;
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -28,6 +29,8 @@ pub enum Kind {
     Accept,
     Close,
     Retransmit,
+    /// The OOM killer chose `pid`.
+    OomKill,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +86,7 @@ pub fn parse(b: &[u8]) -> Option<Event> {
         EVENT_ACCEPT => Kind::Accept,
         EVENT_CLOSE => Kind::Close,
         EVENT_RETRANSMIT => Kind::Retransmit,
+        EVENT_OOM_KILL => Kind::OomKill,
         _ => return None,
     };
     let family = u16_at(b, 32);
@@ -107,6 +111,9 @@ pub struct Outgoing {
     pub retransmits: u64,
 }
 
+/// Victims remembered for attribution between two shipments.
+pub const MAX_OOM_VICTIMS: usize = 1024;
+
 /// What the TCP tracer has seen since the agent started.
 #[derive(Debug, Default)]
 pub struct TcpStats {
@@ -116,6 +123,10 @@ pub struct TcpStats {
     pub accepts: HashMap<SocketAddr, u64>,
     /// Retransmits on sockets whose connecting process is not known.
     pub retransmits_unattributed: u64,
+    /// Processes the OOM killer chose, oldest first (at most
+    /// [`MAX_OOM_VICTIMS`] kept; the count goes on).
+    pub oom_victims: std::collections::VecDeque<u32>,
+    pub oom_kills: u64,
     /// Established sockets seen, to attribute closes and retransmits.
     open: HashMap<u64, (u32, SocketAddr)>,
 }
@@ -152,6 +163,13 @@ impl TcpStats {
                 {
                     o.active = o.active.saturating_sub(1);
                 }
+            }
+            Kind::OomKill => {
+                self.oom_kills += 1;
+                if self.oom_victims.len() == MAX_OOM_VICTIMS {
+                    self.oom_victims.pop_front();
+                }
+                self.oom_victims.push_back(e.pid);
             }
             Kind::Retransmit => match self.open.get(&e.sock) {
                 Some(key) => {
@@ -195,6 +213,7 @@ mod tests {
             raw(EVENT_CLOSE, 7, AF_INET, 40000, 5432, 1),
             raw(EVENT_ACCEPT, 0, AF_INET, 8080, 51000, 9),
             raw(EVENT_RETRANSMIT, 0, AF_INET, 1, 2, 99),
+            raw(EVENT_OOM_KILL, 77, AF_INET, 0, 0, 0),
         ] {
             stats.record(&parse(&record).unwrap());
         }
@@ -211,6 +230,7 @@ mod tests {
         assert_eq!(o.connect_time_ns, 3_000);
         assert_eq!(stats.accepts[&"10.0.0.1:8080".parse().unwrap()], 1);
         assert_eq!(stats.retransmits_unattributed, 1);
+        assert_eq!((stats.oom_kills, stats.oom_victims.front()), (1, Some(&77)));
         assert!(parse(&[0u8; 10]).is_none());
         assert!(parse(&raw(42, 1, AF_INET, 1, 1, 1)).is_none());
         assert!(parse(&raw(EVENT_CONNECT, 1, 99, 1, 1, 1)).is_none());
