@@ -245,6 +245,84 @@ pub fn decode_chunk<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<Vec<
     postcard::from_bytes(&raw).map_err(|e| corrupt(e.to_string()))
 }
 
+/// Records compressed together but decodable one by one: zstd over
+/// `u32 count | u32 end offset per record | postcard of each record`, so a
+/// search that knows which records hold a term decodes only those.
+const INDEXED_FORMAT: u8 = 2;
+
+pub fn encode_indexed_chunk<T: serde::Serialize>(records: &[T]) -> Result<Vec<u8>, StorageError> {
+    let encode_err =
+        |e: postcard::Error| StorageError::Corrupt(format!("cannot encode records: {e}"));
+    let mut bodies = Vec::new();
+    let mut ends = Vec::with_capacity(records.len());
+    for record in records {
+        bodies.extend(postcard::to_stdvec(record).map_err(encode_err)?);
+        ends.push(
+            u32::try_from(bodies.len())
+                .map_err(|_| StorageError::InvalidData("record chunk too large".into()))?,
+        );
+    }
+    let mut raw = Vec::with_capacity(4 + 4 * ends.len() + bodies.len());
+    raw.extend_from_slice(&(ends.len() as u32).to_le_bytes());
+    for end in &ends {
+        raw.extend_from_slice(&end.to_le_bytes());
+    }
+    raw.extend(bodies);
+    let mut out = vec![INDEXED_FORMAT];
+    out.extend(
+        zstd::bulk::compress(&raw, CHUNK_LEVEL)
+            .map_err(|e| StorageError::Corrupt(format!("cannot compress records: {e}")))?,
+    );
+    Ok(out)
+}
+
+/// The records of an indexed chunk with their positions: all of them, or
+/// only those at `positions`.
+pub fn decode_indexed_chunk<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    positions: Option<&std::collections::BTreeSet<u32>>,
+) -> Result<Vec<(u32, T)>, StorageError> {
+    let corrupt = |what: String| StorageError::Corrupt(format!("record chunk: {what}"));
+    let (&format, body) = bytes.split_first().ok_or_else(|| corrupt("empty".into()))?;
+    if format != INDEXED_FORMAT {
+        return Err(corrupt(format!("unknown format {format}")));
+    }
+    let raw = zstd::bulk::decompress(body, MAX_CHUNK_BYTES).map_err(|e| corrupt(e.to_string()))?;
+    let word = |at: usize| -> Result<usize, StorageError> {
+        raw.get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .map(|b| u32::from_le_bytes(b) as usize)
+            .ok_or_else(|| corrupt("truncated offsets".into()))
+    };
+    let count = word(0)?;
+    let table_end = 4usize
+        .checked_add(
+            count
+                .checked_mul(4)
+                .ok_or_else(|| corrupt("bad count".into()))?,
+        )
+        .ok_or_else(|| corrupt("bad count".into()))?;
+    let bodies = raw
+        .get(table_end..)
+        .ok_or_else(|| corrupt("truncated offsets".into()))?;
+    let mut out = Vec::new();
+    let mut start = 0usize;
+    for i in 0..count {
+        let end = word(4 + 4 * i)?;
+        if positions.is_none_or(|p| p.contains(&(i as u32))) {
+            let body = bodies
+                .get(start..end)
+                .ok_or_else(|| corrupt(format!("record {i} out of bounds")))?;
+            out.push((
+                i as u32,
+                postcard::from_bytes(body).map_err(|e| corrupt(e.to_string()))?,
+            ));
+        }
+        start = end;
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,6 +414,26 @@ mod tests {
                 .to_string()
                 .contains("unknown format 7")
         );
+    }
+
+    #[test]
+    fn indexed_chunks_decode_all_or_some() {
+        let records: Vec<(u64, String)> =
+            (0..300).map(|i| (i, format!("line {}", i % 9))).collect();
+        let chunk = encode_indexed_chunk(&records).unwrap();
+        let all: Vec<(u32, (u64, String))> = decode_indexed_chunk(&chunk, None).unwrap();
+        assert_eq!(all.len(), 300);
+        assert_eq!(all[299], (299, records[299].clone()));
+        let some: std::collections::BTreeSet<u32> = [0, 7, 299, 5000].into();
+        let picked: Vec<(u32, (u64, String))> = decode_indexed_chunk(&chunk, Some(&some)).unwrap();
+        assert_eq!(
+            picked.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            [0, 7, 299]
+        );
+        assert_eq!(picked[1].1, records[7]);
+        assert!(decode_indexed_chunk::<(u64, String)>(&chunk[..chunk.len() / 2], None).is_err());
+        let spans_format = encode_chunk(&records).unwrap();
+        assert!(decode_indexed_chunk::<(u64, String)>(&spans_format, None).is_err());
     }
 
     #[test]

@@ -45,7 +45,10 @@ use vigil_runtime::time::now_ms;
 
 use crate::{
     MaintenanceReport, StorageError, TelemetryStore,
-    block::{decode_block, decode_chunk, encode_block, encode_chunk},
+    block::{
+        decode_block, decode_chunk, decode_indexed_chunk, encode_block, encode_chunk,
+        encode_indexed_chunk,
+    },
     log::{LogBatch, LogEntry, LogPage, LogQuery, LogRecord, record_id, tokens},
     model::{Labels, MetricBatch, Sample, SeriesData, SeriesSelector, WriteOutcome, series_id},
     profile::{
@@ -94,7 +97,11 @@ const LOG_CHUNK_OLDEST: TableDefinition<(i64, &str, u64), ()> =
 /// (project, term, newest time of the chunk's records holding it, chunk)
 /// → their oldest time. Terms are body tokens, and [`service_term`],
 /// [`trace_term`], [`pattern_term`]: the text index, at chunk granularity.
-const LOG_TERMS: TableDefinition<(&str, &str, i64, u64), i64> = TableDefinition::new("log_terms");
+/// The value: postcard of [`TermEntry`].
+const LOG_TERMS: TableDefinition<(&str, &str, i64, u64), &[u8]> = TableDefinition::new("log_terms");
+/// A term held by at most this many records of a chunk keeps their
+/// positions, so a search decodes only those records.
+const RARE_TERM_RECORDS: usize = 32;
 /// The next log chunk number, in META.
 const LOG_CHUNK_SEQ: &str = "log_chunk_seq";
 /// (project, window start ns, id) → a profile; (window start, project, id)
@@ -111,7 +118,7 @@ const SPAN_SERVICE_CHUNKS: TableDefinition<(&str, &str, i64, u64), i64> =
 const SPAN_CHUNK_SEQ: &str = "span_chunk_seq";
 
 /// The layout version this code writes; a file of another layout is refused.
-const LAYOUT_VERSION: u64 = 4;
+const LAYOUT_VERSION: u64 = 5;
 /// The label under which the metric name is indexed.
 pub const NAME_LABEL: &str = "__name__";
 
@@ -426,17 +433,41 @@ fn pattern_term(pattern_id: u64) -> String {
     format!("\u{1}p:{pattern_id:016x}")
 }
 
-/// Every term of a chunk's records, with the oldest and newest time of the
+/// What the term index keeps per (term, chunk): the oldest time of the
+/// records holding the term, and their positions when they are few.
+#[derive(Debug, Serialize, Deserialize)]
+struct TermEntry {
+    oldest: i64,
+    positions: Option<Vec<u32>>,
+}
+
+/// A term's records in a chunk: oldest and newest time, positions.
+struct TermRange {
+    oldest: i64,
+    newest: i64,
+    positions: Vec<u32>,
+}
+
+/// Every term of a chunk's records, with the range and positions of the
 /// records holding it; and the chunk's own range.
-fn log_terms(records: &[(u64, LogRecord)]) -> (BTreeMap<String, (i64, i64)>, (i64, i64)) {
-    let mut terms: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+fn log_terms(records: &[(u64, LogRecord)]) -> (BTreeMap<String, TermRange>, (i64, i64)) {
+    let mut terms: BTreeMap<String, TermRange> = BTreeMap::new();
     let mut range = (i64::MAX, i64::MIN);
-    for (_, record) in records {
+    for (position, (_, record)) in records.iter().enumerate() {
         let t = record.time_ns;
+        let position = position as u32;
         range = (range.0.min(t), range.1.max(t));
         let mut add = |term: String| {
-            let r = terms.entry(term).or_insert((t, t));
-            *r = (r.0.min(t), r.1.max(t));
+            let r = terms.entry(term).or_insert(TermRange {
+                oldest: t,
+                newest: t,
+                positions: Vec::new(),
+            });
+            r.oldest = r.oldest.min(t);
+            r.newest = r.newest.max(t);
+            if r.positions.last() != Some(&position) {
+                r.positions.push(position);
+            }
         };
         for token in tokens(&record.body) {
             add(token);
@@ -461,10 +492,17 @@ fn put_log_chunk(
 ) -> Result<(), StorageError> {
     let (terms, (oldest, newest)) = log_terms(records);
     txn.open_table(LOG_CHUNKS)?
-        .insert((project, chunk), encode_chunk(records)?.as_slice())?;
+        .insert((project, chunk), encode_indexed_chunk(records)?.as_slice())?;
     let mut index = txn.open_table(LOG_TERMS)?;
-    for (term, (term_oldest, term_newest)) in &terms {
-        index.insert((project, term.as_str(), *term_newest, chunk), *term_oldest)?;
+    for (term, r) in terms {
+        let entry = TermEntry {
+            oldest: r.oldest,
+            positions: (r.positions.len() <= RARE_TERM_RECORDS).then_some(r.positions),
+        };
+        index.insert(
+            (project, term.as_str(), r.newest, chunk),
+            encode_record(&entry)?.as_slice(),
+        )?;
     }
     txn.open_table(LOG_CHUNK_TIME)?
         .insert((project, newest, chunk), oldest)?;
@@ -482,15 +520,16 @@ fn drop_log_chunk(
     let Some(records) = txn
         .open_table(LOG_CHUNKS)?
         .remove((project, chunk))?
-        .map(|v| decode_chunk::<(u64, LogRecord)>(v.value()))
+        .map(|v| decode_indexed_chunk::<(u64, LogRecord)>(v.value(), None))
         .transpose()?
     else {
         return Ok(Vec::new());
     };
+    let records: Vec<(u64, LogRecord)> = records.into_iter().map(|(_, r)| r).collect();
     let (terms, (oldest, newest)) = log_terms(&records);
     let mut index = txn.open_table(LOG_TERMS)?;
-    for (term, (_, term_newest)) in &terms {
-        index.remove((project, term.as_str(), *term_newest, chunk))?;
+    for (term, r) in &terms {
+        index.remove((project, term.as_str(), r.newest, chunk))?;
     }
     txn.open_table(LOG_CHUNK_TIME)?
         .remove((project, newest, chunk))?;
@@ -975,8 +1014,10 @@ impl Core {
             Some(c) => c.time_ns.min(query.end_ns),
             None => query.end_ns,
         };
-        // chunk → (newest, oldest) of the chunks that may match
-        let mut candidates: Option<BTreeMap<u64, (i64, i64)>> = None;
+        // chunk → (newest, oldest, the only records that can match when a
+        // rare term says so) of the chunks that may match
+        type Candidate = (i64, i64, Option<BTreeSet<u32>>);
+        let mut candidates: Option<BTreeMap<u64, Candidate>> = None;
         if terms.is_empty() {
             let mut all = BTreeMap::new();
             for entry in txn
@@ -985,7 +1026,7 @@ impl Core {
             {
                 let (key, oldest) = entry?;
                 let (_, newest, chunk) = key.value();
-                all.insert(chunk, (newest, oldest.value()));
+                all.insert(chunk, (newest, oldest.value(), None));
             }
             candidates = Some(all);
         } else {
@@ -996,24 +1037,38 @@ impl Core {
                     (project, term.as_str(), query.start_ns, 0u64)
                         ..=(project, term.as_str(), i64::MAX, u64::MAX),
                 )? {
-                    let (key, oldest) = entry?;
+                    let (key, value) = entry?;
                     let (_, _, newest, chunk) = key.value();
-                    if candidates.as_ref().is_none_or(|c| c.contains_key(&chunk)) {
-                        with_term.insert(chunk, (newest, oldest.value()));
-                    }
+                    let previous = match &candidates {
+                        None => None,
+                        Some(c) => match c.get(&chunk) {
+                            Some((_, _, positions)) => Some(positions.clone()),
+                            None => continue,
+                        },
+                    };
+                    let entry: TermEntry = decode_record(value.value())?;
+                    let mine: Option<BTreeSet<u32>> =
+                        entry.positions.map(|p| p.into_iter().collect());
+                    let positions = match (previous.flatten(), mine) {
+                        (Some(a), Some(b)) => Some(a.intersection(&b).copied().collect()),
+                        (a, b) => a.or(b),
+                    };
+                    with_term.insert(chunk, (newest, entry.oldest, positions));
                 }
                 candidates = Some(with_term);
             }
         }
-        let mut order: Vec<(i64, i64, u64)> = candidates
+        let mut order: Vec<(i64, i64, u64, Option<BTreeSet<u32>>)> = candidates
             .unwrap_or_default()
             .into_iter()
-            .filter(|(_, (_, oldest))| *oldest <= newest_wanted)
-            .map(|(chunk, (newest, oldest))| (newest, oldest, chunk))
+            .filter(|(_, (_, oldest, positions))| {
+                *oldest <= newest_wanted && positions.as_ref().is_none_or(|p| !p.is_empty())
+            })
+            .map(|(chunk, (newest, oldest, positions))| (newest, oldest, chunk, positions))
             .collect();
-        order.sort_unstable_by(|a, b| b.cmp(a));
+        order.sort_unstable_by(|a, b| (b.0, b.1, b.2).cmp(&(a.0, a.1, a.2)));
         let mut found: Vec<LogEntry> = Vec::new();
-        for (newest, _, chunk) in order {
+        for (newest, _, chunk, positions) in order {
             if found.len() > limit {
                 found.sort_by_key(|e| std::cmp::Reverse((e.record.time_ns, e.id)));
                 found.truncate(limit + 1);
@@ -1026,7 +1081,9 @@ impl Core {
                     "log chunk {chunk} is indexed but missing"
                 )));
             };
-            for (id, record) in decode_chunk::<(u64, LogRecord)>(bytes.value())? {
+            for (_, (id, record)) in
+                decode_indexed_chunk::<(u64, LogRecord)>(bytes.value(), positions.as_ref())?
+            {
                 if query.matches(&record, id, &query_tokens) {
                     found.push(LogEntry { id, record });
                 }
