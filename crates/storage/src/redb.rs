@@ -1066,7 +1066,7 @@ impl Core {
             })
             .map(|(chunk, (newest, oldest, positions))| (newest, oldest, chunk, positions))
             .collect();
-        order.sort_unstable_by(|a, b| (b.0, b.1, b.2).cmp(&(a.0, a.1, a.2)));
+        order.sort_unstable_by_key(|c| std::cmp::Reverse((c.0, c.1, c.2)));
         let mut found: Vec<LogEntry> = Vec::new();
         for (newest, _, chunk, positions) in order {
             if found.len() > limit {
