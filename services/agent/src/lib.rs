@@ -523,6 +523,51 @@ mod tests {
     use super::*;
 
     #[test]
+    fn request_counts_become_labelled_series() {
+        use ebpf::l7::{Exchange, L7Stats, Side};
+        let mut stats = L7Stats::default();
+        let me = std::process::id();
+        let mut request = [0u8; 16];
+        request[..15].copy_from_slice(b"GET / HTTP/1.1\r");
+        let mut response = [0u8; 16];
+        response.copy_from_slice(b"HTTP/1.1 503 Ser");
+        for _ in 0..3 {
+            stats.record(&Exchange {
+                pid: me,
+                side: Side::Client,
+                destination: Some("10.0.0.9:80".parse().unwrap()),
+                latency_ns: 2_000_000,
+                request,
+                response,
+            });
+        }
+        let out = l7_series(&stats, std::path::Path::new("/proc"), 1_000);
+        assert_eq!(out.len(), 2);
+        let requests = out
+            .iter()
+            .find(|s| s.name == names::L7_REQUESTS_TOTAL)
+            .unwrap();
+        let label = |n: &str| {
+            requests
+                .labels
+                .iter()
+                .find(|l| l.name == n)
+                .map(|l| l.value.as_str())
+        };
+        assert_eq!(requests.samples[0].value, 3.0);
+        assert_eq!(label("protocol"), Some("http"));
+        assert_eq!(label("operation"), Some("GET"));
+        assert_eq!(label("status"), Some("503"));
+        assert_eq!(label("side"), Some("client"));
+        assert_eq!(label("destination"), Some("10.0.0.9:80"));
+        let seconds = out
+            .iter()
+            .find(|s| s.name == names::L7_REQUEST_SECONDS_TOTAL)
+            .unwrap();
+        assert!((seconds.samples[0].value - 0.006).abs() < 1e-12);
+    }
+
+    #[test]
     fn tcp_counts_become_labelled_series() {
         use ebpf::tcp::{Event, Kind, TcpStats};
         let mut stats = TcpStats::default();
