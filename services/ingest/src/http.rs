@@ -14,11 +14,8 @@ use axum::{
 };
 use http::{HeaderMap, StatusCode, header};
 use opentelemetry_proto::tonic::collector::{
-    logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse},
-    metrics::v1::{
-        ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-    },
-    trace::v1::{ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse},
+    logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
+    trace::v1::ExportTraceServiceRequest,
 };
 use prost::Message;
 use serde::{Serialize, de::DeserializeOwned};
@@ -27,7 +24,7 @@ use vigil_storage::{MetricBatch, TelemetryStore};
 
 use crate::{
     gate::{Gate, Protocol, Refusal, Signal, content_batch_id},
-    otlp::{OtlpIngest, Partial},
+    otlp::{OtlpIngest, OtlpSignal},
     remote_write,
 };
 
@@ -40,9 +37,9 @@ pub struct HttpIngest {
 
 pub fn router(state: Arc<HttpIngest>) -> Router {
     Router::new()
-        .route("/v1/traces", post(traces))
-        .route("/v1/metrics", post(metrics))
-        .route("/v1/logs", post(logs))
+        .route("/v1/traces", post(otlp::<ExportTraceServiceRequest>))
+        .route("/v1/metrics", post(otlp::<ExportMetricsServiceRequest>))
+        .route("/v1/logs", post(otlp::<ExportLogsServiceRequest>))
         .route("/api/v1/write", post(remote_write))
         .with_state(state)
 }
@@ -191,107 +188,32 @@ fn otlp_error(format: Format, refusal: &Refusal) -> Response {
     response
 }
 
-/// Authenticates, decodes and hands an OTLP request to `export`; answers in
-/// the request's format.
-async fn otlp<Req, Resp, F, Fut>(
-    state: &HttpIngest,
-    headers: &HeaderMap,
-    body: Bytes,
-    export: F,
-    respond: impl FnOnce(Option<Partial>) -> Resp,
-) -> Response
-where
-    Req: Message + Default + DeserializeOwned,
-    Resp: Message + Serialize,
-    F: FnOnce(String, Req, Bytes) -> Fut,
-    Fut: Future<Output = Result<Partial, Refusal>>,
-{
-    let protocol = Protocol::OtlpHttp;
-    let format = match otlp_format(headers) {
-        Ok(f) => f,
-        Err(r) => return otlp_error(Format::Json, &state.gate.refused(protocol, r, 1)),
-    };
-    let result = async {
-        let project = state.project(protocol, headers)?;
-        let body = state
-            .body(headers, body)
-            .map_err(|r| state.gate.refused(protocol, r, 1))?;
-        let _memory = state.gate.reserve(protocol, body.len()).await?;
-        let request: Req = decode(format, &body).map_err(|r| state.gate.refused(protocol, r, 1))?;
-        export(project, request, body).await
-    }
-    .await;
-    match result {
-        Ok(partial) => encode(format, &respond((partial.rejected > 0).then_some(partial))),
-        Err(refusal) => otlp_error(format, &refusal),
-    }
-}
-
-async fn traces(State(state): State<Arc<HttpIngest>>, headers: HeaderMap, body: Bytes) -> Response {
-    let ingest = state.otlp.clone();
-    otlp(
-        &state,
-        &headers,
-        body,
-        |project, request: ExportTraceServiceRequest, encoded| async move {
-            ingest
-                .traces(Protocol::OtlpHttp, &project, &request, &encoded)
-                .await
-        },
-        |p| ExportTraceServiceResponse {
-            partial_success: p.map(|p| ExportTracePartialSuccess {
-                rejected_spans: p.rejected,
-                error_message: p.message,
-            }),
-        },
-    )
-    .await
-}
-
-async fn metrics(
+/// `POST /v1/{traces,metrics,logs}`: authenticates, decodes and ingests an
+/// OTLP request; answers in the request's format.
+async fn otlp<R: OtlpSignal>(
     State(state): State<Arc<HttpIngest>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let ingest = state.otlp.clone();
-    otlp(
-        &state,
-        &headers,
-        body,
-        |project, request: ExportMetricsServiceRequest, encoded| async move {
-            ingest
-                .metrics(Protocol::OtlpHttp, &project, &request, &encoded)
-                .await
-        },
-        |p| ExportMetricsServiceResponse {
-            partial_success: p.map(|p| ExportMetricsPartialSuccess {
-                rejected_data_points: p.rejected,
-                error_message: p.message,
-            }),
-        },
-    )
-    .await
-}
-
-async fn logs(State(state): State<Arc<HttpIngest>>, headers: HeaderMap, body: Bytes) -> Response {
-    let ingest = state.otlp.clone();
-    otlp(
-        &state,
-        &headers,
-        body,
-        |project, request: ExportLogsServiceRequest, encoded| async move {
-            ingest
-                .logs(Protocol::OtlpHttp, &project, &request, &encoded)
-                .await
-        },
-        |p| ExportLogsServiceResponse {
-            partial_success: p.map(|p| ExportLogsPartialSuccess {
-                rejected_log_records: p.rejected,
-                error_message: p.message,
-            }),
-        },
-    )
-    .await
+    let protocol = Protocol::OtlpHttp;
+    let format = match otlp_format(&headers) {
+        Ok(f) => f,
+        Err(r) => return otlp_error(Format::Json, &state.gate.refused(protocol, r, 1)),
+    };
+    let result = async {
+        let project = state.project(protocol, &headers)?;
+        let body = state
+            .body(&headers, body)
+            .map_err(|r| state.gate.refused(protocol, r, 1))?;
+        let _memory = state.gate.reserve(protocol, body.len()).await?;
+        let request: R = decode(format, &body).map_err(|r| state.gate.refused(protocol, r, 1))?;
+        R::ingest(&state.otlp, protocol, &project, &request, &body).await
+    }
+    .await;
+    match result {
+        Ok(partial) => encode(format, &R::respond(partial)),
+        Err(refusal) => otlp_error(format, &refusal),
+    }
 }
 
 /// `POST /api/v1/write`: 204 when everything was stored (stale markers are

@@ -5,23 +5,22 @@ use std::sync::Arc;
 
 use opentelemetry_proto::tonic::collector::{
     logs::v1::{
-        ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+        ExportLogsServiceRequest, ExportLogsServiceResponse,
         logs_service_server::{LogsService, LogsServiceServer},
     },
     metrics::v1::{
-        ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+        ExportMetricsServiceRequest, ExportMetricsServiceResponse,
         metrics_service_server::{MetricsService, MetricsServiceServer},
     },
     trace::v1::{
-        ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
         trace_service_server::{TraceService, TraceServiceServer},
     },
 };
-use prost::Message;
 use tonic::{Request, Response, Status, codec::CompressionEncoding};
 use vigil_runtime::auth::Project;
 
-use super::service::{OtlpIngest, Partial};
+use super::{OtlpSignal, service::OtlpIngest};
 use crate::gate::Protocol;
 
 #[derive(Clone)]
@@ -36,10 +35,6 @@ fn project<T>(request: &Request<T>) -> Result<String, Status> {
         .get::<Project>()
         .map(|p| p.0.clone())
         .ok_or_else(|| Status::unauthenticated("no project: the API key check did not run"))
-}
-
-fn partial<P>(p: Partial, make: impl FnOnce(i64, String) -> P) -> Option<P> {
-    (p.rejected > 0).then(|| make(p.rejected, p.message))
 }
 
 impl OtlpGrpc {
@@ -66,12 +61,13 @@ impl OtlpGrpc {
     }
 }
 
-#[tonic::async_trait]
-impl TraceService for OtlpGrpc {
-    async fn export(
+impl OtlpGrpc {
+    /// One export, whatever the signal: the caller's project, the memory
+    /// reservation, the ingest, the answer.
+    async fn export<R: OtlpSignal>(
         &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        request: Request<R>,
+    ) -> Result<Response<R::Response>, Status> {
         let project = project(&request)?;
         let request = request.into_inner();
         let encoded = request.encode_to_vec();
@@ -80,19 +76,26 @@ impl TraceService for OtlpGrpc {
             .reserve(encoded.len())
             .await
             .map_err(|r| r.to_status())?;
-        let p = self
-            .ingest
-            .traces(Protocol::OtlpGrpc, &project, &request, &encoded)
-            .await
-            .map_err(|r| r.to_status())?;
-        Ok(Response::new(ExportTraceServiceResponse {
-            partial_success: partial(p, |rejected_spans, error_message| {
-                ExportTracePartialSuccess {
-                    rejected_spans,
-                    error_message,
-                }
-            }),
-        }))
+        let partial = R::ingest(
+            &self.ingest,
+            Protocol::OtlpGrpc,
+            &project,
+            &request,
+            &encoded,
+        )
+        .await
+        .map_err(|r| r.to_status())?;
+        Ok(Response::new(R::respond(partial)))
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for OtlpGrpc {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        OtlpGrpc::export(self, request).await
     }
 }
 
@@ -102,27 +105,7 @@ impl MetricsService for OtlpGrpc {
         &self,
         request: Request<ExportMetricsServiceRequest>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        let project = project(&request)?;
-        let request = request.into_inner();
-        let encoded = request.encode_to_vec();
-        let _memory = self
-            .ingest
-            .reserve(encoded.len())
-            .await
-            .map_err(|r| r.to_status())?;
-        let p = self
-            .ingest
-            .metrics(Protocol::OtlpGrpc, &project, &request, &encoded)
-            .await
-            .map_err(|r| r.to_status())?;
-        Ok(Response::new(ExportMetricsServiceResponse {
-            partial_success: partial(p, |rejected_data_points, error_message| {
-                ExportMetricsPartialSuccess {
-                    rejected_data_points,
-                    error_message,
-                }
-            }),
-        }))
+        OtlpGrpc::export(self, request).await
     }
 }
 
@@ -132,26 +115,6 @@ impl LogsService for OtlpGrpc {
         &self,
         request: Request<ExportLogsServiceRequest>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        let project = project(&request)?;
-        let request = request.into_inner();
-        let encoded = request.encode_to_vec();
-        let _memory = self
-            .ingest
-            .reserve(encoded.len())
-            .await
-            .map_err(|r| r.to_status())?;
-        let p = self
-            .ingest
-            .logs(Protocol::OtlpGrpc, &project, &request, &encoded)
-            .await
-            .map_err(|r| r.to_status())?;
-        Ok(Response::new(ExportLogsServiceResponse {
-            partial_success: partial(p, |rejected_log_records, error_message| {
-                ExportLogsPartialSuccess {
-                    rejected_log_records,
-                    error_message,
-                }
-            }),
-        }))
+        OtlpGrpc::export(self, request).await
     }
 }

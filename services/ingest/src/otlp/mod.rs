@@ -23,7 +23,7 @@ use crate::gate::Refusal;
 
 pub use logs::convert_logs;
 pub use metrics::convert_metrics;
-pub use service::{OtlpIngest, Partial};
+pub use service::{OtlpIngest, OtlpSignal};
 pub use traces::convert_traces;
 
 /// What a request converts to: the items to store, and those refused.

@@ -4,8 +4,11 @@
 use std::sync::Arc;
 
 use opentelemetry_proto::tonic::collector::{
-    logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
-    trace::v1::ExportTraceServiceRequest,
+    logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse},
+    metrics::v1::{
+        ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    },
+    trace::v1::{ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse},
 };
 use vigil_storage::{LogBatch, MetricBatch, SpanBatch, StorageError, TelemetryStore, WriteOutcome};
 
@@ -185,5 +188,103 @@ impl OtlpIngest {
             })
         })
         .await
+    }
+}
+
+/// An OTLP export request: how it is ingested and how it is answered, the
+/// same over gRPC and HTTP.
+pub trait OtlpSignal:
+    prost::Message + Default + serde::de::DeserializeOwned + Send + Sync + 'static
+{
+    type Response: prost::Message + serde::Serialize + Send + 'static;
+
+    fn ingest<'a>(
+        ingest: &'a OtlpIngest,
+        protocol: Protocol,
+        project: &'a str,
+        request: &'a Self,
+        encoded: &'a [u8],
+    ) -> impl Future<Output = Result<Partial, Refusal>> + Send + 'a;
+
+    /// The answer: `partial_success` only when something was refused.
+    fn respond(partial: Partial) -> Self::Response;
+}
+
+fn refused(p: Partial) -> Option<(i64, String)> {
+    (p.rejected > 0).then_some((p.rejected, p.message))
+}
+
+impl OtlpSignal for ExportTraceServiceRequest {
+    type Response = ExportTraceServiceResponse;
+
+    fn ingest<'a>(
+        ingest: &'a OtlpIngest,
+        protocol: Protocol,
+        project: &'a str,
+        request: &'a Self,
+        encoded: &'a [u8],
+    ) -> impl Future<Output = Result<Partial, Refusal>> + Send + 'a {
+        ingest.traces(protocol, project, request, encoded)
+    }
+
+    fn respond(partial: Partial) -> Self::Response {
+        ExportTraceServiceResponse {
+            partial_success: refused(partial).map(|(rejected_spans, error_message)| {
+                ExportTracePartialSuccess {
+                    rejected_spans,
+                    error_message,
+                }
+            }),
+        }
+    }
+}
+
+impl OtlpSignal for ExportMetricsServiceRequest {
+    type Response = ExportMetricsServiceResponse;
+
+    fn ingest<'a>(
+        ingest: &'a OtlpIngest,
+        protocol: Protocol,
+        project: &'a str,
+        request: &'a Self,
+        encoded: &'a [u8],
+    ) -> impl Future<Output = Result<Partial, Refusal>> + Send + 'a {
+        ingest.metrics(protocol, project, request, encoded)
+    }
+
+    fn respond(partial: Partial) -> Self::Response {
+        ExportMetricsServiceResponse {
+            partial_success: refused(partial).map(|(rejected_data_points, error_message)| {
+                ExportMetricsPartialSuccess {
+                    rejected_data_points,
+                    error_message,
+                }
+            }),
+        }
+    }
+}
+
+impl OtlpSignal for ExportLogsServiceRequest {
+    type Response = ExportLogsServiceResponse;
+
+    fn ingest<'a>(
+        ingest: &'a OtlpIngest,
+        protocol: Protocol,
+        project: &'a str,
+        request: &'a Self,
+        encoded: &'a [u8],
+    ) -> impl Future<Output = Result<Partial, Refusal>> + Send + 'a {
+        ingest.logs(protocol, project, request, encoded)
+    }
+
+    fn respond(partial: Partial) -> Self::Response {
+        ExportLogsServiceResponse {
+            partial_success: refused(partial).map(|(rejected_log_records, error_message)| {
+                ExportLogsPartialSuccess {
+                    rejected_log_records,
+                    error_message,
+                }
+            }),
+        }
     }
 }
