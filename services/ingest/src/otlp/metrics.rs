@@ -160,12 +160,13 @@ fn labels(
     Ok(labels)
 }
 
+/// Adds one series of one sample, checked by the store's rules.
 fn push(
     metric: String,
     labels: Labels,
     ts_ms: i64,
     value: f64,
-    out: &mut Converted<SeriesWrite>,
+    staged: &mut Vec<SeriesWrite>,
 ) -> Result<(), Refusal> {
     let series = SeriesWrite {
         metric,
@@ -178,7 +179,7 @@ fn push(
     series
         .validate()
         .map_err(|e| Refusal::invalid("invalid_series", e.to_string()))?;
-    out.items.push(series);
+    staged.push(series);
     Ok(())
 }
 
@@ -188,16 +189,45 @@ fn point_time(time_unix_nano: u64, cx: &Context<'_>) -> Result<i64, Refusal> {
     Ok(ts_ms)
 }
 
+/// One data point: skipped when it marks a gap (NO_RECORDED_VALUE); else
+/// its series are stored together, or, at the first refusal, none of them.
+fn point(
+    flags: u32,
+    out: &mut Converted<SeriesWrite>,
+    build: impl FnOnce(&mut Vec<SeriesWrite>) -> Result<(), Refusal>,
+) {
+    if flags & NO_RECORDED_VALUE != 0 {
+        return;
+    }
+    let mut staged = Vec::new();
+    match build(&mut staged) {
+        Ok(()) => out.items.extend(staged),
+        Err(refusal) => out.reject(refusal),
+    }
+}
+
+/// The `_sum` (when known) and `_count` series of a histogram or summary.
+fn sum_and_count(
+    name: &str,
+    plain: Labels,
+    ts: i64,
+    sum: Option<f64>,
+    count: u64,
+    staged: &mut Vec<SeriesWrite>,
+) -> Result<(), Refusal> {
+    if let Some(sum) = sum {
+        push(format!("{name}_sum"), plain.clone(), ts, sum, staged)?;
+    }
+    push(format!("{name}_count"), plain, ts, count as f64, staged)
+}
+
 fn number_point(
     name: &str,
     p: &otlp::NumberDataPoint,
     cx: &Context<'_>,
     out: &mut Converted<SeriesWrite>,
 ) {
-    if p.flags & NO_RECORDED_VALUE != 0 {
-        return;
-    }
-    let result = (|| {
+    point(p.flags, out, |staged| {
         let ts = point_time(p.time_unix_nano, cx)?;
         let value = match p.value {
             Some(number_data_point::Value::AsDouble(v)) => v,
@@ -214,12 +244,9 @@ fn number_point(
             labels(&p.attributes, None, cx)?,
             ts,
             value,
-            out,
+            staged,
         )
-    })();
-    if let Err(refusal) = result {
-        out.reject(refusal);
-    }
+    });
 }
 
 fn histogram_point(
@@ -228,10 +255,7 @@ fn histogram_point(
     cx: &Context<'_>,
     out: &mut Converted<SeriesWrite>,
 ) {
-    if p.flags & NO_RECORDED_VALUE != 0 {
-        return;
-    }
-    let result = (|| {
+    point(p.flags, out, |staged| {
         let ts = point_time(p.time_unix_nano, cx)?;
         if !p.bucket_counts.is_empty() && p.bucket_counts.len() != p.explicit_bounds.len() + 1 {
             return Err(Refusal::invalid(
@@ -243,8 +267,6 @@ fn histogram_point(
                 ),
             ));
         }
-        // Stage every series first: a point is stored whole or not at all.
-        let mut staged = Converted::default();
         let bucket = format!("{name}_bucket");
         let mut cumulative = 0u64;
         for (i, count) in p.bucket_counts.iter().enumerate() {
@@ -253,40 +275,16 @@ fn histogram_point(
                 .explicit_bounds
                 .get(i)
                 .map_or_else(|| "+Inf".to_owned(), |b| bound(*b));
-            push(
-                bucket.clone(),
-                labels(&p.attributes, Some(("le", le)), cx)?,
-                ts,
-                cumulative as f64,
-                &mut staged,
-            )?;
+            let labels = labels(&p.attributes, Some(("le", le)), cx)?;
+            push(bucket.clone(), labels, ts, cumulative as f64, staged)?;
         }
         if p.bucket_counts.is_empty() {
-            push(
-                bucket,
-                labels(&p.attributes, Some(("le", "+Inf".to_owned())), cx)?,
-                ts,
-                p.count as f64,
-                &mut staged,
-            )?;
+            let labels = labels(&p.attributes, Some(("le", "+Inf".to_owned())), cx)?;
+            push(bucket, labels, ts, p.count as f64, staged)?;
         }
         let plain = labels(&p.attributes, None, cx)?;
-        if let Some(sum) = p.sum {
-            push(format!("{name}_sum"), plain.clone(), ts, sum, &mut staged)?;
-        }
-        push(
-            format!("{name}_count"),
-            plain,
-            ts,
-            p.count as f64,
-            &mut staged,
-        )?;
-        out.items.extend(staged.items);
-        Ok(())
-    })();
-    if let Err(refusal) = result {
-        out.reject(refusal);
-    }
+        sum_and_count(name, plain, ts, p.sum, p.count, staged)
+    });
 }
 
 fn summary_point(
@@ -295,39 +293,18 @@ fn summary_point(
     cx: &Context<'_>,
     out: &mut Converted<SeriesWrite>,
 ) {
-    if p.flags & NO_RECORDED_VALUE != 0 {
-        return;
-    }
-    let result = (|| {
+    point(p.flags, out, |staged| {
         let ts = point_time(p.time_unix_nano, cx)?;
-        let mut staged = Converted::default();
         for q in &p.quantile_values {
             if !q.value.is_finite() {
                 continue; // no observations in the window: nothing to store
             }
-            push(
-                name.to_owned(),
-                labels(&p.attributes, Some(("quantile", bound(q.quantile))), cx)?,
-                ts,
-                q.value,
-                &mut staged,
-            )?;
+            let labels = labels(&p.attributes, Some(("quantile", bound(q.quantile))), cx)?;
+            push(name.to_owned(), labels, ts, q.value, staged)?;
         }
         let plain = labels(&p.attributes, None, cx)?;
-        push(format!("{name}_sum"), plain.clone(), ts, p.sum, &mut staged)?;
-        push(
-            format!("{name}_count"),
-            plain,
-            ts,
-            p.count as f64,
-            &mut staged,
-        )?;
-        out.items.extend(staged.items);
-        Ok(())
-    })();
-    if let Err(refusal) = result {
-        out.reject(refusal);
-    }
+        sum_and_count(name, plain, ts, Some(p.sum), p.count, staged)
+    });
 }
 
 /// A bucket bound or quantile as Prometheus prints it (`0.5`, `1`, `+Inf`).
