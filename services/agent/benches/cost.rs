@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use vigil_agent::ebpf::{L7Tracer, TcpTracer};
+use vigil_agent::ebpf::{L7_SYSCALLS, L7Tracer, TCP_PROGRAMS, TcpTracer};
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -53,8 +53,14 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// Summed run time (ns) and runs of the loaded programs with these names.
-fn bpf_run_time(names: &[&str]) -> (u64, u64) {
+/// Summed run time (ns) and runs of the agent's loaded programs (the
+/// kernel keeps 15 characters of a program's name).
+fn bpf_run_time() -> (u64, u64) {
+    let names: Vec<&str> = TCP_PROGRAMS
+        .iter()
+        .map(|(p, _, _)| *p)
+        .chain(L7_SYSCALLS.iter().copied())
+        .collect();
     let out = Command::new("bpftool")
         .args(["prog", "show", "-j"])
         .output()
@@ -122,32 +128,6 @@ fn wrk(url: &str, duration: u64, connections: u64, threads: u64) -> Wrk {
     }
 }
 
-const PROGRAMS: &[&str] = &[
-    "inet_sock_set_state",
-    "tcp_retransmit_skb",
-    "sys_enter_connect",
-    "sys_exit_connect",
-    "sys_exit_accept",
-    "sys_exit_accept4",
-    "sys_enter_close",
-    "sys_enter_write",
-    "sys_exit_write",
-    "sys_enter_read",
-    "sys_exit_read",
-    "sys_enter_sendto",
-    "sys_exit_sendto",
-    "sys_enter_recvfrom",
-    "sys_exit_recvfrom",
-    "sys_enter_writev",
-    "sys_exit_writev",
-    "sys_enter_readv",
-    "sys_exit_readv",
-    "sys_enter_sendmsg",
-    "sys_exit_sendmsg",
-    "sys_enter_recvmsg",
-    "sys_exit_recvmsg",
-];
-
 fn main() {
     let duration = env("DURATION", 10);
     let connections = env("CONNECTIONS", 8);
@@ -205,9 +185,8 @@ fn main() {
         Err(reason) => return println!("  eBPF unavailable: {reason}"),
     };
     let mut l7 = L7Tracer::start().unwrap();
-    let (bpf0, _) = bpf_run_time(PROGRAMS);
+    let (bpf0, _) = bpf_run_time();
     let cpu0 = own_cpu_seconds();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let url2 = url.clone();
     let load = std::thread::spawn(move || wrk(&url2, duration, connections, threads));
     let start = Instant::now();
@@ -218,10 +197,9 @@ fn main() {
     }
     tcp.drain();
     l7.drain();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let with = load.join().unwrap();
     let agent_cpu = own_cpu_seconds() - cpu0;
-    let (bpf1, runs) = bpf_run_time(PROGRAMS);
+    let (bpf1, runs) = bpf_run_time();
     let _ = Command::new("sysctl")
         .args(["-q", "-w", "kernel.bpf_stats_enabled=0"])
         .status();

@@ -172,15 +172,29 @@ mod tests {
     }
 
     #[test]
-    fn this_process_reads_without_error() {
-        // Whatever this machine's layout, reading and parsing succeeds or
-        // says there is no owner; a missing pid has none.
-        let mine = std::fs::read_to_string("/proc/self/cgroup").unwrap();
-        let expected = path_of(&mine).and_then(owner_of);
-        assert_eq!(
-            owner_of_pid(Path::new("/proc"), std::process::id()),
-            expected
+    fn owners_are_read_from_a_proc_tree() {
+        let root = tempfile::tempdir().unwrap();
+        let write = |pid: u32, text: &str| {
+            let dir = root.path().join(pid.to_string());
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("cgroup"), text).unwrap();
+        };
+        write(
+            10,
+            &format!("9:name=systemd:/docker/{ID}\n8:pids:/docker/{ID}\n0::/\n"),
         );
-        assert_eq!(owner_of_pid(Path::new("/proc"), u32::MAX), None);
+        write(11, "0::/system.slice/ssh.service\n");
+        write(12, "9:name=systemd:/\n");
+        let owner = |pid| owner_of_pid(root.path(), pid);
+        assert!(matches!(
+            owner(10),
+            Some(Owner::Container {
+                runtime: "docker",
+                ..
+            })
+        ));
+        assert_eq!(owner(11), Some(Owner::Service("ssh".into())));
+        assert_eq!(owner(12), None, "the root cgroup names no owner");
+        assert_eq!(owner(13), None, "a process that is gone has none");
     }
 }

@@ -168,31 +168,26 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
                 Ok((host, processes)) => {
                     let processes = proc::busiest(processes, config.max_processes);
                     let mut metrics = resource_metrics(&config.cluster, &node, &host, &processes);
+                    let mut who = Who::new(&config.proc_root);
+                    let alive = |pid: u32| config.proc_root.join(pid.to_string()).exists();
                     if let Some(tracer) = &tracer {
                         let mut tracer = tracer
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner);
                         tracer.drain();
                         if let Some(rm) = metrics.first_mut() {
-                            rm.series.extend(tcp_series(
-                                &tracer.stats,
-                                &config.proc_root,
-                                now_ms(),
-                            ));
+                            rm.series
+                                .extend(tcp_series(&tracer.stats, &mut who, now_ms()));
                         }
-                        tracer
-                            .stats
-                            .forget_exited(|pid| config.proc_root.join(pid.to_string()).exists());
+                        tracer.stats.forget_exited(alive);
                     }
                     if let Some(l7) = &l7 {
                         let mut l7 = l7.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                         l7.drain();
                         if let Some(rm) = metrics.first_mut() {
-                            rm.series
-                                .extend(l7_series(&l7.stats, &config.proc_root, now_ms()));
+                            rm.series.extend(l7_series(&l7.stats, &mut who, now_ms()));
                         }
-                        l7.stats
-                            .forget_exited(|pid| config.proc_root.join(pid.to_string()).exists());
+                        l7.stats.forget_exited(alive);
                     }
                     let batch = shipper.batch(metrics);
                     shipper.enqueue(batch);
@@ -324,31 +319,57 @@ pub fn resource_metrics(
     }]
 }
 
-/// The TCP tracer's counts as series: per process and destination, and
-/// accepts per listening address.
-pub fn tcp_series(
-    stats: &ebpf::tcp::TcpStats,
-    proc_root: &std::path::Path,
-    ts: i64,
-) -> Vec<TimeSeries> {
-    let label = |name: &str, value: String| Label {
+fn label(name: &str, value: String) -> Label {
+    Label {
         name: name.to_owned(),
         value,
-    };
+    }
+}
+
+/// Who a process is, as labels: `pid`, `process` (its `comm`) and its
+/// owner (`container_id` or `systemd_service`), read from /proc once per
+/// process per shipment.
+pub struct Who<'a> {
+    proc_root: &'a std::path::Path,
+    known: std::collections::HashMap<u32, Vec<Label>>,
+}
+
+impl<'a> Who<'a> {
+    pub fn new(proc_root: &'a std::path::Path) -> Self {
+        Self {
+            proc_root,
+            known: Default::default(),
+        }
+    }
+
+    /// The labels of `pid`; none for 0 (not known).
+    pub fn labels(&mut self, pid: u32) -> &[Label] {
+        let proc_root = self.proc_root;
+        self.known.entry(pid).or_insert_with(|| {
+            if pid == 0 {
+                return Vec::new();
+            }
+            let mut labels = vec![label(names::LABEL_PID, pid.to_string())];
+            let dir = proc_root.join(pid.to_string());
+            if let Ok(comm) = std::fs::read_to_string(dir.join("comm")) {
+                labels.push(label(names::LABEL_PROCESS, comm.trim().to_owned()));
+            }
+            if let Some(owner) = cgroup::owner_of_pid(proc_root, pid) {
+                let (name, value) = owner.label();
+                labels.push(label(name, value));
+            }
+            labels
+        })
+    }
+}
+
+/// The TCP tracer's counts as series: per process and destination, and
+/// accepts per listening address.
+pub fn tcp_series(stats: &ebpf::tcp::TcpStats, who: &mut Who<'_>, ts: i64) -> Vec<TimeSeries> {
     let mut out = Vec::new();
     for ((pid, destination), o) in &stats.outgoing {
-        let process = process_name(proc_root, *pid);
-        let mut labels = vec![label(names::LABEL_DESTINATION, destination.to_string())];
-        if let Some(owner) = cgroup::owner_of_pid(proc_root, *pid) {
-            let (name, value) = owner.label();
-            labels.push(label(name, value));
-        }
-        if *pid != 0 {
-            labels.push(label(names::LABEL_PID, pid.to_string()));
-        }
-        if !process.is_empty() {
-            labels.push(label(names::LABEL_PROCESS, process));
-        }
+        let mut labels = who.labels(*pid).to_vec();
+        labels.push(label(names::LABEL_DESTINATION, destination.to_string()));
         for (name, value) in [
             (
                 names::TCP_SUCCESSFUL_CONNECTS_TOTAL,
@@ -382,41 +403,18 @@ pub fn tcp_series(
     out
 }
 
-/// A process's name (`comm`), or empty when it is gone.
-fn process_name(proc_root: &std::path::Path, pid: u32) -> String {
-    std::fs::read_to_string(proc_root.join(pid.to_string()).join("comm"))
-        .map(|c| c.trim().to_owned())
-        .unwrap_or_default()
-}
-
 /// L7 exchanges as series: requests and summed latency per process, side,
 /// destination (client side), protocol, operation and status.
-pub fn l7_series(
-    stats: &ebpf::l7::L7Stats,
-    proc_root: &std::path::Path,
-    ts: i64,
-) -> Vec<TimeSeries> {
-    let label = |name: &str, value: String| Label {
-        name: name.to_owned(),
-        value,
-    };
+pub fn l7_series(stats: &ebpf::l7::L7Stats, who: &mut Who<'_>, ts: i64) -> Vec<TimeSeries> {
     let mut out = Vec::new();
     for (key, counts) in &stats.requests {
-        let mut labels = vec![
-            label(names::LABEL_PID, key.pid.to_string()),
+        let mut labels = who.labels(key.pid).to_vec();
+        labels.extend([
             label(names::LABEL_SIDE, key.side.as_str().to_owned()),
             label(names::LABEL_PROTOCOL, key.protocol.as_str().to_owned()),
             label(names::LABEL_OPERATION, key.operation.to_owned()),
             label(names::LABEL_STATUS, key.status.clone()),
-        ];
-        let process = process_name(proc_root, key.pid);
-        if !process.is_empty() {
-            labels.push(label(names::LABEL_PROCESS, process));
-        }
-        if let Some(owner) = cgroup::owner_of_pid(proc_root, key.pid) {
-            let (name, value) = owner.label();
-            labels.push(label(name, value));
-        }
+        ]);
         if let Some(destination) = key.destination {
             labels.push(label(names::LABEL_DESTINATION, destination.to_string()));
         }
@@ -541,7 +539,7 @@ mod tests {
                 response,
             });
         }
-        let out = l7_series(&stats, std::path::Path::new("/proc"), 1_000);
+        let out = l7_series(&stats, &mut Who::new(std::path::Path::new("/proc")), 1_000);
         assert_eq!(out.len(), 2);
         let requests = out
             .iter()
@@ -583,7 +581,7 @@ mod tests {
                 sock: 1,
             });
         }
-        let out = tcp_series(&stats, std::path::Path::new("/proc"), 1_000);
+        let out = tcp_series(&stats, &mut Who::new(std::path::Path::new("/proc")), 1_000);
         let get = |name: &str| {
             let s = out.iter().find(|s| s.name == name).unwrap();
             let label = |n: &str| {

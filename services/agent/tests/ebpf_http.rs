@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stderr, clippy::disallowed_methods)]
 
+mod common;
+
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
@@ -13,9 +15,8 @@ use std::{
 };
 
 use vigil_agent::ebpf::{
-    L7Tracer, Support,
+    L7Tracer,
     l7::{Protocol, Side},
-    probe,
 };
 
 const FOUND: u64 = 20;
@@ -36,19 +37,8 @@ fn get(server: SocketAddr, path: &str) -> u16 {
 
 #[test]
 fn http_requests_match_ground_truth_on_both_sides() {
-    let ci = std::env::var("CI").as_deref() == Ok("true");
-    if let Support::Unavailable(reason) = probe() {
-        assert!(!ci, "CI runs as root with BTF, yet: {reason}");
-        eprintln!("SKIPPED: eBPF unavailable here: {reason}");
+    let Some(mut tracer) = common::started(L7Tracer::start) else {
         return;
-    }
-    let mut tracer = match L7Tracer::start() {
-        Ok(tracer) => tracer,
-        Err(reason) => {
-            assert!(!ci, "CI must load the L7 programs: {reason}");
-            eprintln!("SKIPPED: {reason}");
-            return;
-        }
     };
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("index.txt"), "hello").unwrap();

@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stderr, clippy::disallowed_methods)]
 
+mod common;
+
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
@@ -13,9 +15,8 @@ use std::{
 };
 
 use vigil_agent::ebpf::{
-    L7Tracer, Support,
+    L7Tracer,
     l7::{Protocol, Side},
-    probe,
 };
 
 struct Killed(Child);
@@ -41,37 +42,6 @@ fn wait_listening(addr: SocketAddr) {
         assert!(Instant::now() < deadline, "nothing listens on {addr}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// The tracer, or None (with the reason printed) where eBPF cannot run;
-/// under CI=true that is a failure.
-fn tracer() -> Option<L7Tracer> {
-    let ci = std::env::var("CI").as_deref() == Ok("true");
-    if let Support::Unavailable(reason) = probe() {
-        assert!(!ci, "CI runs as root with BTF, yet: {reason}");
-        eprintln!("SKIPPED: eBPF unavailable here: {reason}");
-        return None;
-    }
-    match L7Tracer::start() {
-        Ok(tracer) => Some(tracer),
-        Err(reason) => {
-            assert!(!ci, "CI must load the L7 programs: {reason}");
-            eprintln!("SKIPPED: {reason}");
-            None
-        }
-    }
-}
-
-fn installed(program: &str) -> bool {
-    let ok = Command::new(program).arg("--version").output().is_ok();
-    if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI must have {program}: scripts/install-deps.sh installs it"
-        );
-        eprintln!("SKIPPED: {program} is not installed (scripts/install-deps.sh installs it)");
-    }
-    ok
 }
 
 /// Requests counted on the client side towards `server`, whatever the
@@ -104,10 +74,12 @@ fn settle(t: &mut L7Tracer, done: impl Fn(&L7Tracer) -> bool) {
 
 #[test]
 fn redis_commands_and_errors_match_ground_truth() {
-    if !installed("redis-server") || !installed("redis-cli") {
+    if !common::installed("redis-server") || !common::installed("redis-cli") {
         return;
     }
-    let Some(mut t) = tracer() else { return };
+    let Some(mut t) = common::started(L7Tracer::start) else {
+        return;
+    };
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let server = Killed(
@@ -183,10 +155,12 @@ fn redis_commands_and_errors_match_ground_truth() {
 
 #[test]
 fn memcached_commands_and_errors_match_ground_truth() {
-    if !installed("memcached") {
+    if !common::installed("memcached") {
         return;
     }
-    let Some(mut t) = tracer() else { return };
+    let Some(mut t) = common::started(L7Tracer::start) else {
+        return;
+    };
     let port = free_port();
     let server = Killed(
         Command::new("memcached")

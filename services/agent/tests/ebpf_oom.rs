@@ -4,13 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stderr, clippy::disallowed_methods)]
 
+mod common;
+
 use std::{
     path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
 };
 
-use vigil_agent::ebpf::{Support, TcpTracer, probe};
+use vigil_agent::ebpf::TcpTracer;
 
 /// A memory cgroup of its own (v1 `memory` hierarchy or v2), removed on drop.
 struct Cgroup(PathBuf);
@@ -43,19 +45,8 @@ impl Drop for Cgroup {
 
 #[test]
 fn an_oom_kill_names_its_victim() {
-    let ci = std::env::var("CI").as_deref() == Ok("true");
-    if let Support::Unavailable(reason) = probe() {
-        assert!(!ci, "CI runs as root with BTF, yet: {reason}");
-        eprintln!("SKIPPED: eBPF unavailable here: {reason}");
+    let Some(mut tracer) = common::started(TcpTracer::start) else {
         return;
-    }
-    let mut tracer = match TcpTracer::start() {
-        Ok(t) => t,
-        Err(reason) => {
-            assert!(!ci, "CI must load the programs: {reason}");
-            eprintln!("SKIPPED: {reason}");
-            return;
-        }
     };
     let cgroup = Cgroup::create(32 << 20);
     // The shell moves itself into the cgroup, then becomes Python.

@@ -4,31 +4,22 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stderr, clippy::disallowed_methods)]
 
+mod common;
+
 use std::{
     net::{SocketAddr, TcpListener, TcpStream},
     time::{Duration, Instant},
 };
 
-use vigil_agent::ebpf::{Support, TcpTracer, probe};
+use vigil_agent::ebpf::TcpTracer;
 
 const SUCCESSFUL: u64 = 25;
 const REFUSED: u64 = 7;
 
 #[test]
 fn connects_failures_and_accepts_match_ground_truth() {
-    let ci = std::env::var("CI").as_deref() == Ok("true");
-    if let Support::Unavailable(reason) = probe() {
-        assert!(!ci, "CI runs as root with BTF, yet: {reason}");
-        eprintln!("SKIPPED: eBPF unavailable here: {reason}");
+    let Some(mut tracer) = common::started(TcpTracer::start) else {
         return;
-    }
-    let mut tracer = match TcpTracer::start() {
-        Ok(tracer) => tracer,
-        Err(reason) => {
-            assert!(!ci, "CI must load the TCP programs: {reason}");
-            eprintln!("SKIPPED: {reason}");
-            return;
-        }
     };
     let me = std::process::id();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -82,6 +82,38 @@ pub fn ensure_tracefs() -> Result<(), String> {
     Ok(())
 }
 
+/// `tcp.bpf.c`'s programs: (program, tracepoint category, tracepoint).
+pub const TCP_PROGRAMS: &[(&str, &str, &str)] = &[
+    ("inet_sock_set_state", "sock", "inet_sock_set_state"),
+    ("tcp_retransmit_skb", "tcp", "tcp_retransmit_skb"),
+    ("mark_victim", "oom", "mark_victim"),
+];
+
+/// `l7.bpf.c`'s programs, each on the `syscalls` tracepoint of its name.
+pub const L7_SYSCALLS: &[&str] = &[
+    "sys_enter_connect",
+    "sys_exit_connect",
+    "sys_exit_accept",
+    "sys_exit_accept4",
+    "sys_enter_close",
+    "sys_enter_write",
+    "sys_exit_write",
+    "sys_enter_read",
+    "sys_exit_read",
+    "sys_enter_sendto",
+    "sys_exit_sendto",
+    "sys_enter_recvfrom",
+    "sys_exit_recvfrom",
+    "sys_enter_writev",
+    "sys_exit_writev",
+    "sys_enter_readv",
+    "sys_exit_readv",
+    "sys_enter_sendmsg",
+    "sys_exit_sendmsg",
+    "sys_enter_recvmsg",
+    "sys_exit_recvmsg",
+];
+
 /// Programs loaded and attached, with the ring buffer they fill.
 #[cfg(vigil_ebpf)]
 struct Attached {
@@ -154,11 +186,7 @@ impl TcpTracer {
         {
             let attached = attach(
                 aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcp.bpf.o")),
-                &[
-                    ("inet_sock_set_state", "sock", "inet_sock_set_state"),
-                    ("tcp_retransmit_skb", "tcp", "tcp_retransmit_skb"),
-                    ("mark_victim", "oom", "mark_victim"),
-                ],
+                TCP_PROGRAMS,
                 "events",
             )?;
             Ok(Self {
@@ -199,32 +227,10 @@ impl L7Tracer {
     pub fn start() -> Result<Self, String> {
         #[cfg(vigil_ebpf)]
         {
-            let programs: Vec<(&str, &str, &str)> = [
-                "sys_enter_connect",
-                "sys_exit_connect",
-                "sys_exit_accept",
-                "sys_exit_accept4",
-                "sys_enter_close",
-                "sys_enter_write",
-                "sys_exit_write",
-                "sys_enter_read",
-                "sys_exit_read",
-                "sys_enter_sendto",
-                "sys_exit_sendto",
-                "sys_enter_recvfrom",
-                "sys_exit_recvfrom",
-                "sys_enter_writev",
-                "sys_exit_writev",
-                "sys_enter_readv",
-                "sys_exit_readv",
-                "sys_enter_sendmsg",
-                "sys_exit_sendmsg",
-                "sys_enter_recvmsg",
-                "sys_exit_recvmsg",
-            ]
-            .into_iter()
-            .map(|name| (name, "syscalls", name))
-            .collect();
+            let programs: Vec<(&str, &str, &str)> = L7_SYSCALLS
+                .iter()
+                .map(|name| (*name, "syscalls", *name))
+                .collect();
             let attached = attach(
                 aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/l7.bpf.o")),
                 &programs,
