@@ -183,6 +183,9 @@ fn memcached_commands_and_errors_match_ground_truth() {
     // One socket for both directions: the tracer follows the fd that
     // connect() returned (a dup()ed fd is not followed).
     let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut ask = |request: &str, until: &str| -> String {
         stream.write_all(request.as_bytes()).unwrap();
         let mut reply = Vec::new();

@@ -461,6 +461,20 @@ impl Gate {
     }
 }
 
+/// Refuses a request carrying more than `limit` of `what` (413 /
+/// RESOURCE_EXHAUSTED), naming the `limits.<field>` setting.
+pub fn at_most(what: &str, count: usize, limit: usize, field: &str) -> Result<(), Refusal> {
+    if count > limit {
+        return Err(Refusal::too_large(
+            "request_too_large",
+            format!(
+                "request carries {count} {what}; at most {limit} are accepted (limits.{field})"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A batch id derived from a request's bytes: a sender retrying the same
 /// request (OTLP and remote_write have no ids) is stored once.
 pub fn content_batch_id(protocol: Protocol, signal: Signal, body: &[u8]) -> String {

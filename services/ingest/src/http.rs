@@ -23,7 +23,7 @@ use vigil_runtime::auth::ApiKeys;
 use vigil_storage::{MetricBatch, TelemetryStore};
 
 use crate::{
-    gate::{Gate, Protocol, Refusal, Signal, content_batch_id},
+    gate::{Gate, Protocol, Refusal, Signal, at_most, content_batch_id},
     otlp::{OtlpIngest, OtlpSignal},
     remote_write,
 };
@@ -271,34 +271,22 @@ async fn remote_write_inner(
         )
     })?;
     let limits = &gate.limits;
-    if request.timeseries.len() > limits.max_series_per_request {
-        return Err(gate.refused(
-            protocol,
-            Refusal::too_large(
-                "request_too_large",
-                format!(
-                    "request carries {} series; at most {} are accepted (limits.max_series_per_request)",
-                    request.timeseries.len(),
-                    limits.max_series_per_request
-                ),
-            ),
-            1,
-        ));
-    }
     let samples: usize = request.timeseries.iter().map(|t| t.samples.len()).sum();
-    if samples > limits.max_samples_per_request {
-        return Err(gate.refused(
-            protocol,
-            Refusal::too_large(
-                "request_too_large",
-                format!(
-                    "request carries {samples} samples; at most {} are accepted (limits.max_samples_per_request)",
-                    limits.max_samples_per_request
-                ),
-            ),
-            samples as u64,
-        ));
-    }
+    at_most(
+        "series",
+        request.timeseries.len(),
+        limits.max_series_per_request,
+        "max_series_per_request",
+    )
+    .and_then(|()| {
+        at_most(
+            "samples",
+            samples,
+            limits.max_samples_per_request,
+            "max_samples_per_request",
+        )
+    })
+    .map_err(|r| gate.refused(protocol, r, samples.max(1) as u64))?;
     let converted = remote_write::convert(request, gate.window(), limits.max_labels_per_series);
     if converted.stale > 0 {
         gate.skipped(protocol, "stale_or_non_finite", converted.stale);

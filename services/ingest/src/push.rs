@@ -14,7 +14,7 @@ use vigil_storage::{Labels, MetricBatch, Sample, SeriesWrite, TelemetryStore, Wr
 
 use crate::{
     config::LimitsConfig,
-    gate::{Gate, Protocol, Refusal, Signal, TimeWindow},
+    gate::{Gate, Protocol, Refusal, Signal, TimeWindow, at_most},
 };
 
 /// Longest batch id accepted, in bytes.
@@ -53,30 +53,24 @@ pub fn to_batch(
         ));
     }
     let series_count: usize = request.metrics.iter().map(|m| m.series.len()).sum();
-    if series_count > limits.max_series_per_request {
-        return Err(Refusal::too_large(
-            "request_too_large",
-            format!(
-                "batch has {series_count} series; at most {} are accepted per batch (limits.max_series_per_request)",
-                limits.max_series_per_request
-            ),
-        ));
-    }
     let sample_count: usize = request
         .metrics
         .iter()
         .flat_map(|m| &m.series)
         .map(|s| s.samples.len())
         .sum();
-    if sample_count > limits.max_samples_per_request {
-        return Err(Refusal::too_large(
-            "request_too_large",
-            format!(
-                "batch has {sample_count} samples; at most {} are accepted per batch (limits.max_samples_per_request)",
-                limits.max_samples_per_request
-            ),
-        ));
-    }
+    at_most(
+        "series",
+        series_count,
+        limits.max_series_per_request,
+        "max_series_per_request",
+    )?;
+    at_most(
+        "samples",
+        sample_count,
+        limits.max_samples_per_request,
+        "max_samples_per_request",
+    )?;
     let mut series = Vec::with_capacity(series_count);
     for resource_metrics in request.metrics {
         let resource = resource_labels(resource_metrics.resource.as_ref());

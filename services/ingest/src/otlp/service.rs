@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::collector::{
 use vigil_storage::{LogBatch, MetricBatch, SpanBatch, StorageError, TelemetryStore, WriteOutcome};
 
 use super::{Converted, convert_logs, convert_metrics, convert_traces};
-use crate::gate::{Gate, Protocol, Refusal, Signal, content_batch_id};
+use crate::gate::{Gate, Protocol, Refusal, Signal, at_most, content_batch_id};
 
 /// What was refused of an accepted request: OTLP's `partial_success`.
 #[derive(Debug, Default, PartialEq)]
@@ -48,16 +48,7 @@ impl OtlpIngest {
         limit: usize,
         field: &str,
     ) -> Result<(), Refusal> {
-        if count > limit {
-            let refusal = Refusal::too_large(
-                "request_too_large",
-                format!(
-                    "request carries {count} {what}; at most {limit} are accepted (limits.{field})"
-                ),
-            );
-            return Err(self.gate.refused(protocol, refusal, count as u64));
-        }
-        Ok(())
+        at_most(what, count, limit, field).map_err(|r| self.gate.refused(protocol, r, count as u64))
     }
 
     /// Stores the converted items; the answer says what was refused. Nothing
