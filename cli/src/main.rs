@@ -234,6 +234,9 @@ async fn run_suite(mut suite: SuiteConfig, services: &[Service]) -> anyhow::Resu
     suite.ui_gateway.alerting_endpoint = alerting_grpc.to_string();
     suite.ui_gateway.project.clone_from(&project);
     suite.agent.ingest_endpoint = ingest_grpc.to_string();
+    if suite.agent.spool_dir.is_none() {
+        suite.agent.spool_dir = Some(suite.data_dir.join("agent-spool"));
+    }
     if suite.agent.api_key.is_empty() && suite.agent.api_key_file.is_none() {
         suite.agent.api_key.clone_from(&api_key);
     }

@@ -29,9 +29,15 @@ pub struct AgentConfig {
     pub proc_root: PathBuf,
     /// Most processes reported per interval, busiest first.
     pub max_processes: usize,
-    /// Batches kept in memory while ingest is unreachable; the oldest are
-    /// dropped (and counted) beyond this.
-    pub max_pending_batches: usize,
+    /// Where batches wait until ingest acknowledges them (survives ingest
+    /// outages and agent restarts). Default: `/var/lib/vigil/agent-spool`;
+    /// `vigil up` uses `<data_dir>/agent-spool`.
+    pub spool_dir: Option<PathBuf>,
+    /// Bound on the spool's size on disk; beyond it the oldest batches are
+    /// dropped (and counted in `vigil_agent_batches_dropped_total`).
+    pub max_spool_bytes: u64,
+    /// Load the eBPF collectors (TCP, L7). Off: /proc and cgroups only.
+    pub ebpf: bool,
     /// Health and metrics; default 127.0.0.1:7400.
     pub http: HttpServerConfig,
 }
@@ -60,7 +66,9 @@ impl Default for AgentConfig {
             node: String::new(),
             proc_root: PathBuf::from("/proc"),
             max_processes: 200,
-            max_pending_batches: 360,
+            spool_dir: None,
+            max_spool_bytes: 256 << 20,
+            ebpf: true,
             http: HttpServerConfig::on(SocketAddr::from(([127, 0, 0, 1], 7400))),
         }
     }
@@ -82,12 +90,24 @@ impl Validate for AgentConfig {
         }
         nonzero_duration(prefix, "push_timeout", self.push_timeout)?;
         positive(prefix, "max_processes", self.max_processes)?;
-        positive(prefix, "max_pending_batches", self.max_pending_batches)?;
+        if self.max_spool_bytes < 1 << 20 {
+            return Err(ConfigError::invalid(
+                key(prefix, "max_spool_bytes"),
+                "must be at least 1 MiB (1048576)",
+            ));
+        }
         self.http.validate(&key(prefix, "http"))
     }
 }
 
 impl AgentConfig {
+    /// The spool directory in effect.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.spool_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/var/lib/vigil/agent-spool"))
+    }
+
     /// The API key, from `api_key` or `api_key_file`.
     pub fn resolve_api_key(&self) -> Result<String, ConfigError> {
         let api_key = match &self.api_key_file {

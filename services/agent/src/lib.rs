@@ -1,21 +1,28 @@
-//! The node agent. Today: host and process figures read from /proc, shipped
-//! to ingest as `vigil.telemetry.v1` batches. Each batch has an id, so a
-//! batch retried after a lost acknowledgement is stored once. While ingest is
-//! unreachable, batches wait in a bounded in-memory queue (a disk spool comes
-//! with the eBPF collectors).
+//! The node agent: host and process figures from /proc, TCP connections and
+//! L7 requests from eBPF, shipped to ingest as `vigil.telemetry.v1` batches
+//! (zstd-compressed gRPC). Each batch has an id, so a batch retried after a
+//! lost acknowledgement is stored once. Every batch goes through a bounded
+//! on-disk spool (see `spool`), so an ingest outage or an agent restart
+//! loses nothing within the bound.
 
 pub mod cgroup;
 mod config;
 pub mod ebpf;
 pub mod proc;
 
-use std::{collections::VecDeque, time::Duration};
+mod spool;
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 use vigil_runtime::time::now_ms;
 
 pub use config::AgentConfig;
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 use tonic::{
-    Code, metadata::MetadataValue, service::interceptor::InterceptedService, transport::Channel,
+    Code, codec::CompressionEncoding, metadata::MetadataValue,
+    service::interceptor::InterceptedService, transport::Channel,
 };
 use vigil_proto::{
     names,
@@ -28,7 +35,10 @@ use vigil_runtime::{
     Metrics, Readiness, RuntimeError, Shutdown, config::ConfigError, http::HttpServer,
 };
 
-use crate::proc::{HostFigures, ProcCollector, ProcessFigures};
+use crate::{
+    proc::{HostFigures, ProcCollector, ProcessFigures},
+    spool::Spool,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -40,25 +50,48 @@ pub enum AgentError {
     BadApiKey,
 }
 
-type AuthInterceptor =
-    Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send + Sync>;
-type Client = TelemetryServiceClient<InterceptedService<Channel, AuthInterceptor>>;
+/// Puts the project's API key on every push.
+#[derive(Clone)]
+struct Bearer(MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+type Client = TelemetryServiceClient<InterceptedService<Channel, Bearer>>;
 
 struct AgentMetrics {
+    batches_spooled: Counter,
     batches_acknowledged: Counter,
     batches_failed: Counter,
     batches_dropped: Counter,
-    pending: Gauge,
+    spool_batches: Gauge,
+    spool_bytes: Gauge,
 }
 
 impl AgentMetrics {
     fn new(metrics: &Metrics) -> Self {
         let this = Self {
+            batches_spooled: Counter::default(),
             batches_acknowledged: Counter::default(),
             batches_failed: Counter::default(),
             batches_dropped: Counter::default(),
-            pending: Gauge::default(),
+            spool_batches: Gauge::default(),
+            spool_bytes: Gauge::default(),
         };
+        metrics.register(
+            "batches_spooled",
+            "Batches collected and written to the spool",
+            this.batches_spooled.clone(),
+        );
         metrics.register(
             "batches_acknowledged",
             "Batches ingest acknowledged as stored",
@@ -71,15 +104,25 @@ impl AgentMetrics {
         );
         metrics.register(
             "batches_dropped",
-            "Batches dropped: refused by ingest, or the pending queue overflowed",
+            "Batches dropped: refused by ingest, damaged, or the oldest when the spool was full",
             this.batches_dropped.clone(),
         );
         metrics.register(
-            "batches_pending",
-            "Batches waiting for ingest",
-            this.pending.clone(),
+            "spool_batches",
+            "Batches waiting in the spool for ingest",
+            this.spool_batches.clone(),
+        );
+        metrics.register(
+            "spool_bytes",
+            "Bytes of the batches waiting in the spool",
+            this.spool_bytes.clone(),
         );
         this
+    }
+
+    fn spooled(&self, spool: &Spool) {
+        self.spool_batches.set(spool.len() as i64);
+        self.spool_bytes.set(spool.bytes() as i64);
     }
 }
 
@@ -94,7 +137,13 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
     } else {
         config.node.clone()
     };
-    let (tracer, l7) = match (ebpf::TcpTracer::start(), ebpf::L7Tracer::start()) {
+    let tracers = if config.ebpf {
+        (ebpf::TcpTracer::start(), ebpf::L7Tracer::start())
+    } else {
+        let off = "turned off (agent.ebpf = false)".to_owned();
+        (Err(off.clone()), Err(off))
+    };
+    let (tracer, l7) = match tracers {
         (Ok(tcp), Ok(l7)) => {
             tracing::info!(
                 node,
@@ -107,11 +156,9 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
             )
         }
         (tcp, l7) => {
-            let reason = [tcp.err(), l7.err()]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>()
-                .join("; ");
+            let mut reasons: Vec<String> = [tcp.err(), l7.err()].into_iter().flatten().collect();
+            reasons.dedup();
+            let reason = reasons.join("; ");
             tracing::warn!(node, collectors = "proc", ebpf = %format!("eBPF unavailable: {reason}"), "agent collecting from /proc");
             (None, None)
         }
@@ -122,36 +169,43 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
     let readiness = Readiness::default();
     let http = HttpServer::bind("agent-http", &config.http).await?;
     let channel = vigil_runtime::grpc::channel(&config.ingest_endpoint, config.push_timeout)?;
-    let interceptor: AuthInterceptor = Box::new(move |mut request: tonic::Request<()>| {
-        request
-            .metadata_mut()
-            .insert("authorization", bearer.clone());
-        Ok(request)
-    });
-    let client = TelemetryServiceClient::with_interceptor(channel, interceptor);
+    let client = TelemetryServiceClient::with_interceptor(channel, Bearer(bearer))
+        .send_compressed(CompressionEncoding::Zstd);
 
-    let mut shipper = Shipper {
+    let spool_dir = config.spool_dir();
+    let spool = Spool::open(&spool_dir, config.max_spool_bytes).map_err(|e| {
+        ConfigError::invalid("agent.spool_dir", format!("cannot open the spool: {e}"))
+    })?;
+    if !spool.is_empty() {
+        tracing::info!(
+            batches = spool.len(),
+            bytes = spool.bytes(),
+            dir = %spool_dir.display(),
+            "resuming: batches from an earlier run wait in the spool"
+        );
+    }
+    agent_metrics.spooled(&spool);
+    let shipper = Shipper {
         client,
-        pending: VecDeque::new(),
-        max_pending: config.max_pending_batches,
+        spool: Arc::new(Mutex::new(spool)),
         metrics: agent_metrics,
-        agent_id: hex::encode(rand::random::<[u8; 8]>()),
-        sequence: 0,
-        agent: AgentInfo {
-            agent_id: String::new(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            collectors: if tracer.is_some() {
-                vec![
-                    "proc".to_owned(),
-                    "ebpf-tcp".to_owned(),
-                    "ebpf-l7".to_owned(),
-                ]
-            } else {
-                vec!["proc".to_owned()]
-            },
+    };
+    let spooled = tokio::sync::Notify::new();
+    let agent_id = hex::encode(rand::random::<[u8; 8]>());
+    let mut sequence = 0u64;
+    let agent_info = AgentInfo {
+        agent_id: agent_id.clone(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        collectors: if tracer.is_some() {
+            vec![
+                "proc".to_owned(),
+                "ebpf-tcp".to_owned(),
+                "ebpf-l7".to_owned(),
+            ]
+        } else {
+            vec!["proc".to_owned()]
         },
     };
-    shipper.agent.agent_id = shipper.agent_id.clone();
 
     let collect_loop = async {
         // Prime the CPU counters so that the first batch already has rates.
@@ -189,15 +243,22 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
                         }
                         l7.stats.forget_exited(alive);
                     }
-                    let batch = shipper.batch(metrics);
-                    shipper.enqueue(batch);
+                    sequence += 1;
+                    shipper.spool(&PushRequest {
+                        batch_id: format!("{agent_id}-{sequence}"),
+                        agent: Some(agent_info.clone()),
+                        metrics,
+                    });
+                    shipper.metrics.batches_spooled.inc();
+                    spooled.notify_one();
                 }
                 Err(e) => tracing::warn!(error = %e, "collection failed"),
             }
-            shipper.flush().await;
         }
-        // Last chance to ship what was collected before stopping.
-        let _ = tokio::time::timeout(Duration::from_secs(5), shipper.flush()).await;
+        Ok::<(), RuntimeError>(())
+    };
+    let ship_loop = async {
+        shipper.run(&spooled, &shutdown).await;
         Ok::<(), RuntimeError>(())
     };
     // The kernel does not wake the agent per event; it drains the ring
@@ -218,6 +279,7 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
     };
     tokio::try_join!(
         collect_loop,
+        ship_loop,
         drain_loop,
         http.serve(axum::Router::new(), &metrics, &readiness, &shutdown)
     )?;
@@ -434,77 +496,151 @@ pub fn l7_series(stats: &ebpf::l7::L7Stats, who: &mut Who<'_>, ts: i64) -> Vec<T
     out
 }
 
-/// Ships batches in order, keeping unacknowledged ones for the next attempt.
+/// Ships spooled batches oldest first; a batch leaves the spool only once
+/// ingest acknowledged it (or refused it for good).
 struct Shipper {
     client: Client,
-    pending: VecDeque<PushRequest>,
-    max_pending: usize,
+    spool: Arc<Mutex<Spool>>,
     metrics: AgentMetrics,
-    agent_id: String,
-    sequence: u64,
-    agent: AgentInfo,
+}
+
+fn lock(spool: &Mutex<Spool>) -> std::sync::MutexGuard<'_, Spool> {
+    spool
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Shipper {
-    fn batch(&mut self, metrics: Vec<ResourceMetrics>) -> PushRequest {
-        self.sequence += 1;
-        PushRequest {
-            batch_id: format!("{}-{}", self.agent_id, self.sequence),
-            agent: Some(self.agent.clone()),
-            metrics,
+    /// Spools `batch`, dropping the oldest batches when the spool is full.
+    fn spool(&self, batch: &PushRequest) {
+        let mut spool = lock(&self.spool);
+        match spool.push(batch) {
+            Ok(0) => {}
+            Ok(dropped) => {
+                self.metrics.batches_dropped.inc_by(dropped as u64);
+                tracing::warn!(
+                    dropped,
+                    max_bytes = spool.bytes(),
+                    "spool full: dropped the oldest unacknowledged batches"
+                );
+            }
+            Err(e) => {
+                self.metrics.batches_dropped.inc();
+                tracing::error!(error = %e, "could not spool a batch; it is lost");
+            }
         }
+        self.metrics.spooled(&spool);
     }
 
-    fn enqueue(&mut self, batch: PushRequest) {
-        if self.pending.len() >= self.max_pending {
-            self.pending.pop_front();
-            self.metrics.batches_dropped.inc();
-            tracing::warn!(
-                max = self.max_pending,
-                "pending queue full: dropped the oldest unacknowledged batch"
-            );
-        }
-        self.pending.push_back(batch);
-        self.metrics.pending.set(self.pending.len() as i64);
-    }
-
-    async fn flush(&mut self) {
-        while let Some(batch) = self.pending.front() {
-            match self.client.push(batch.clone()).await {
+    /// Sends until the spool is empty (`Ok`) or ingest cannot take the
+    /// oldest batch (`Err`, retried later).
+    async fn drain(&self) -> Result<(), tonic::Status> {
+        loop {
+            let front = lock(&self.spool).front();
+            let (seq, batch) = match front {
+                Ok(Some(next)) => next,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    self.metrics.batches_dropped.inc();
+                    tracing::error!(error = %e, "dropped a spooled batch");
+                    continue;
+                }
+            };
+            let batch_id = batch.batch_id.clone();
+            let outcome = self.client.clone().push(batch).await;
+            match outcome {
                 Ok(response) => {
                     let response = response.into_inner();
                     tracing::debug!(
-                        batch_id = batch.batch_id,
+                        batch_id,
                         samples = response.samples_stored,
                         duplicate = response.duplicate,
                         "batch acknowledged"
                     );
                     self.metrics.batches_acknowledged.inc();
-                    self.pending.pop_front();
                 }
                 Err(status) if is_permanent(status.code()) => {
                     tracing::error!(
-                        batch_id = batch.batch_id,
+                        batch_id,
                         code = ?status.code(),
                         error = status.message(),
                         "ingest refused the batch; dropping it"
                     );
                     self.metrics.batches_dropped.inc();
-                    self.pending.pop_front();
                 }
                 Err(status) => {
+                    self.metrics.batches_failed.inc();
+                    return Err(status);
+                }
+            }
+            let mut spool = lock(&self.spool);
+            if let Err(e) = spool.remove(seq) {
+                // Sent again after a restart at worst: ingest stores it once.
+                tracing::warn!(error = %e, "could not remove a sent batch from the spool");
+            }
+            self.metrics.spooled(&spool);
+        }
+    }
+
+    /// Ships whenever a batch is spooled, backing off while ingest is
+    /// unreachable; a last bounded attempt at shutdown, and whatever is
+    /// left waits in the spool for the next start.
+    async fn run(&self, spooled: &tokio::sync::Notify, shutdown: &Shutdown) {
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+        loop {
+            match self.drain().await {
+                Ok(()) => {
+                    backoff.reset();
+                    tokio::select! {
+                        () = spooled.notified() => {}
+                        () = shutdown.wait() => break,
+                    }
+                }
+                Err(status) => {
+                    let wait = backoff.next();
                     tracing::warn!(
                         code = ?status.code(),
                         error = status.message(),
-                        pending = self.pending.len(),
-                        "ingest unreachable; will retry"
+                        spooled = lock(&self.spool).len(),
+                        retry_in = ?wait,
+                        "ingest unreachable; batches wait in the spool"
                     );
-                    self.metrics.batches_failed.inc();
-                    break;
+                    if !shutdown.sleep(wait).await {
+                        break;
+                    }
                 }
             }
         }
-        self.metrics.pending.set(self.pending.len() as i64);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.drain()).await;
+    }
+}
+
+/// Exponential backoff with jitter, so that agents restarted together do
+/// not retry in step.
+struct Backoff {
+    first: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    fn new(first: Duration, max: Duration) -> Self {
+        Self {
+            first,
+            max,
+            current: first,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.current = self.first;
+    }
+
+    /// The wait before the next attempt: the current step ±20 %.
+    fn next(&mut self) -> Duration {
+        let wait = self.current.mul_f64(rand::random_range(0.8..1.2));
+        self.current = (self.current * 2).min(self.max);
+        wait
     }
 }
 

@@ -65,7 +65,10 @@ pub async fn run(
     let otlp_grpc = otlp::grpc::OtlpGrpc::new(otlp_ingest.clone());
     use tonic::service::interceptor::InterceptedService;
     grpc.add_service(InterceptedService::new(
-        TelemetryServiceServer::new(push).max_decoding_message_size(max_message),
+        TelemetryServiceServer::new(push)
+            .max_decoding_message_size(max_message)
+            .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
         intercept.clone(),
     ))
     .add_service(InterceptedService::new(
