@@ -36,6 +36,13 @@ need clang || missing+=(clang)
 # Real servers and clients for the agent's L7 ground-truth tests.
 need redis-server || missing+=(redis-server)
 need memcached || missing+=(memcached)
+[ -x /usr/lib/postgresql/15/bin/postgres ] || missing+=(postgresql-15)
+need psql || missing+=(postgresql-client-15)
+need mariadbd || missing+=(mariadb-server)
+need mariadb || missing+=(mariadb-client)
+# dnsmasq (binary only, no service) answers a local zone; dig queries it.
+need dnsmasq || missing+=(dnsmasq-base)
+need dig || missing+=(bind9-dnsutils)
 # ZooKeeper: ClickHouse 18.16 runs ON CLUSTER DDL through it (cluster-mode tests).
 [ -f /usr/share/java/zookeeper.jar ] || missing+=(zookeeper)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 // Vigil agent: L7 requests from syscall tracepoints.
 //
-// Syscalls followed: read/write, sendto/recvfrom, readv/writev and
-// sendmsg/recvmsg (the first buffer of each).
+// Syscalls followed: read/write, sendto/recvfrom, readv/writev,
+// sendmsg/recvmsg and sendmmsg/recvmmsg (the first buffer of the first
+// message).
 //
 // Sockets are tracked from connect() (client side, with the destination
 // address; UDP sockets too, as resolvers connect them) and accept()/
@@ -50,7 +51,10 @@ struct trace_event_raw_sys_exit {
 	long int ret;
 } __attribute__((preserve_access_index));
 
-#define PREFIX 16
+// Bytes kept of a request (enough for a DNS question or an SQL keyword)
+// and of a response (enough for a status line or a result code).
+#define REQ_PREFIX 64
+#define RESP_PREFIX 16
 #define EINPROGRESS 115
 #define AF_INET 2
 #define AF_INET6 10
@@ -68,13 +72,22 @@ struct sock_info {
 
 struct pending {
 	__u64 start_ns;
-	__u8 request[PREFIX];
+	// Bytes of the request kept so far: a request read in pieces (MariaDB
+	// reads a packet's 4-byte header, then its body) is put together.
+	__u32 len;
+	__u32 pad;
+	// Twice the prefix, so that the verifier sees any piece (at most
+	// REQ_PREFIX bytes) written at any offset below REQ_PREFIX fit.
+	__u8 request[2 * REQ_PREFIX];
 };
 
 struct io_args {
 	__u64 buf;
+	// sendmmsg/recvmmsg return a message count, not bytes: the length of
+	// the first message (sendmmsg) or where the kernel writes it (recvmmsg).
+	__u64 mmsg_len_at;
+	__u32 mmsg_len;
 	__u32 fd;
-	__u32 pad;
 };
 
 struct connect_args {
@@ -93,8 +106,8 @@ struct l7_event {
 	__u16 family;
 	__u16 dport;
 	__u8 daddr[16];
-	__u8 request[PREFIX];
-	__u8 response[PREFIX];
+	__u8 request[REQ_PREFIX];
+	__u8 response[RESP_PREFIX];
 };
 
 struct {
@@ -112,7 +125,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 262144);
+	__uint(max_entries, 65536);
 	__type(key, __u64);
 	__type(value, struct pending);
 } pending_requests SEC(".maps");
@@ -215,11 +228,15 @@ int sys_enter_close(struct trace_event_raw_sys_enter *ctx)
 #define BUF_PLAIN 0	// read, write, sendto, recvfrom: args[1] is the buffer
 #define BUF_IOVEC 1	// readv, writev: args[1] is a struct iovec array
 #define BUF_MSGHDR 2	// sendmsg, recvmsg: args[1] is a struct user_msghdr
+#define BUF_MMSG_SEND 3	// sendmmsg: args[1] is a struct mmsghdr array
+#define BUF_MMSG_RECV 4	// recvmmsg: likewise
 
 // Offsets in the userspace ABI (x86-64), not kernel internals:
 // struct iovec { void *iov_base; size_t iov_len; };
 // struct user_msghdr { void *msg_name; int msg_namelen; struct iovec *msg_iov; ... };
+// struct mmsghdr { struct user_msghdr msg_hdr; unsigned int msg_len; };
 #define MSGHDR_IOV 16
+#define MMSGHDR_LEN 56
 
 static __always_inline int io_enter(struct trace_event_raw_sys_enter *ctx, int how)
 {
@@ -228,7 +245,10 @@ static __always_inline int io_enter(struct trace_event_raw_sys_enter *ctx, int h
 	if (!bpf_map_lookup_elem(&sockets, &key))
 		return 0;
 	__u64 buf = BPF_CORE_READ(ctx, args[1]);
-	if (how == BUF_MSGHDR) {
+	struct io_args a = { .fd = fd };
+	if (how >= BUF_MMSG_SEND)
+		a.mmsg_len_at = buf + MMSGHDR_LEN;
+	if (how >= BUF_MSGHDR) {
 		__u64 iov = 0;
 		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(buf + MSGHDR_IOV)))
 			return 0;
@@ -238,10 +258,16 @@ static __always_inline int io_enter(struct trace_event_raw_sys_enter *ctx, int h
 		__u64 base = 0;
 		if (bpf_probe_read_user(&base, sizeof(base), (void *)buf))
 			return 0;
+		if (how == BUF_MMSG_SEND) {
+			__u64 len = 0;
+			bpf_probe_read_user(&len, sizeof(len), (void *)(buf + 8));
+			a.mmsg_len = len > REQ_PREFIX ? REQ_PREFIX : (__u32)len;
+			a.mmsg_len_at = 0;
+		}
 		buf = base;
 	}
+	a.buf = buf;
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct io_args a = { .buf = buf, .fd = fd };
 	bpf_map_update_elem(&in_io, &tid, &a, BPF_ANY);
 	return 0;
 }
@@ -257,23 +283,43 @@ static __always_inline int io_exit(struct trace_event_raw_sys_exit *ctx, int is_
 	long ret = BPF_CORE_READ(ctx, ret);
 	if (ret <= 0)
 		return 0;
+	if (args.mmsg_len_at) {
+		__u32 got = 0;
+		bpf_probe_read_user(&got, sizeof(got), (void *)args.mmsg_len_at);
+		ret = got;
+	} else if (args.mmsg_len) {
+		ret = args.mmsg_len;
+	}
+	if (ret <= 0)
+		return 0;
 	__u64 key = sock_key(args.fd);
 	struct sock_info *info = bpf_map_lookup_elem(&sockets, &key);
 	if (!info)
 		return 0;
-	__u8 prefix[PREFIX] = {};
-	__u32 len = ret < PREFIX ? (__u32)ret : PREFIX;
-	if (bpf_probe_read_user(prefix, len & (PREFIX - 1) ? len & (PREFIX - 1) : PREFIX, (void *)args.buf))
+	__u8 prefix[REQ_PREFIX] = {};
+	__u32 len = ret < REQ_PREFIX ? (__u32)ret : REQ_PREFIX;
+	if (bpf_probe_read_user(prefix, len & (REQ_PREFIX - 1) ? len & (REQ_PREFIX - 1) : REQ_PREFIX, (void *)args.buf))
 		return 0;
 	// A client writes requests and reads responses; a server the reverse.
 	int request = (info->role == ROLE_CLIENT) == is_write;
 	struct pending *p = bpf_map_lookup_elem(&pending_requests, &key);
 	if (request) {
-		// A request sent in several writes is timed from its first.
-		if (p)
+		// A request sent in several pieces is timed from its first; its
+		// first REQ_PREFIX bytes are kept whatever the pieces.
+		if (p) {
+			__u32 have = p->len;
+			if (have >= REQ_PREFIX)
+				return 0;
+			__u32 room = REQ_PREFIX - have;
+			__u32 more = len < room ? len : room;
+			bpf_probe_read_user(&p->request[have & (REQ_PREFIX - 1)],
+					    more & (REQ_PREFIX - 1) ? more & (REQ_PREFIX - 1) : REQ_PREFIX,
+					    (void *)args.buf);
+			p->len = have + more;
 			return 0;
-		struct pending fresh = { .start_ns = bpf_ktime_get_ns() };
-		__builtin_memcpy(fresh.request, prefix, PREFIX);
+		}
+		struct pending fresh = { .start_ns = bpf_ktime_get_ns(), .len = len };
+		__builtin_memcpy(fresh.request, prefix, REQ_PREFIX);
 		bpf_map_update_elem(&pending_requests, &key, &fresh, BPF_ANY);
 		return 0;
 	}
@@ -291,8 +337,8 @@ static __always_inline int io_exit(struct trace_event_raw_sys_exit *ctx, int is_
 	e->family = info->family;
 	e->dport = info->dport;
 	__builtin_memcpy(e->daddr, info->daddr, 16);
-	__builtin_memcpy(e->request, p->request, PREFIX);
-	__builtin_memcpy(e->response, prefix, PREFIX);
+	__builtin_memcpy(e->request, p->request, REQ_PREFIX);
+	__builtin_memcpy(e->response, prefix, RESP_PREFIX);
 	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 	bpf_map_delete_elem(&pending_requests, &key);
 	return 0;
@@ -330,5 +376,13 @@ SEC("tracepoint/syscalls/sys_enter_recvmsg")
 int sys_enter_recvmsg(struct trace_event_raw_sys_enter *ctx) { return io_enter(ctx, BUF_MSGHDR); }
 SEC("tracepoint/syscalls/sys_exit_recvmsg")
 int sys_exit_recvmsg(struct trace_event_raw_sys_exit *ctx) { return io_exit(ctx, 0); }
+SEC("tracepoint/syscalls/sys_enter_sendmmsg")
+int sys_enter_sendmmsg(struct trace_event_raw_sys_enter *ctx) { return io_enter(ctx, BUF_MMSG_SEND); }
+SEC("tracepoint/syscalls/sys_exit_sendmmsg")
+int sys_exit_sendmmsg(struct trace_event_raw_sys_exit *ctx) { return io_exit(ctx, 1); }
+SEC("tracepoint/syscalls/sys_enter_recvmmsg")
+int sys_enter_recvmmsg(struct trace_event_raw_sys_enter *ctx) { return io_enter(ctx, BUF_MMSG_RECV); }
+SEC("tracepoint/syscalls/sys_exit_recvmmsg")
+int sys_exit_recvmmsg(struct trace_event_raw_sys_exit *ctx) { return io_exit(ctx, 0); }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -661,9 +661,9 @@ mod tests {
         use ebpf::l7::{Exchange, L7Stats, Side};
         let mut stats = L7Stats::default();
         let me = std::process::id();
-        let mut request = [0u8; 16];
+        let mut request = [0u8; ebpf::l7::REQUEST_PREFIX];
         request[..15].copy_from_slice(b"GET / HTTP/1.1\r");
-        let mut response = [0u8; 16];
+        let mut response = [0u8; ebpf::l7::RESPONSE_PREFIX];
         response.copy_from_slice(b"HTTP/1.1 503 Ser");
         for _ in 0..3 {
             stats.record(&Exchange {

@@ -9,68 +9,16 @@ mod common;
 
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    net::{SocketAddr, TcpStream},
+    process::{Command, Stdio},
+    time::Duration,
 };
 
+use common::{Killed, client_count, free_port, settle, wait_listening};
 use vigil_agent::ebpf::{
     L7Tracer,
     l7::{Protocol, Side},
 };
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_listening(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {addr}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Requests counted on the client side towards `server`, whatever the
-/// client process (redis-cli is one per run).
-fn client_count(t: &L7Tracer, server: SocketAddr, p: Protocol, op: &str, status: &str) -> u64 {
-    t.stats
-        .requests
-        .iter()
-        .filter(|(k, _)| {
-            k.side == Side::Client
-                && k.destination == Some(server)
-                && k.protocol == p
-                && k.operation == op
-                && k.status == status
-        })
-        .map(|(_, c)| c.requests)
-        .sum()
-}
-
-fn settle(t: &mut L7Tracer, done: impl Fn(&L7Tracer) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        t.drain();
-        if done(t) || Instant::now() > deadline {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[test]
 fn redis_commands_and_errors_match_ground_truth() {

@@ -1,8 +1,10 @@
 //! Requests and responses seen by `bpf/l7.bpf.c` on tracked sockets: the
 //! first bytes of each, the process, the side (client or server), the
 //! destination of client sockets and the latency measured in the kernel.
-//! Today the protocol parsed is HTTP/1.x (method and status; no paths, so
-//! no unbounded labels).
+//! Protocols told from those bytes: HTTP/1.x, Redis, Memcached, Postgres,
+//! MySQL/MariaDB and DNS. Labels come from bounded sets only (methods,
+//! command names, SQL verbs, query types, result codes), never from paths,
+//! keys or query text.
 
 use std::{
     collections::HashMap,
@@ -10,8 +12,10 @@ use std::{
 };
 
 /// `struct l7_event` of `bpf/l7.bpf.c`.
-pub const EVENT_SIZE: usize = 72;
-const PREFIX: usize = 16;
+pub const EVENT_SIZE: usize = 120;
+/// Bytes kept of a request and of a response (`REQ_PREFIX`, `RESP_PREFIX`).
+pub const REQUEST_PREFIX: usize = 64;
+pub const RESPONSE_PREFIX: usize = 16;
 const ROLE_CLIENT: u32 = 1;
 const ROLE_SERVER: u32 = 2;
 
@@ -37,8 +41,8 @@ pub struct Exchange {
     /// Where a client socket was connected to.
     pub destination: Option<SocketAddr>,
     pub latency_ns: u64,
-    pub request: [u8; PREFIX],
-    pub response: [u8; PREFIX],
+    pub request: [u8; REQUEST_PREFIX],
+    pub response: [u8; RESPONSE_PREFIX],
 }
 
 fn u16_ne(b: &[u8], at: usize) -> u16 {
@@ -78,10 +82,10 @@ pub fn parse(b: &[u8]) -> Option<Exchange> {
         }
         _ => None,
     };
-    let mut request = [0u8; PREFIX];
-    request.copy_from_slice(&b[40..56]);
-    let mut response = [0u8; PREFIX];
-    response.copy_from_slice(&b[56..72]);
+    let mut request = [0u8; REQUEST_PREFIX];
+    request.copy_from_slice(&b[40..40 + REQUEST_PREFIX]);
+    let mut response = [0u8; RESPONSE_PREFIX];
+    response.copy_from_slice(&b[40 + REQUEST_PREFIX..EVENT_SIZE]);
     Some(Exchange {
         pid: u32_ne(b, 8),
         side,
@@ -120,6 +124,9 @@ pub enum Protocol {
     Http,
     Redis,
     Memcached,
+    Postgres,
+    Mysql,
+    Dns,
 }
 
 impl Protocol {
@@ -128,6 +135,9 @@ impl Protocol {
             Self::Http => "http",
             Self::Redis => "redis",
             Self::Memcached => "memcached",
+            Self::Postgres => "postgres",
+            Self::Mysql => "mysql",
+            Self::Dns => "dns",
         }
     }
 }
@@ -242,6 +252,154 @@ fn memcached(e: &Exchange) -> Option<(&'static str, &'static str)> {
     Some((command, status))
 }
 
+/// SQL statements counted by their first keyword; others are `other`.
+const SQL_VERBS: &[&str] = &[
+    "SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "BEGIN", "START", "COMMIT", "ROLLBACK",
+    "CREATE", "DROP", "ALTER", "TRUNCATE", "SET", "SHOW", "COPY", "EXPLAIN", "CALL", "REPLACE",
+    "USE", "LOCK", "GRANT", "VACUUM", "ANALYZE",
+];
+
+/// The first keyword of an SQL text (after blanks), as a bounded label.
+fn sql_verb(text: &[u8]) -> &'static str {
+    let word: Vec<u8> = text
+        .iter()
+        .skip_while(|b| b.is_ascii_whitespace() || **b == b'(')
+        .take_while(|b| b.is_ascii_alphabetic())
+        .map(u8::to_ascii_uppercase)
+        .collect();
+    SQL_VERBS
+        .iter()
+        .find(|v| v.as_bytes() == word.as_slice())
+        .copied()
+        .unwrap_or("other")
+}
+
+fn u32_be(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// Postgres frontend/backend protocol v3. Requests: a simple query
+/// (`Q`, length, text) or the Parse of the extended protocol (`P`,
+/// length, statement name, text). The reply's first message tells the
+/// status: `E` (ErrorResponse) is an error. An error raised after rows
+/// started to stream is beyond the bytes kept and counts as ok.
+fn postgres(e: &Exchange) -> Option<(&'static str, &'static str)> {
+    let r = &e.request;
+    let length = u32_be(r, 1)?;
+    // Messages are far smaller than 1 GiB; the top byte is zero.
+    if !(5..1 << 30).contains(&length) {
+        return None;
+    }
+    let text = match r[0] {
+        b'Q' => &r[5..],
+        b'P' => {
+            let name_end = r[5..].iter().position(|&b| b == 0)?;
+            &r[5 + name_end + 1..]
+        }
+        _ => return None,
+    };
+    let reply = &e.response;
+    let reply_length = u32_be(reply, 1)?;
+    if !(4..1 << 30).contains(&reply_length)
+        || !matches!(
+            reply[0],
+            b'T' | b'C' | b'E' | b'I' | b'N' | b'1' | b'2' | b'n' | b't' | b'D' | b'S' | b'Z'
+        )
+    {
+        return None;
+    }
+    let status = if reply[0] == b'E' { "error" } else { "ok" };
+    Some((sql_verb(text), status))
+}
+
+/// MySQL/MariaDB client/server protocol: a command packet (3-byte
+/// length, sequence 0, command byte) answered by a packet with sequence
+/// 1 whose first byte is OK (0x00), ERR (0xff), or a result set's column
+/// count.
+fn mysql(e: &Exchange) -> Option<(&'static str, &'static str)> {
+    let r = &e.request;
+    let length = u32::from_le_bytes([r[0], r[1], r[2], 0]);
+    if length == 0 || r[3] != 0 {
+        return None;
+    }
+    let operation = match r[4] {
+        0x03 => sql_verb(&r[5..]),
+        0x16 => "PREPARE",
+        0x17 => "EXECUTE",
+        0x0e => "PING",
+        0x02 => "USE",
+        _ => return None,
+    };
+    let reply = &e.response;
+    let reply_length = u32::from_le_bytes([reply[0], reply[1], reply[2], 0]);
+    if reply_length == 0 || reply[3] != 1 {
+        return None;
+    }
+    let status = match reply[4] {
+        0xff => "error",
+        0x00 | 0x01..=0xfb | 0xfe => "ok",
+        _ => return None,
+    };
+    Some((operation, status))
+}
+
+const DNS_TYPES: &[(u16, &str)] = &[
+    (1, "A"),
+    (2, "NS"),
+    (5, "CNAME"),
+    (6, "SOA"),
+    (12, "PTR"),
+    (15, "MX"),
+    (16, "TXT"),
+    (28, "AAAA"),
+    (33, "SRV"),
+    (65, "HTTPS"),
+    (255, "ANY"),
+];
+
+const DNS_RCODES: &[&str] = &[
+    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED",
+];
+
+/// A DNS query and its answer (over UDP, or over TCP after the 2-byte
+/// length): the question's type and the answer's result code. The answer
+/// must carry the query's id with the response bit set.
+fn dns(e: &Exchange) -> Option<(&'static str, &'static str)> {
+    [0usize, 2].into_iter().find_map(|at| {
+        let q = e.request.get(at..)?;
+        let a = e.response.get(at..)?;
+        if a.len() < 4 || q[..2] != a[..2] {
+            return None;
+        }
+        // Query: QR=0, opcode 0 (QUERY), one question. Answer: QR=1.
+        if q[2] & 0xf8 != 0 || u16::from_be_bytes([q[4], q[5]]) != 1 || a[2] & 0x80 == 0 {
+            return None;
+        }
+        // The question's name: labels up to the root label, then the type.
+        let mut i = 12;
+        loop {
+            let len = usize::from(*q.get(i)?);
+            if len == 0 {
+                break;
+            }
+            if len > 63 {
+                return None;
+            }
+            i += len + 1;
+        }
+        let qtype = u16::from_be_bytes([*q.get(i + 1)?, *q.get(i + 2)?]);
+        let operation = DNS_TYPES
+            .iter()
+            .find(|(t, _)| *t == qtype)
+            .map_or("other", |(_, name)| name);
+        let status = DNS_RCODES
+            .get(usize::from(a[3] & 0x0f))
+            .copied()
+            .unwrap_or("other");
+        Some((operation, status))
+    })
+}
+
 /// What an exchange was: protocol, operation and status, all from bounded
 /// sets (methods, command names, codes), never from free text.
 pub fn classify(e: &Exchange) -> Option<(Protocol, &'static str, String)> {
@@ -253,6 +411,15 @@ pub fn classify(e: &Exchange) -> Option<(Protocol, &'static str, String)> {
     }
     if let Some((command, status)) = memcached(e) {
         return Some((Protocol::Memcached, command, status.to_owned()));
+    }
+    if let Some((verb, status)) = postgres(e) {
+        return Some((Protocol::Postgres, verb, status.to_owned()));
+    }
+    if let Some((operation, status)) = mysql(e) {
+        return Some((Protocol::Mysql, operation, status.to_owned()));
+    }
+    if let Some((qtype, rcode)) = dns(e) {
+        return Some((Protocol::Dns, qtype, rcode.to_owned()));
     }
     None
 }
@@ -343,7 +510,8 @@ mod tests {
         b[22..24].copy_from_slice(&8080u16.to_be_bytes());
         b[24..28].copy_from_slice(&[127, 0, 0, 1]);
         b[40..40 + request.len()].copy_from_slice(request);
-        b[56..56 + response.len()].copy_from_slice(response);
+        let at = 40 + REQUEST_PREFIX;
+        b[at..at + response.len()].copy_from_slice(response);
         b
     }
 
@@ -393,5 +561,116 @@ mod tests {
             .sum();
         assert_eq!(latency, 4_000_000);
         assert!(parse(&[0u8; 3]).is_none());
+    }
+
+    fn classify_bytes(request: &[u8], response: &[u8]) -> Option<(Protocol, &'static str, String)> {
+        let raw = raw(
+            ROLE_CLIENT,
+            &request[..request.len().min(REQUEST_PREFIX)],
+            &response[..response.len().min(RESPONSE_PREFIX)],
+        );
+        classify(&parse(&raw).unwrap())
+    }
+
+    fn pg(kind: u8, body: &[u8]) -> Vec<u8> {
+        let mut m = vec![kind];
+        m.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+
+    fn my(seq: u8, payload: &[u8]) -> Vec<u8> {
+        let mut m = (payload.len() as u32).to_le_bytes()[..3].to_vec();
+        m.push(seq);
+        m.extend_from_slice(payload);
+        m
+    }
+
+    fn dns_query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
+        let mut m = id.to_be_bytes().to_vec();
+        m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+        for label in name.split('.') {
+            m.push(label.len() as u8);
+            m.extend_from_slice(label.as_bytes());
+        }
+        m.push(0);
+        m.extend_from_slice(&qtype.to_be_bytes());
+        m.extend_from_slice(&[0, 1]);
+        m
+    }
+
+    #[test]
+    fn postgres_mysql_and_dns_are_told_apart() {
+        let ok = Some((Protocol::Postgres, "SELECT", "ok".to_owned()));
+        assert_eq!(
+            classify_bytes(&pg(b'Q', b"select 1\0"), &pg(b'T', b"\0\x01?column?")),
+            ok
+        );
+        assert_eq!(
+            classify_bytes(
+                &pg(b'Q', b"  INSERT INTO t VALUES (1)\0"),
+                &pg(b'E', b"SERROR\0")
+            ),
+            Some((Protocol::Postgres, "INSERT", "error".to_owned()))
+        );
+        assert_eq!(
+            classify_bytes(&pg(b'P', b"s1\0UPDATE t SET a=1\0"), &pg(b'1', b"")),
+            Some((Protocol::Postgres, "UPDATE", "ok".to_owned()))
+        );
+        // The startup message is not a query.
+        let startup = [0, 0, 0, 8, 0, 3, 0, 0];
+        assert_eq!(classify_bytes(&startup, &pg(b'R', &[0, 0, 0, 0])), None);
+
+        assert_eq!(
+            classify_bytes(&my(0, b"\x03SELECT 1"), &my(1, b"\x01")),
+            Some((Protocol::Mysql, "SELECT", "ok".to_owned()))
+        );
+        assert_eq!(
+            classify_bytes(
+                &my(0, b"\x03delete from nope"),
+                &my(1, b"\xff\x7a\x04#42S02")
+            ),
+            Some((Protocol::Mysql, "DELETE", "error".to_owned()))
+        );
+        assert_eq!(
+            classify_bytes(&my(0, b"\x0e"), &my(1, b"\x00\x00\x00")),
+            Some((Protocol::Mysql, "PING", "ok".to_owned()))
+        );
+        // The handshake response (sequence 1) is not a command.
+        assert_eq!(
+            classify_bytes(&my(1, b"\x85\xa6\xff\x01"), &my(2, b"\x00")),
+            None
+        );
+
+        let query = dns_query(0xbeef, "ok.test", 28);
+        let mut answer = query.clone();
+        answer[2] = 0x85;
+        answer[3] = 0x80;
+        assert_eq!(
+            classify_bytes(&query, &answer),
+            Some((Protocol::Dns, "AAAA", "NOERROR".to_owned()))
+        );
+        answer[3] = 0x83;
+        assert_eq!(
+            classify_bytes(&query, &answer),
+            Some((Protocol::Dns, "AAAA", "NXDOMAIN".to_owned()))
+        );
+        // Over TCP: a 2-byte length first.
+        let mut tcp_query = (query.len() as u16).to_be_bytes().to_vec();
+        tcp_query.extend_from_slice(&query);
+        let mut tcp_answer = (answer.len() as u16).to_be_bytes().to_vec();
+        tcp_answer.extend_from_slice(&answer);
+        assert_eq!(
+            classify_bytes(&tcp_query, &tcp_answer),
+            Some((Protocol::Dns, "AAAA", "NXDOMAIN".to_owned()))
+        );
+        // An answer with another id is not this query's.
+        answer[0] ^= 1;
+        assert_eq!(classify_bytes(&query, &answer), None);
+        // A name too long for the bytes kept: no question type, not counted.
+        let long = dns_query(7, &"x".repeat(60), 1);
+        let mut long_answer = long.clone();
+        long_answer[2] = 0x81;
+        assert_eq!(classify_bytes(&long, &long_answer), None);
     }
 }

@@ -112,6 +112,10 @@ pub const L7_SYSCALLS: &[&str] = &[
     "sys_exit_sendmsg",
     "sys_enter_recvmsg",
     "sys_exit_recvmsg",
+    "sys_enter_sendmmsg",
+    "sys_exit_sendmmsg",
+    "sys_enter_recvmmsg",
+    "sys_exit_recvmmsg",
 ];
 
 /// Programs loaded and attached, with the ring buffer they fill.
