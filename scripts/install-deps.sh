@@ -43,6 +43,11 @@ need mariadb || missing+=(mariadb-client)
 # dnsmasq (binary only, no service) answers a local zone; dig queries it.
 need dnsmasq || missing+=(dnsmasq-base)
 need dig || missing+=(bind9-dnsutils)
+# Induced packet loss for the retransmit test: network namespaces joined by
+# a veth pair (iproute2), nftables dropping a share of segments, ethtool.
+need ip || missing+=(iproute2)
+need nft || missing+=(nftables)
+need ethtool || missing+=(ethtool)
 # ZooKeeper: ClickHouse 18.16 runs ON CLUSTER DDL through it (cluster-mode tests).
 [ -f /usr/share/java/zookeeper.jar ] || missing+=(zookeeper)
 if [ ${#missing[@]} -gt 0 ]; then

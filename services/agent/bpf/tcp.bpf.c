@@ -49,8 +49,10 @@ struct trace_event_raw_inet_sock_set_state {
 } __attribute__((preserve_access_index));
 
 // tcp:tcp_retransmit_skb's record (kernels >= 6.12 name it so; older ones
-// share tcp_event_sk_skb). The fields read have the same names in both.
+// share tcp_event_sk_skb). The fields read have the same names in both;
+// only the newer has `err`, set when the attempt sent nothing.
 struct trace_event_raw_tcp_retransmit_skb {
+	const void *skbaddr;
 	const void *skaddr;
 	__u16 sport;
 	__u16 dport;
@@ -59,6 +61,7 @@ struct trace_event_raw_tcp_retransmit_skb {
 	__u8 daddr[4];
 	__u8 saddr_v6[16];
 	__u8 daddr_v6[16];
+	int err;
 } __attribute__((preserve_access_index));
 
 // oom:mark_victim: the process the OOM killer chose.
@@ -67,6 +70,7 @@ struct trace_event_raw_mark_victim {
 } __attribute__((preserve_access_index));
 
 struct trace_event_raw_tcp_event_sk_skb {
+	const void *skbaddr;
 	const void *skaddr;
 	__u16 sport;
 	__u16 dport;
@@ -76,6 +80,25 @@ struct trace_event_raw_tcp_event_sk_skb {
 	__u8 saddr_v6[16];
 	__u8 daddr_v6[16];
 } __attribute__((preserve_access_index));
+
+// How many MSS-sized segments a TCP skb holds (tcp_skb_pcount): TCP
+// always builds GSO skbs, so one retransmitted skb can be several
+// segments. The control block lives in skb->cb.
+struct sk_buff {
+	char cb[48];
+} __attribute__((preserve_access_index));
+
+struct tcp_skb_cb {
+	__u16 tcp_gso_segs;
+} __attribute__((preserve_access_index));
+
+static __always_inline __u16 skb_segments(const void *skbaddr)
+{
+	const struct sk_buff *skb = skbaddr;
+	const struct tcp_skb_cb *cb = (const void *)__builtin_preserve_access_index(&skb->cb);
+	__u16 segs = BPF_CORE_READ(cb, tcp_gso_segs);
+	return segs ? segs : 1;
+}
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -103,7 +126,7 @@ struct event {
 	__u16 family;
 	__u16 sport;
 	__u16 dport;
-	__u16 pad;
+	__u16 segments;	// retransmit: segments sent again; 0 otherwise
 	__u8 saddr[16];
 	__u8 daddr[16];
 };
@@ -137,7 +160,7 @@ struct {
 } established SEC(".maps");
 
 static __always_inline void emit(__u32 kind, __u64 sock, __u32 pid, __u64 duration_ns,
-				 __u16 family, __u16 sport, __u16 dport,
+				 __u16 segments, __u16 family, __u16 sport, __u16 dport,
 				 const __u8 *saddr4, const __u8 *daddr4,
 				 const __u8 *saddr6, const __u8 *daddr6)
 {
@@ -152,7 +175,7 @@ static __always_inline void emit(__u32 kind, __u64 sock, __u32 pid, __u64 durati
 	e->family = family;
 	e->sport = sport;
 	e->dport = dport;
-	e->pad = 0;
+	e->segments = segments;
 	__builtin_memset(e->saddr, 0, sizeof(e->saddr));
 	__builtin_memset(e->daddr, 0, sizeof(e->daddr));
 	if (family == AF_INET) {
@@ -191,18 +214,18 @@ int inet_sock_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 		struct conn found = *c;
 		bpf_map_delete_elem(&connecting, &sock);
 		if (newstate == TCP_ESTABLISHED) {
-			emit(EVENT_CONNECT, sock, found.pid, now - found.start_ns, family, sport, dport, s4, d4, s6, d6);
+			emit(EVENT_CONNECT, sock, found.pid, now - found.start_ns, 0, family, sport, dport, s4, d4, s6, d6);
 			found.start_ns = now;
 			bpf_map_update_elem(&established, &sock, &found, BPF_ANY);
 		} else if (newstate == TCP_CLOSE) {
-			emit(EVENT_CONNECT_FAILED, sock, found.pid, now - found.start_ns, family, sport, dport, s4, d4, s6, d6);
+			emit(EVENT_CONNECT_FAILED, sock, found.pid, now - found.start_ns, 0, family, sport, dport, s4, d4, s6, d6);
 		}
 		return 0;
 	}
 	if (oldstate == TCP_SYN_RECV && newstate == TCP_ESTABLISHED) {
 		struct conn c = { .start_ns = now, .pid = 0 };
 		bpf_map_update_elem(&established, &sock, &c, BPF_ANY);
-		emit(EVENT_ACCEPT, sock, 0, 0, family, sport, dport, s4, d4, s6, d6);
+		emit(EVENT_ACCEPT, sock, 0, 0, 0, family, sport, dport, s4, d4, s6, d6);
 		return 0;
 	}
 	if (newstate == TCP_CLOSE) {
@@ -211,7 +234,7 @@ int inet_sock_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 			return 0;
 		struct conn found = *c;
 		bpf_map_delete_elem(&established, &sock);
-		emit(EVENT_CLOSE, sock, found.pid, now - found.start_ns, family, sport, dport, s4, d4, s6, d6);
+		emit(EVENT_CLOSE, sock, found.pid, now - found.start_ns, 0, family, sport, dport, s4, d4, s6, d6);
 	}
 	return 0;
 }
@@ -220,11 +243,16 @@ SEC("tracepoint/tcp/tcp_retransmit_skb")
 int tcp_retransmit_skb(void *ctx)
 {
 	__u64 sock;
-	__u16 family, sport, dport;
+	__u16 family, sport, dport, segments;
 	const __u8 *s4, *d4, *s6, *d6;
 	if (bpf_core_type_exists(struct trace_event_raw_tcp_retransmit_skb)) {
 		struct trace_event_raw_tcp_retransmit_skb *r = ctx;
+		// Count segments that went out again, as the kernel's own
+		// counters (TCP_INFO total_retrans, RetransSegs) do.
+		if (bpf_core_field_exists(r->err) && BPF_CORE_READ(r, err) != 0)
+			return 0;
 		sock = (__u64)BPF_CORE_READ(r, skaddr);
+		segments = skb_segments(BPF_CORE_READ(r, skbaddr));
 		family = BPF_CORE_READ(r, family);
 		sport = BPF_CORE_READ(r, sport);
 		dport = BPF_CORE_READ(r, dport);
@@ -232,6 +260,7 @@ int tcp_retransmit_skb(void *ctx)
 	} else {
 		struct trace_event_raw_tcp_event_sk_skb *r = ctx;
 		sock = (__u64)BPF_CORE_READ(r, skaddr);
+		segments = skb_segments(BPF_CORE_READ(r, skbaddr));
 		family = BPF_CORE_READ(r, family);
 		sport = BPF_CORE_READ(r, sport);
 		dport = BPF_CORE_READ(r, dport);
@@ -239,7 +268,7 @@ int tcp_retransmit_skb(void *ctx)
 	}
 	struct conn *c = bpf_map_lookup_elem(&established, &sock);
 	__u32 pid = c ? c->pid : 0;
-	emit(EVENT_RETRANSMIT, sock, pid, 0, family, sport, dport, s4, d4, s6, d6);
+	emit(EVENT_RETRANSMIT, sock, pid, 0, segments, family, sport, dport, s4, d4, s6, d6);
 	return 0;
 }
 
@@ -248,7 +277,7 @@ int mark_victim(struct trace_event_raw_mark_victim *ctx)
 {
 	__u32 victim = BPF_CORE_READ(ctx, pid);
 	__u8 none[16] = {};
-	emit(EVENT_OOM_KILL, 0, victim, 0, AF_INET, 0, 0, none, none, none, none);
+	emit(EVENT_OOM_KILL, 0, victim, 0, 0, AF_INET, 0, 0, none, none, none, none);
 	return 0;
 }
 

@@ -714,6 +714,7 @@ mod tests {
                 source: "10.0.0.1:40000".parse().unwrap(),
                 destination,
                 duration_ns: 250_000_000,
+                segments: 0,
                 sock: 1,
             });
         }

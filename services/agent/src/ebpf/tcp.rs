@@ -42,6 +42,8 @@ pub struct Event {
     pub destination: SocketAddr,
     /// Connect: the handshake; close: how long the connection lived.
     pub duration_ns: u64,
+    /// Retransmit: the segments sent again (a GSO packet holds several).
+    pub segments: u16,
     pub sock: u64,
 }
 
@@ -96,6 +98,7 @@ pub fn parse(b: &[u8]) -> Option<Event> {
         source: address(family, &b[40..56], u16_at(b, 34))?,
         destination: address(family, &b[56..72], u16_at(b, 36))?,
         duration_ns: u64_at(b, 8),
+        segments: u16_at(b, 38),
         sock: u64_at(b, 16),
     })
 }
@@ -174,10 +177,10 @@ impl TcpStats {
             Kind::Retransmit => match self.open.get(&e.sock) {
                 Some(key) => {
                     if let Some(o) = self.outgoing.get_mut(key) {
-                        o.retransmits += 1;
+                        o.retransmits += u64::from(e.segments);
                     }
                 }
-                None => self.retransmits_unattributed += 1,
+                None => self.retransmits_unattributed += u64::from(e.segments),
             },
         }
     }
@@ -201,6 +204,11 @@ mod tests {
         b
     }
 
+    fn segments(mut b: Vec<u8>, n: u16) -> Vec<u8> {
+        b[38..40].copy_from_slice(&n.to_ne_bytes());
+        b
+    }
+
     #[test]
     fn events_parse_and_count() {
         let mut stats = TcpStats::default();
@@ -209,10 +217,10 @@ mod tests {
             raw(EVENT_CONNECT, 7, AF_INET, 40000, 5432, 1),
             raw(EVENT_CONNECT, 7, AF_INET, 40001, 5432, 2),
             raw(EVENT_CONNECT_FAILED, 7, AF_INET, 40002, 5432, 3),
-            raw(EVENT_RETRANSMIT, 0, AF_INET, 40000, 5432, 1),
+            segments(raw(EVENT_RETRANSMIT, 0, AF_INET, 40000, 5432, 1), 3),
             raw(EVENT_CLOSE, 7, AF_INET, 40000, 5432, 1),
             raw(EVENT_ACCEPT, 0, AF_INET, 8080, 51000, 9),
-            raw(EVENT_RETRANSMIT, 0, AF_INET, 1, 2, 99),
+            segments(raw(EVENT_RETRANSMIT, 0, AF_INET, 1, 2, 99), 1),
             raw(EVENT_OOM_KILL, 77, AF_INET, 0, 0, 0),
         ] {
             stats.record(&parse(&record).unwrap());
@@ -225,7 +233,7 @@ mod tests {
                 o.active,
                 o.retransmits
             ),
-            (2, 1, 1, 1)
+            (2, 1, 1, 3)
         );
         assert_eq!(o.connect_time_ns, 3_000);
         assert_eq!(stats.accepts[&"10.0.0.1:8080".parse().unwrap()], 1);
