@@ -56,7 +56,8 @@ pub mod names {
     pub const TCP_ACTIVE_CONNECTIONS: &str = "process_net_tcp_active_connections";
     pub const TCP_RETRANSMITS_TOTAL: &str = "process_net_tcp_retransmits_total";
     /// Requests a process sent (side=client) or answered (side=server), by
-    /// protocol (http, redis, memcached), operation and status.
+    /// protocol (http, redis, memcached, postgres, mysql, dns), operation
+    /// and status.
     pub const L7_REQUESTS_TOTAL: &str = "process_l7_requests_total";
     /// Their summed latency (request sent/read to response read/sent).
     pub const L7_REQUEST_SECONDS_TOTAL: &str = "process_l7_request_seconds_total";
@@ -64,6 +65,32 @@ pub mod names {
     pub const NODE_OOM_KILLS_TOTAL: &str = "node_oom_kills_total";
     /// Connections accepted on a listening address of the node.
     pub const TCP_ACCEPTS_TOTAL: &str = "node_net_tcp_accepts_total";
+
+    // Per container or systemd service, from its cgroup.
+    pub const CONTAINER_CPU_USAGE_SECONDS_TOTAL: &str = "container_cpu_usage_seconds_total";
+    pub const CONTAINER_CPU_THROTTLED_SECONDS_TOTAL: &str = "container_cpu_throttled_seconds_total";
+    /// CPU quota in cores (absent without a limit).
+    pub const CONTAINER_CPU_LIMIT_CORES: &str = "container_cpu_limit_cores";
+    pub const CONTAINER_MEMORY_RSS_BYTES: &str = "container_memory_rss_bytes";
+    pub const CONTAINER_MEMORY_CACHE_BYTES: &str = "container_memory_cache_bytes";
+    pub const CONTAINER_MEMORY_LIMIT_BYTES: &str = "container_memory_limit_bytes";
+    pub const CONTAINER_OOM_KILLS_TOTAL: &str = "container_oom_kills_total";
+    pub const CONTAINER_RESTARTS_TOTAL: &str = "container_restarts_total";
+    pub const CONTAINER_DISK_READ_BYTES_TOTAL: &str = "container_disk_read_bytes_total";
+    pub const CONTAINER_DISK_WRITTEN_BYTES_TOTAL: &str = "container_disk_written_bytes_total";
+    /// Time some (or all) of its tasks stalled on a resource (PSI).
+    pub const CONTAINER_PRESSURE_SECONDS_TOTAL: &str = "container_pressure_waiting_seconds_total";
+    // The node's disks, filesystems, interfaces and pressure.
+    pub const NODE_DISK_READ_BYTES_TOTAL: &str = "node_disk_read_bytes_total";
+    pub const NODE_DISK_WRITTEN_BYTES_TOTAL: &str = "node_disk_written_bytes_total";
+    pub const NODE_DISK_IO_SECONDS_TOTAL: &str = "node_disk_io_time_seconds_total";
+    pub const NODE_FILESYSTEM_SIZE_BYTES: &str = "node_filesystem_size_bytes";
+    pub const NODE_FILESYSTEM_AVAILABLE_BYTES: &str = "node_filesystem_available_bytes";
+    pub const NODE_NET_RECEIVED_BYTES_TOTAL: &str = "node_net_received_bytes_total";
+    pub const NODE_NET_TRANSMITTED_BYTES_TOTAL: &str = "node_net_transmitted_bytes_total";
+    pub const NODE_NET_RECEIVE_ERRORS_TOTAL: &str = "node_net_receive_errors_total";
+    pub const NODE_NET_TRANSMIT_ERRORS_TOTAL: &str = "node_net_transmit_errors_total";
+    pub const NODE_PRESSURE_SECONDS_TOTAL: &str = "node_pressure_waiting_seconds_total";
 
     pub const LABEL_CLUSTER: &str = "cluster";
     pub const LABEL_NODE: &str = "node";
@@ -81,4 +108,11 @@ pub mod names {
     pub const LABEL_STATUS: &str = "status";
     /// `ip:port` a connection was accepted on.
     pub const LABEL_LISTEN: &str = "listen";
+    pub const LABEL_DEVICE: &str = "device";
+    pub const LABEL_MOUNT_POINT: &str = "mount_point";
+    pub const LABEL_INTERFACE: &str = "interface";
+    /// cpu, memory or io (pressure).
+    pub const LABEL_RESOURCE: &str = "resource";
+    /// some or full (pressure).
+    pub const LABEL_KIND: &str = "kind";
 }

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Owner {
     /// A container: its runtime, its id (64 hex), and its pod's uid when
     /// Kubernetes made it.

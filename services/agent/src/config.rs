@@ -27,6 +27,9 @@ pub struct AgentConfig {
     pub node: String,
     /// Where procfs is mounted (`/host/proc` in a container).
     pub proc_root: PathBuf,
+    /// Where sysfs is mounted (`/host/sys` in a container); cgroups are
+    /// read from `<sys_root>/fs/cgroup`.
+    pub sys_root: PathBuf,
     /// Most processes reported per interval, busiest first.
     pub max_processes: usize,
     /// Where batches wait until ingest acknowledges them (survives ingest
@@ -65,6 +68,7 @@ impl Default for AgentConfig {
             cluster: String::new(),
             node: String::new(),
             proc_root: PathBuf::from("/proc"),
+            sys_root: PathBuf::from("/sys"),
             max_processes: 200,
             spool_dir: None,
             max_spool_bytes: 256 << 20,

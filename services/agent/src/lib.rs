@@ -9,6 +9,7 @@ pub mod cgroup;
 mod config;
 pub mod ebpf;
 pub mod proc;
+pub mod resources;
 
 mod spool;
 
@@ -209,19 +210,27 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
 
     let collect_loop = async {
         // Prime the CPU counters so that the first batch already has rates.
-        let (mut collector, primed) =
-            collect(ProcCollector::new(&config.proc_root), &config.proc_root).await;
+        let (mut collector, primed) = collect(Collectors::new(&config)).await;
         if let Err(e) = primed {
             tracing::warn!(error = %e, "first collection failed");
         }
         readiness.set_ready(true);
         while shutdown.sleep(config.interval).await {
-            let (c, collected) = collect(collector, &config.proc_root).await;
+            let (c, collected) = collect(collector).await;
             collector = c;
             match collected {
-                Ok((host, processes)) => {
+                Ok(Collected {
+                    host,
+                    processes,
+                    owners,
+                    node_usage,
+                }) => {
                     let processes = proc::busiest(processes, config.max_processes);
                     let mut metrics = resource_metrics(&config.cluster, &node, &host, &processes);
+                    if let Some(rm) = metrics.first_mut() {
+                        rm.series
+                            .extend(cgroup_series(&owners, &node_usage, now_ms()));
+                    }
                     let mut who = Who::new(&config.proc_root);
                     let alive = |pid: u32| config.proc_root.join(pid.to_string()).exists();
                     if let Some(tracer) = &tracer {
@@ -286,25 +295,64 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
     Ok(())
 }
 
-type Collected = Result<(HostFigures, Vec<ProcessFigures>), proc::CollectError>;
+/// The collectors that read files: /proc, cgroups, /sys.
+struct Collectors {
+    proc: ProcCollector,
+    resources: resources::ResourceCollector,
+    proc_root: std::path::PathBuf,
+    sys_root: std::path::PathBuf,
+}
 
-/// Collects off the async runtime: reading every /proc/<pid>/stat takes
-/// milliseconds.
-async fn collect(
-    mut collector: ProcCollector,
-    root: &std::path::Path,
-) -> (ProcCollector, Collected) {
+impl Collectors {
+    fn new(config: &AgentConfig) -> Self {
+        Self {
+            proc: ProcCollector::new(&config.proc_root),
+            resources: resources::ResourceCollector::new(
+                &config.proc_root,
+                &config.sys_root.join("fs/cgroup"),
+            ),
+            proc_root: config.proc_root.clone(),
+            sys_root: config.sys_root.clone(),
+        }
+    }
+}
+
+struct Collected {
+    host: HostFigures,
+    processes: Vec<ProcessFigures>,
+    owners: Vec<resources::OwnerUsage>,
+    node_usage: resources::NodeUsage,
+}
+
+/// Collects off the async runtime: reading every /proc/<pid>/stat and
+/// every cgroup takes milliseconds.
+async fn collect(mut c: Collectors) -> (Collectors, Result<Collected, proc::CollectError>) {
+    let proc_root = c.proc_root.clone();
+    let sys_root = c.sys_root.clone();
     match tokio::task::spawn_blocking(move || {
-        let result = collector.collect();
-        (collector, result)
+        let result = c.proc.collect().map(|(host, processes)| Collected {
+            host,
+            processes,
+            owners: c.resources.collect(),
+            node_usage: resources::node_usage(&c.proc_root, &c.sys_root),
+        });
+        (c, result)
     })
     .await
     {
         Ok(pair) => pair,
         Err(e) => (
-            ProcCollector::new(root),
+            Collectors {
+                proc: ProcCollector::new(&proc_root),
+                resources: resources::ResourceCollector::new(
+                    &proc_root,
+                    &sys_root.join("fs/cgroup"),
+                ),
+                proc_root: proc_root.clone(),
+                sys_root,
+            },
             Err(proc::CollectError::new(
-                root,
+                &proc_root,
                 format!("collector task failed: {e}"),
             )),
         ),
@@ -379,6 +427,121 @@ pub fn resource_metrics(
         }),
         series: out,
     }]
+}
+
+/// Container/service and node resources as series: one per figure the
+/// kernel keeps, labelled with the owner (`container_id` or
+/// `systemd_service`) and device, mount point, interface or resource.
+pub fn cgroup_series(
+    owners: &[resources::OwnerUsage],
+    node: &resources::NodeUsage,
+    ts: i64,
+) -> Vec<TimeSeries> {
+    let mut out = Vec::new();
+    for o in owners {
+        let (name, value) = o.owner.label();
+        let owner = vec![label(name, value)];
+        let u = &o.usage;
+        for (metric, value) in [
+            (names::CONTAINER_CPU_USAGE_SECONDS_TOTAL, u.cpu_seconds),
+            (
+                names::CONTAINER_CPU_THROTTLED_SECONDS_TOTAL,
+                u.throttled_seconds,
+            ),
+            (names::CONTAINER_CPU_LIMIT_CORES, u.cpu_limit_cores),
+            (names::CONTAINER_MEMORY_RSS_BYTES, u.memory_rss_bytes),
+            (names::CONTAINER_MEMORY_CACHE_BYTES, u.memory_cache_bytes),
+            (names::CONTAINER_MEMORY_LIMIT_BYTES, u.memory_limit_bytes),
+            (names::CONTAINER_OOM_KILLS_TOTAL, u.oom_kills),
+            (names::CONTAINER_RESTARTS_TOTAL, Some(o.restarts as f64)),
+        ] {
+            if let Some(value) = value {
+                out.push(series(metric, owner.clone(), ts, value));
+            }
+        }
+        for (device, read, written) in &u.disk {
+            let mut labels = owner.clone();
+            labels.push(label(names::LABEL_DEVICE, device.clone()));
+            out.push(series(
+                names::CONTAINER_DISK_READ_BYTES_TOTAL,
+                labels.clone(),
+                ts,
+                *read,
+            ));
+            out.push(series(
+                names::CONTAINER_DISK_WRITTEN_BYTES_TOTAL,
+                labels,
+                ts,
+                *written,
+            ));
+        }
+        out.extend(pressure_series(
+            names::CONTAINER_PRESSURE_SECONDS_TOTAL,
+            &owner,
+            &u.pressure,
+            ts,
+        ));
+    }
+    for (device, read, written, busy) in &node.disks {
+        let labels = vec![label(names::LABEL_DEVICE, device.clone())];
+        for (metric, value) in [
+            (names::NODE_DISK_READ_BYTES_TOTAL, read),
+            (names::NODE_DISK_WRITTEN_BYTES_TOTAL, written),
+            (names::NODE_DISK_IO_SECONDS_TOTAL, busy),
+        ] {
+            out.push(series(metric, labels.clone(), ts, *value));
+        }
+    }
+    for (mount_point, device, size, available) in &node.filesystems {
+        let labels = vec![
+            label(names::LABEL_MOUNT_POINT, mount_point.clone()),
+            label(names::LABEL_DEVICE, device.clone()),
+        ];
+        out.push(series(
+            names::NODE_FILESYSTEM_SIZE_BYTES,
+            labels.clone(),
+            ts,
+            *size,
+        ));
+        out.push(series(
+            names::NODE_FILESYSTEM_AVAILABLE_BYTES,
+            labels,
+            ts,
+            *available,
+        ));
+    }
+    for (interface, received, sent, rx_errors, tx_errors) in &node.interfaces {
+        let labels = vec![label(names::LABEL_INTERFACE, interface.clone())];
+        for (metric, value) in [
+            (names::NODE_NET_RECEIVED_BYTES_TOTAL, received),
+            (names::NODE_NET_TRANSMITTED_BYTES_TOTAL, sent),
+            (names::NODE_NET_RECEIVE_ERRORS_TOTAL, rx_errors),
+            (names::NODE_NET_TRANSMIT_ERRORS_TOTAL, tx_errors),
+        ] {
+            out.push(series(metric, labels.clone(), ts, *value));
+        }
+    }
+    out.extend(pressure_series(
+        names::NODE_PRESSURE_SECONDS_TOTAL,
+        &[],
+        &node.pressure,
+        ts,
+    ));
+    out
+}
+
+fn pressure_series(
+    metric: &str,
+    base: &[Label],
+    pressure: &[(&'static str, &'static str, f64)],
+    ts: i64,
+) -> impl Iterator<Item = TimeSeries> {
+    pressure.iter().map(move |(resource, kind, seconds)| {
+        let mut labels = base.to_vec();
+        labels.push(label(names::LABEL_RESOURCE, (*resource).to_owned()));
+        labels.push(label(names::LABEL_KIND, (*kind).to_owned()));
+        series(metric, labels, ts, *seconds)
+    })
 }
 
 fn label(name: &str, value: String) -> Label {

@@ -11,6 +11,7 @@
 
 use std::{
     net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
     process::Child,
     time::{Duration, Instant},
 };
@@ -110,5 +111,98 @@ pub fn settle(t: &mut L7Tracer, done: impl Fn(&L7Tracer) -> bool) {
             return;
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Cgroups of the test's own (v1: one per controller; v2: one), with a CPU
+/// quota and a memory limit when asked, removed on drop. `relative` may
+/// be nested (`a/docker-<id>.scope`) to look like a runtime's path.
+pub struct Cgroup {
+    /// The leaf directories, one per hierarchy.
+    pub dirs: Vec<PathBuf>,
+    created: Vec<PathBuf>,
+}
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+impl Cgroup {
+    /// None (with the reason printed) where cgroups cannot be made here:
+    /// that needs root, which CI has.
+    pub fn create(relative: &str, cpu: Option<(u64, u64)>, memory: Option<u64>) -> Option<Self> {
+        let root = Path::new(CGROUP_ROOT);
+        let v1 = root.join("memory/memory.limit_in_bytes").exists();
+        let bases: Vec<PathBuf> = if v1 {
+            ["cpu", "cpuacct", "memory"]
+                .iter()
+                .map(|c| root.join(c))
+                .collect()
+        } else {
+            vec![root.to_owned()]
+        };
+        let mut this = Self {
+            dirs: Vec::new(),
+            created: Vec::new(),
+        };
+        for base in &bases {
+            let mut dir = base.clone();
+            for part in relative.split('/') {
+                dir = dir.join(part);
+                if !dir.exists() {
+                    if let Err(e) = std::fs::create_dir(&dir) {
+                        assert!(
+                            !ci(),
+                            "CI runs as root, yet cannot create {}: {e}",
+                            dir.display()
+                        );
+                        eprintln!(
+                            "SKIPPED: cannot create cgroup {} (needs root): {e}",
+                            dir.display()
+                        );
+                        return None;
+                    }
+                    this.created.push(dir.clone());
+                }
+            }
+            this.dirs.push(dir);
+        }
+        let write = |dir: &Path, file: &str, value: String| {
+            std::fs::write(dir.join(file), &value)
+                .unwrap_or_else(|e| panic!("{}/{file} = {value}: {e}", dir.display()));
+        };
+        if v1 {
+            if let Some((quota, period)) = cpu {
+                write(&this.dirs[0], "cpu.cfs_period_us", period.to_string());
+                write(&this.dirs[0], "cpu.cfs_quota_us", quota.to_string());
+            }
+            if let Some(limit) = memory {
+                write(&this.dirs[2], "memory.limit_in_bytes", limit.to_string());
+            }
+        } else {
+            if let Some((quota, period)) = cpu {
+                write(&this.dirs[0], "cpu.max", format!("{quota} {period}"));
+            }
+            if let Some(limit) = memory {
+                write(&this.dirs[0], "memory.max", limit.to_string());
+                let _ = std::fs::write(this.dirs[0].join("memory.swap.max"), "0");
+            }
+        }
+        Some(this)
+    }
+
+    /// A shell prefix that moves the shell into every hierarchy of this
+    /// cgroup (then `exec` the program).
+    pub fn enter(&self) -> String {
+        self.dirs
+            .iter()
+            .map(|d| format!("echo $$ > {}/cgroup.procs && ", d.display()))
+            .collect()
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        for dir in self.created.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
