@@ -29,6 +29,7 @@ typedef __u32 __wsum;
 
 enum bpf_map_type {
 	BPF_MAP_TYPE_HASH = 1,
+	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
 	BPF_MAP_TYPE_LRU_HASH = 9,
 	BPF_MAP_TYPE_RINGBUF = 27,
 };
@@ -51,10 +52,13 @@ struct trace_event_raw_sys_exit {
 	long int ret;
 } __attribute__((preserve_access_index));
 
-// Bytes kept of a request (enough for a DNS question or an SQL keyword)
-// and of a response (enough for a status line or a result code).
-#define REQ_PREFIX 64
+// Bytes kept of a request (an HTTP request line and headers up to a
+// traceparent, a DNS question, an SQL keyword) and of a response (a status
+// line or a result code).
+#define REQ_PREFIX 512
 #define RESP_PREFIX 16
+// A request's pieces are put together while it is shorter than this.
+#define PIECE_SLACK 64
 #define EINPROGRESS 115
 #define AF_INET 2
 #define AF_INET6 10
@@ -76,9 +80,9 @@ struct pending {
 	// reads a packet's 4-byte header, then its body) is put together.
 	__u32 len;
 	__u32 pad;
-	// Twice the prefix, so that the verifier sees any piece (at most
-	// REQ_PREFIX bytes) written at any offset below REQ_PREFIX fit.
-	__u8 request[2 * REQ_PREFIX];
+	// Room for a piece of up to REQ_PREFIX bytes at any offset below
+	// PIECE_SLACK, as the verifier wants to see.
+	__u8 request[REQ_PREFIX + PIECE_SLACK];
 };
 
 struct io_args {
@@ -99,6 +103,7 @@ struct connect_args {
 // One record per answered request; userspace mirrors it
 // (services/agent/src/ebpf/l7.rs).
 struct l7_event {
+	__u64 start_ns;	// CLOCK_MONOTONIC, when the request began
 	__u64 latency_ns;
 	__u32 pid;
 	__u32 fd;
@@ -106,14 +111,24 @@ struct l7_event {
 	__u16 family;
 	__u16 dport;
 	__u8 daddr[16];
+	__u32 request_len;	// bytes of request[] that are the request's
+	__u32 pad;
 	__u8 request[REQ_PREFIX];
 	__u8 response[RESP_PREFIX];
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 22);
+	__uint(max_entries, 1 << 23);
 } l7_events SEC(".maps");
+
+// A pending request being put together: too big for the BPF stack.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pending);
+} scratch SEC(".maps");
 
 // (tgid << 32 | fd) of tracked sockets.
 struct {
@@ -125,7 +140,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
+	__uint(max_entries, 16384);
 	__type(key, __u64);
 	__type(value, struct pending);
 } pending_requests SEC(".maps");
@@ -296,31 +311,34 @@ static __always_inline int io_exit(struct trace_event_raw_sys_exit *ctx, int is_
 	struct sock_info *info = bpf_map_lookup_elem(&sockets, &key);
 	if (!info)
 		return 0;
-	__u8 prefix[REQ_PREFIX] = {};
 	__u32 len = ret < REQ_PREFIX ? (__u32)ret : REQ_PREFIX;
-	if (bpf_probe_read_user(prefix, len & (REQ_PREFIX - 1) ? len & (REQ_PREFIX - 1) : REQ_PREFIX, (void *)args.buf))
-		return 0;
 	// A client writes requests and reads responses; a server the reverse.
 	int request = (info->role == ROLE_CLIENT) == is_write;
 	struct pending *p = bpf_map_lookup_elem(&pending_requests, &key);
 	if (request) {
 		// A request sent in several pieces is timed from its first; its
-		// first REQ_PREFIX bytes are kept whatever the pieces.
+		// first pieces are put together while it is short.
 		if (p) {
 			__u32 have = p->len;
-			if (have >= REQ_PREFIX)
+			if (have >= PIECE_SLACK)
 				return 0;
-			__u32 room = REQ_PREFIX - have;
-			__u32 more = len < room ? len : room;
-			bpf_probe_read_user(&p->request[have & (REQ_PREFIX - 1)],
+			__u32 more = len < REQ_PREFIX - have ? len : REQ_PREFIX - have;
+			bpf_probe_read_user(&p->request[have & (PIECE_SLACK - 1)],
 					    more & (REQ_PREFIX - 1) ? more & (REQ_PREFIX - 1) : REQ_PREFIX,
 					    (void *)args.buf);
 			p->len = have + more;
 			return 0;
 		}
-		struct pending fresh = { .start_ns = bpf_ktime_get_ns(), .len = len };
-		__builtin_memcpy(fresh.request, prefix, REQ_PREFIX);
-		bpf_map_update_elem(&pending_requests, &key, &fresh, BPF_ANY);
+		__u32 zero = 0;
+		struct pending *fresh = bpf_map_lookup_elem(&scratch, &zero);
+		if (!fresh)
+			return 0;
+		fresh->start_ns = bpf_ktime_get_ns();
+		fresh->len = len;
+		if (bpf_probe_read_user(fresh->request, len & (REQ_PREFIX - 1) ? len & (REQ_PREFIX - 1) : REQ_PREFIX,
+					(void *)args.buf))
+			return 0;
+		bpf_map_update_elem(&pending_requests, &key, fresh, BPF_ANY);
 		return 0;
 	}
 	if (!p)
@@ -330,15 +348,22 @@ static __always_inline int io_exit(struct trace_event_raw_sys_exit *ctx, int is_
 		bpf_map_delete_elem(&pending_requests, &key);
 		return 0;
 	}
-	e->latency_ns = bpf_ktime_get_ns() - p->start_ns;
+	__u64 now = bpf_ktime_get_ns();
+	e->start_ns = p->start_ns;
+	e->latency_ns = now - p->start_ns;
 	e->pid = bpf_get_current_pid_tgid() >> 32;
 	e->fd = args.fd;
 	e->role = info->role;
 	e->family = info->family;
 	e->dport = info->dport;
 	__builtin_memcpy(e->daddr, info->daddr, 16);
-	__builtin_memcpy(e->request, p->request, REQ_PREFIX);
-	__builtin_memcpy(e->response, prefix, RESP_PREFIX);
+	e->request_len = p->len;
+	e->pad = 0;
+	bpf_probe_read_kernel(e->request, REQ_PREFIX, p->request);
+	__builtin_memset(e->response, 0, RESP_PREFIX);
+	__u32 rlen = ret < RESP_PREFIX ? (__u32)ret : RESP_PREFIX;
+	bpf_probe_read_user(e->response, rlen & (RESP_PREFIX - 1) ? rlen & (RESP_PREFIX - 1) : RESP_PREFIX,
+			    (void *)args.buf);
 	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 	bpf_map_delete_elem(&pending_requests, &key);
 	return 0;

@@ -833,8 +833,10 @@ mod tests {
                 pid: me,
                 side: Side::Client,
                 destination: Some("10.0.0.9:80".parse().unwrap()),
+                start_ns: 1,
                 latency_ns: 2_000_000,
                 request,
+                request_len: 15,
                 response,
             });
         }

@@ -12,9 +12,9 @@ use std::{
 };
 
 /// `struct l7_event` of `bpf/l7.bpf.c`.
-pub const EVENT_SIZE: usize = 120;
+pub const EVENT_SIZE: usize = 584;
 /// Bytes kept of a request and of a response (`REQ_PREFIX`, `RESP_PREFIX`).
-pub const REQUEST_PREFIX: usize = 64;
+pub const REQUEST_PREFIX: usize = 512;
 pub const RESPONSE_PREFIX: usize = 16;
 const ROLE_CLIENT: u32 = 1;
 const ROLE_SERVER: u32 = 2;
@@ -40,8 +40,12 @@ pub struct Exchange {
     pub side: Side,
     /// Where a client socket was connected to.
     pub destination: Option<SocketAddr>,
+    /// When the request began, in the kernel's monotonic clock.
+    pub start_ns: u64,
     pub latency_ns: u64,
+    /// The request's first bytes (zero after `request_len`).
     pub request: [u8; REQUEST_PREFIX],
+    pub request_len: usize,
     pub response: [u8; RESPONSE_PREFIX],
 }
 
@@ -53,27 +57,33 @@ fn u32_ne(b: &[u8], at: usize) -> u32 {
     u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
+fn u64_ne(b: &[u8], at: usize) -> u64 {
+    let mut raw = [0u8; 8];
+    raw.copy_from_slice(&b[at..at + 8]);
+    u64::from_ne_bytes(raw)
+}
+
+const REQUEST_AT: usize = 56;
+
 pub fn parse(b: &[u8]) -> Option<Exchange> {
     if b.len() != EVENT_SIZE {
         return None;
     }
-    let mut latency = [0u8; 8];
-    latency.copy_from_slice(&b[0..8]);
-    let side = match u32_ne(b, 16) {
+    let side = match u32_ne(b, 24) {
         ROLE_CLIENT => Side::Client,
         ROLE_SERVER => Side::Server,
         _ => return None,
     };
     // The port comes from a sockaddr: network byte order.
-    let port = u16::from_be_bytes([b[22], b[23]]);
-    let destination = match u16_ne(b, 20) {
+    let port = u16::from_be_bytes([b[30], b[31]]);
+    let destination = match u16_ne(b, 28) {
         2 => Some(SocketAddr::new(
-            IpAddr::V4(Ipv4Addr::new(b[24], b[25], b[26], b[27])),
+            IpAddr::V4(Ipv4Addr::new(b[32], b[33], b[34], b[35])),
             port,
         )),
         10 => {
             let mut octets = [0u8; 16];
-            octets.copy_from_slice(&b[24..40]);
+            octets.copy_from_slice(&b[32..48]);
             let v6 = Ipv6Addr::from(octets);
             Some(SocketAddr::new(
                 v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
@@ -82,16 +92,19 @@ pub fn parse(b: &[u8]) -> Option<Exchange> {
         }
         _ => None,
     };
+    let request_len = (u32_ne(b, 48) as usize).min(REQUEST_PREFIX);
     let mut request = [0u8; REQUEST_PREFIX];
-    request.copy_from_slice(&b[40..40 + REQUEST_PREFIX]);
+    request[..request_len].copy_from_slice(&b[REQUEST_AT..REQUEST_AT + request_len]);
     let mut response = [0u8; RESPONSE_PREFIX];
-    response.copy_from_slice(&b[40 + REQUEST_PREFIX..EVENT_SIZE]);
+    response.copy_from_slice(&b[REQUEST_AT + REQUEST_PREFIX..EVENT_SIZE]);
     Some(Exchange {
-        pid: u32_ne(b, 8),
+        pid: u32_ne(b, 16),
         side,
         destination,
-        latency_ns: u64::from_ne_bytes(latency),
+        start_ns: u64_ne(b, 0),
+        latency_ns: u64_ne(b, 8),
         request,
+        request_len,
         response,
     })
 }
@@ -366,9 +379,9 @@ const DNS_RCODES: &[&str] = &[
 /// must carry the query's id with the response bit set.
 fn dns(e: &Exchange) -> Option<(&'static str, &'static str)> {
     [0usize, 2].into_iter().find_map(|at| {
-        let q = e.request.get(at..)?;
+        let q = e.request.get(at..e.request_len)?;
         let a = e.response.get(at..)?;
-        if a.len() < 4 || q[..2] != a[..2] {
+        if q.len() < 12 || a.len() < 4 || q[..2] != a[..2] {
             return None;
         }
         // Query: QR=0, opcode 0 (QUERY), one question. Answer: QR=1.
@@ -503,14 +516,18 @@ mod tests {
 
     fn raw(role: u32, request: &[u8], response: &[u8]) -> Vec<u8> {
         let mut b = vec![0u8; EVENT_SIZE];
-        b[0..8].copy_from_slice(&2_000_000u64.to_ne_bytes());
-        b[8..12].copy_from_slice(&42u32.to_ne_bytes());
-        b[16..20].copy_from_slice(&role.to_ne_bytes());
-        b[20..22].copy_from_slice(&2u16.to_ne_bytes());
-        b[22..24].copy_from_slice(&8080u16.to_be_bytes());
-        b[24..28].copy_from_slice(&[127, 0, 0, 1]);
-        b[40..40 + request.len()].copy_from_slice(request);
-        let at = 40 + REQUEST_PREFIX;
+        b[0..8].copy_from_slice(&7_000u64.to_ne_bytes());
+        b[8..16].copy_from_slice(&2_000_000u64.to_ne_bytes());
+        b[16..20].copy_from_slice(&42u32.to_ne_bytes());
+        b[24..28].copy_from_slice(&role.to_ne_bytes());
+        b[28..30].copy_from_slice(&2u16.to_ne_bytes());
+        b[30..32].copy_from_slice(&8080u16.to_be_bytes());
+        b[32..36].copy_from_slice(&[127, 0, 0, 1]);
+        b[48..52].copy_from_slice(&(request.len() as u32).to_ne_bytes());
+        b[REQUEST_AT..REQUEST_AT + request.len()].copy_from_slice(request);
+        // Bytes after the request's length are stale, not the request's.
+        b[REQUEST_AT + request.len()..REQUEST_AT + REQUEST_PREFIX].fill(b'Z');
+        let at = REQUEST_AT + REQUEST_PREFIX;
         b[at..at + response.len()].copy_from_slice(response);
         b
     }
@@ -561,6 +578,17 @@ mod tests {
             .sum();
         assert_eq!(latency, 4_000_000);
         assert!(parse(&[0u8; 3]).is_none());
+        let e = parse(&raw(
+            ROLE_CLIENT,
+            b"GET / HTTP/1.1\r\n",
+            b"HTTP/1.1 200 OK\r",
+        ))
+        .unwrap();
+        assert_eq!((e.request_len, e.start_ns), (16, 7_000));
+        assert!(
+            e.request[16..].iter().all(|b| *b == 0),
+            "stale bytes cleared"
+        );
     }
 
     fn classify_bytes(request: &[u8], response: &[u8]) -> Option<(Protocol, &'static str, String)> {
@@ -667,10 +695,44 @@ mod tests {
         // An answer with another id is not this query's.
         answer[0] ^= 1;
         assert_eq!(classify_bytes(&query, &answer), None);
-        // A name too long for the bytes kept: no question type, not counted.
-        let long = dns_query(7, &"x".repeat(60), 1);
+        // Long names fit in the bytes kept; cut-off ones are not counted.
+        let long = dns_query(7, &["x".repeat(63), "y".repeat(63)].join("."), 1);
         let mut long_answer = long.clone();
         long_answer[2] = 0x81;
-        assert_eq!(classify_bytes(&long, &long_answer), None);
+        assert_eq!(
+            classify_bytes(&long, &long_answer),
+            Some((Protocol::Dns, "A", "NOERROR".to_owned()))
+        );
+        assert_eq!(classify_bytes(&long[..100], &long_answer), None);
+        assert_eq!(classify_bytes(&long[..5], &long_answer), None);
+    }
+
+    /// Kernel bytes are whatever the process sent: no input may panic.
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let seeds: [&[u8]; 6] = [
+            b"GET / HTTP/1.1\r\n",
+            b"*2\r\n$3\r\nGET\r\n",
+            b"get k\r\n",
+            &pg(b'Q', b"select 1\0"),
+            &my(0, b"\x03select 1"),
+            &dns_query(1, "a.b", 1),
+        ];
+        for i in 0..200_000u32 {
+            let mut request = seeds[i as usize % seeds.len()].to_vec();
+            let len = rand::random_range(0..=REQUEST_PREFIX.min(request.len() + 8));
+            request.resize(len, 0);
+            for _ in 0..rand::random_range(0..4) {
+                if !request.is_empty() {
+                    let at = rand::random_range(0..request.len());
+                    request[at] = rand::random();
+                }
+            }
+            let response: Vec<u8> = (0..rand::random_range(0..=RESPONSE_PREFIX))
+                .map(|_| rand::random())
+                .collect();
+            let raw = raw(ROLE_CLIENT, &request, &response);
+            let _ = classify(&parse(&raw).unwrap());
+        }
     }
 }
