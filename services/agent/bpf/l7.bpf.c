@@ -52,6 +52,13 @@ struct trace_event_raw_sys_exit {
 	long int ret;
 } __attribute__((preserve_access_index));
 
+// The process's name (its main thread's comm): a process that exits
+// right after a request is still named.
+struct task_struct {
+	struct task_struct *group_leader;
+	char comm[16];
+} __attribute__((preserve_access_index));
+
 // Bytes kept of a request (an HTTP request line and headers up to a
 // traceparent, a DNS question, an SQL keyword) and of a response (a status
 // line or a result code).
@@ -111,6 +118,7 @@ struct l7_event {
 	__u16 family;
 	__u16 dport;
 	__u8 daddr[16];
+	char comm[16];		// the process's name
 	__u32 request_len;	// bytes of request[] that are the request's
 	__u32 pad;
 	__u8 request[REQ_PREFIX];
@@ -357,6 +365,9 @@ static __always_inline int io_exit(struct trace_event_raw_sys_exit *ctx, int is_
 	e->family = info->family;
 	e->dport = info->dport;
 	__builtin_memcpy(e->daddr, info->daddr, 16);
+	__builtin_memset(e->comm, 0, sizeof(e->comm));
+	struct task_struct *task = (void *)bpf_get_current_task();
+	BPF_CORE_READ_STR_INTO(&e->comm, task, group_leader, comm);
 	e->request_len = p->len;
 	e->pad = 0;
 	bpf_probe_read_kernel(e->request, REQ_PREFIX, p->request);

@@ -28,8 +28,8 @@ use tonic::{
 use vigil_proto::{
     names,
     telemetry::v1::{
-        AgentInfo, Label, PushRequest, ResourceMetrics, Sample, TimeSeries,
-        telemetry_service_client::TelemetryServiceClient,
+        AgentInfo, Label, PushRequest, Resource, ResourceMetrics, ResourceSpans, Sample,
+        TimeSeries, telemetry_service_client::TelemetryServiceClient,
     },
 };
 use vigil_runtime::{
@@ -74,6 +74,7 @@ struct AgentMetrics {
     batches_acknowledged: Counter,
     batches_failed: Counter,
     batches_dropped: Counter,
+    spans_dropped: Counter,
     spool_batches: Gauge,
     spool_bytes: Gauge,
 }
@@ -85,6 +86,7 @@ impl AgentMetrics {
             batches_acknowledged: Counter::default(),
             batches_failed: Counter::default(),
             batches_dropped: Counter::default(),
+            spans_dropped: Counter::default(),
             spool_batches: Gauge::default(),
             spool_bytes: Gauge::default(),
         };
@@ -107,6 +109,11 @@ impl AgentMetrics {
             "batches_dropped",
             "Batches dropped: refused by ingest, damaged, or the oldest when the spool was full",
             this.batches_dropped.clone(),
+        );
+        metrics.register(
+            "spans_dropped",
+            "HTTP exchanges not shipped as spans: more than 20000 in one interval",
+            this.spans_dropped.clone(),
         );
         metrics.register(
             "spool_batches",
@@ -244,12 +251,22 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
                         }
                         tracer.stats.forget_exited(alive);
                     }
+                    let mut spans = Vec::new();
                     if let Some(l7) = &l7 {
                         let mut l7 = l7.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                         l7.drain();
                         if let Some(rm) = metrics.first_mut() {
                             rm.series.extend(l7_series(&l7.stats, &mut who, now_ms()));
                         }
+                        shipper
+                            .metrics
+                            .spans_dropped
+                            .inc_by(std::mem::take(&mut l7.stats.spans_dropped));
+                        spans = http_spans(
+                            std::mem::take(&mut l7.stats.spans),
+                            &mut who,
+                            &resource(&config.cluster, &node),
+                        );
                         l7.stats.forget_exited(alive);
                     }
                     sequence += 1;
@@ -257,6 +274,7 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
                         batch_id: format!("{agent_id}-{sequence}"),
                         agent: Some(agent_info.clone()),
                         metrics,
+                        spans,
                     });
                     shipper.metrics.batches_spooled.inc();
                     spooled.notify_one();
@@ -420,13 +438,102 @@ pub fn resource_metrics(
         ));
     }
     vec![ResourceMetrics {
-        resource: Some(vigil_proto::telemetry::v1::Resource {
-            cluster: cluster.to_owned(),
-            node: node.to_owned(),
-            ..Default::default()
-        }),
+        resource: Some(resource(cluster, node)),
         series: out,
     }]
+}
+
+fn resource(cluster: &str, node: &str) -> Resource {
+    Resource {
+        cluster: cluster.to_owned(),
+        node: node.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// Nanoseconds to add to the kernel's monotonic clock to get Unix time.
+fn monotonic_to_unix_ns() -> i64 {
+    use rustix::time::{ClockId, clock_gettime};
+    let as_ns = |t: rustix::time::Timespec| t.tv_sec * 1_000_000_000 + t.tv_nsec;
+    as_ns(clock_gettime(ClockId::Realtime)) - as_ns(clock_gettime(ClockId::Monotonic))
+}
+
+/// HTTP exchanges as spans, one `ResourceSpans` per process. The service
+/// is the process's systemd service, else its container, else its name.
+/// A request that carried a traceparent joins that trace as a child of the
+/// span it names; others start a trace of their own.
+pub fn http_spans(
+    spans: Vec<ebpf::l7::HttpSpan>,
+    who: &mut Who<'_>,
+    resource: &Resource,
+) -> Vec<ResourceSpans> {
+    use vigil_proto::telemetry::v1::{Span, SpanKind};
+    let offset = monotonic_to_unix_ns();
+    let mut by_pid: std::collections::BTreeMap<u32, (String, Vec<Span>)> = Default::default();
+    for s in spans {
+        let (trace_id, parent_span_id) = match s.parent {
+            Some(p) => (p.trace_id.to_vec(), p.parent_id.to_vec()),
+            None => (rand::random::<[u8; 16]>().to_vec(), Vec::new()),
+        };
+        let start = i64::try_from(s.start_ns)
+            .unwrap_or(i64::MAX)
+            .saturating_add(offset);
+        let end = start.saturating_add(i64::try_from(s.latency_ns).unwrap_or(i64::MAX));
+        let (kind, error) = match s.side {
+            ebpf::l7::Side::Server => (SpanKind::Server, s.status >= 500),
+            ebpf::l7::Side::Client => (SpanKind::Client, s.status >= 400),
+        };
+        let mut attributes = vec![
+            label("http.request.method", s.method.to_owned()),
+            label("http.response.status_code", s.status.to_string()),
+            label("url.path", s.path),
+        ];
+        if let (ebpf::l7::Side::Client, Some(destination)) = (s.side, s.destination) {
+            attributes.push(label("server.address", destination.ip().to_string()));
+            attributes.push(label("server.port", destination.port().to_string()));
+        }
+        let entry = by_pid
+            .entry(s.pid)
+            .or_insert_with(|| (s.process, Vec::new()));
+        entry.1.push(Span {
+            trace_id,
+            span_id: rand::random::<[u8; 8]>().to_vec(),
+            parent_span_id,
+            name: s.method.to_owned(),
+            kind: kind as i32,
+            start_time_unix_nano: start,
+            end_time_unix_nano: end,
+            error,
+            attributes,
+        });
+    }
+    by_pid
+        .into_iter()
+        .map(|(pid, (process, spans))| {
+            let mut labels = who.labels(pid).to_vec();
+            // Gone already: named as the kernel saw it.
+            if !process.is_empty() && !labels.iter().any(|l| l.name == names::LABEL_PROCESS) {
+                labels.push(label(names::LABEL_PID, pid.to_string()));
+                labels.push(label(names::LABEL_PROCESS, process));
+            }
+            let value_of = |name: &str| {
+                labels
+                    .iter()
+                    .find(|l| l.name == name)
+                    .map(|l| l.value.clone())
+            };
+            let service = value_of("systemd_service")
+                .or_else(|| value_of("container_id"))
+                .or_else(|| value_of(names::LABEL_PROCESS))
+                .unwrap_or_else(|| format!("pid {pid}"));
+            ResourceSpans {
+                resource: Some(resource.clone()),
+                service,
+                resource_attributes: labels,
+                spans,
+            }
+        })
+        .collect()
 }
 
 /// Container/service and node resources as series: one per figure the
@@ -834,6 +941,7 @@ mod tests {
                 side: Side::Client,
                 destination: Some("10.0.0.9:80".parse().unwrap()),
                 start_ns: 1,
+                comm: [0; 16],
                 latency_ns: 2_000_000,
                 request,
                 request_len: 15,

@@ -6,11 +6,15 @@ use tonic::{Request, Response, Status};
 use vigil_proto::{
     names,
     telemetry::v1::{
-        PushRequest, PushResponse, Resource, telemetry_service_server::TelemetryService,
+        PushRequest, PushResponse, Resource, ResourceSpans, SpanKind as PbSpanKind,
+        telemetry_service_server::TelemetryService,
     },
 };
 use vigil_runtime::auth::Project;
-use vigil_storage::{Labels, MetricBatch, Sample, SeriesWrite, TelemetryStore, WriteOutcome};
+use vigil_storage::{
+    Labels, MetricBatch, Sample, SeriesWrite, Span, SpanBatch, TelemetryStore, WriteOutcome,
+    trace::{SpanKind, StatusCode},
+};
 
 use crate::{
     config::LimitsConfig,
@@ -135,6 +139,94 @@ pub fn to_batch(
     })
 }
 
+/// The agent's spans as a store batch (None without spans), refused whole
+/// when one breaks a rule, like the rest of an agent batch.
+pub fn to_spans(
+    limits: &LimitsConfig,
+    window: TimeWindow,
+    project: &str,
+    batch_id: &str,
+    resource_spans: Vec<ResourceSpans>,
+) -> Result<Option<SpanBatch>, Refusal> {
+    let count: usize = resource_spans.iter().map(|r| r.spans.len()).sum();
+    if count == 0 {
+        return Ok(None);
+    }
+    at_most(
+        "spans",
+        count,
+        limits.max_spans_per_request,
+        "max_spans_per_request",
+    )?;
+    let invalid = |what: String| Refusal::invalid("invalid_span", what);
+    let mut spans = Vec::with_capacity(count);
+    for rs in resource_spans {
+        let mut resource = resource_labels(rs.resource.as_ref());
+        for l in rs.resource_attributes {
+            resource.insert(l.name, l.value);
+        }
+        for span in rs.spans {
+            let trace_id: [u8; 16] = span.trace_id.as_slice().try_into().map_err(|_| {
+                invalid(format!(
+                    "trace_id has {} bytes, not 16",
+                    span.trace_id.len()
+                ))
+            })?;
+            let span_id: [u8; 8] =
+                span.span_id.as_slice().try_into().map_err(|_| {
+                    invalid(format!("span_id has {} bytes, not 8", span.span_id.len()))
+                })?;
+            let parent_span_id: [u8; 8] = match span.parent_span_id.len() {
+                0 => [0; 8],
+                _ => span.parent_span_id.as_slice().try_into().map_err(|_| {
+                    invalid(format!(
+                        "parent_span_id has {} bytes, not 8 or 0",
+                        span.parent_span_id.len()
+                    ))
+                })?,
+            };
+            window.check_ns(span.start_time_unix_nano)?;
+            let kind = match PbSpanKind::try_from(span.kind) {
+                Ok(PbSpanKind::Server) => SpanKind::Server,
+                Ok(PbSpanKind::Client) => SpanKind::Client,
+                Ok(PbSpanKind::Unspecified) => SpanKind::Unspecified,
+                Err(_) => return Err(invalid(format!("span kind {} is unknown", span.kind))),
+            };
+            let span = Span {
+                trace_id,
+                span_id,
+                parent_span_id,
+                name: span.name,
+                kind,
+                start_ns: span.start_time_unix_nano,
+                end_ns: span.end_time_unix_nano,
+                status: if span.error {
+                    StatusCode::Error
+                } else {
+                    StatusCode::Unset
+                },
+                status_message: String::new(),
+                service: rs.service.clone(),
+                resource: resource.clone(),
+                attributes: span
+                    .attributes
+                    .into_iter()
+                    .map(|l| (l.name, l.value))
+                    .collect(),
+                events: Vec::new(),
+                links: Vec::new(),
+            };
+            span.validate().map_err(|e| invalid(e.to_string()))?;
+            spans.push(span);
+        }
+    }
+    Ok(Some(SpanBatch {
+        project: project.to_owned(),
+        batch_id: batch_id.to_owned(),
+        spans,
+    }))
+}
+
 fn resource_labels(resource: Option<&Resource>) -> Labels {
     let mut labels = Labels::new();
     if let Some(r) = resource {
@@ -167,14 +259,49 @@ impl TelemetryService for PushService {
             .reserve(protocol, prost::Message::encoded_len(request.get_ref()))
             .await
             .map_err(|r| r.to_status())?;
+        let mut request = request.into_inner();
+        let resource_spans = std::mem::take(&mut request.spans);
         let batch = to_batch(
             &self.gate.limits,
             self.gate.window(),
             project.0.clone(),
-            request.into_inner(),
+            request,
         )
         .map_err(|r| self.gate.refused(protocol, r, 1).to_status())?;
         let batch_id = batch.batch_id.clone();
+        let span_batch = to_spans(
+            &self.gate.limits,
+            self.gate.window(),
+            &project.0,
+            &batch_id,
+            resource_spans,
+        )
+        .map_err(|r| self.gate.refused(protocol, r, 1).to_status())?;
+        // Spans first: a retry after any failure writes what is missing,
+        // and what was stored is answered as a duplicate.
+        let mut spans_stored = 0;
+        let mut spans_duplicate = true;
+        if let Some(span_batch) = span_batch {
+            let count = span_batch.spans.len() as u64;
+            match self
+                .gate
+                .write(
+                    protocol,
+                    Signal::Traces,
+                    &project.0,
+                    count,
+                    self.store.write_spans(span_batch),
+                )
+                .await
+                .map_err(|r| r.to_status())?
+            {
+                WriteOutcome::Stored { records } => {
+                    spans_stored = records;
+                    spans_duplicate = false;
+                }
+                WriteOutcome::Duplicate => {}
+            }
+        }
         let samples: usize = batch.series.iter().map(|s| s.samples.len()).sum();
         let outcome = self
             .gate
@@ -189,17 +316,19 @@ impl TelemetryService for PushService {
             .map_err(|r| r.to_status())?;
         match outcome {
             WriteOutcome::Stored { records: samples } => {
-                tracing::debug!(project = %project.0, batch_id, samples, "batch stored");
+                tracing::debug!(project = %project.0, batch_id, samples, spans_stored, "batch stored");
                 Ok(Response::new(PushResponse {
                     duplicate: false,
                     samples_stored: samples,
+                    spans_stored,
                 }))
             }
             WriteOutcome::Duplicate => {
                 tracing::debug!(project = %project.0, batch_id, "duplicate batch acknowledged");
                 Ok(Response::new(PushResponse {
-                    duplicate: true,
+                    duplicate: spans_duplicate,
                     samples_stored: 0,
+                    spans_stored,
                 }))
             }
         }
@@ -237,9 +366,96 @@ mod tests {
                 }),
                 series,
             }],
+            spans: vec![],
         });
         request.extensions_mut().insert(Project("p".into()));
         request
+    }
+
+    fn span(trace: u8, id: u8, parent: &[u8]) -> pb::Span {
+        let now = vigil_runtime::time::now_ms() * 1_000_000;
+        pb::Span {
+            trace_id: vec![trace; 16],
+            span_id: vec![id; 8],
+            parent_span_id: parent.to_vec(),
+            name: "GET".into(),
+            kind: pb::SpanKind::Server as i32,
+            start_time_unix_nano: now - 5_000_000,
+            end_time_unix_nano: now,
+            error: true,
+            attributes: vec![pb::Label {
+                name: "http.response.status_code".into(),
+                value: "503".into(),
+            }],
+        }
+    }
+
+    fn with_spans(mut r: Request<PushRequest>, spans: Vec<pb::Span>) -> Request<PushRequest> {
+        r.get_mut().spans = vec![pb::ResourceSpans {
+            resource: Some(Resource {
+                node: "web-1".into(),
+                ..Resource::default()
+            }),
+            service: "nginx".into(),
+            resource_attributes: vec![pb::Label {
+                name: "container_id".into(),
+                value: "3f1c2a9b8e7d".into(),
+            }],
+            spans,
+        }];
+        r
+    }
+
+    #[tokio::test]
+    async fn spans_are_stored_once_and_bad_ones_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (svc, store) = service(dir.path());
+        let push = || {
+            with_spans(
+                request("s-1", vec![]),
+                vec![span(7, 1, &[9; 8]), span(7, 2, &[])],
+            )
+        };
+        let response = svc.push(push()).await.unwrap().into_inner();
+        assert_eq!((response.spans_stored, response.duplicate), (2, false));
+        let again = svc.push(push()).await.unwrap().into_inner();
+        assert_eq!((again.spans_stored, again.duplicate), (0, true));
+        let trace = store.trace("p", [7; 16]).await.unwrap();
+        assert_eq!(trace.len(), 2);
+        let child = trace.iter().find(|s| s.span_id == [1; 8]).unwrap();
+        assert_eq!(child.parent_span_id, [9; 8]);
+        assert_eq!(child.service, "nginx");
+        assert_eq!(child.kind, SpanKind::Server);
+        assert_eq!(child.status, StatusCode::Error);
+        assert_eq!(
+            child.resource.get("node").map(String::as_str),
+            Some("web-1")
+        );
+        assert_eq!(
+            child.resource.get("container_id").map(String::as_str),
+            Some("3f1c2a9b8e7d")
+        );
+        let root = trace.iter().find(|s| s.span_id == [2; 8]).unwrap();
+        assert_eq!(root.parent_span_id, [0; 8]);
+
+        let mut short = span(7, 3, &[]);
+        short.trace_id.truncate(5);
+        let mut odd_kind = span(7, 4, &[]);
+        odd_kind.kind = 9;
+        let mut old = span(7, 5, &[]);
+        old.start_time_unix_nano = 1_000;
+        for (bad, words) in [
+            (short, "trace_id has 5 bytes"),
+            (odd_kind, "span kind 9"),
+            (old, "older than the accepted age"),
+        ] {
+            let status = svc
+                .push(with_spans(request("s-2", vec![]), vec![bad]))
+                .await
+                .unwrap_err();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+            assert!(status.message().contains(words), "{status:?}");
+        }
     }
 
     fn ts(name: &str, labels: &[(&str, &str)], values: &[f64]) -> TimeSeries {

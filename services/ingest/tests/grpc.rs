@@ -54,6 +54,7 @@ fn push(batch_id: &str, values: usize) -> PushRequest {
                     .collect(),
             }],
         }],
+        spans: vec![],
     }
 }
 

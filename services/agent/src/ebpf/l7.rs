@@ -12,7 +12,7 @@ use std::{
 };
 
 /// `struct l7_event` of `bpf/l7.bpf.c`.
-pub const EVENT_SIZE: usize = 584;
+pub const EVENT_SIZE: usize = 600;
 /// Bytes kept of a request and of a response (`REQ_PREFIX`, `RESP_PREFIX`).
 pub const REQUEST_PREFIX: usize = 512;
 pub const RESPONSE_PREFIX: usize = 16;
@@ -42,6 +42,8 @@ pub struct Exchange {
     pub destination: Option<SocketAddr>,
     /// When the request began, in the kernel's monotonic clock.
     pub start_ns: u64,
+    /// The process's name, NUL-padded.
+    pub comm: [u8; 16],
     pub latency_ns: u64,
     /// The request's first bytes (zero after `request_len`).
     pub request: [u8; REQUEST_PREFIX],
@@ -63,7 +65,7 @@ fn u64_ne(b: &[u8], at: usize) -> u64 {
     u64::from_ne_bytes(raw)
 }
 
-const REQUEST_AT: usize = 56;
+const REQUEST_AT: usize = 72;
 
 pub fn parse(b: &[u8]) -> Option<Exchange> {
     if b.len() != EVENT_SIZE {
@@ -92,7 +94,9 @@ pub fn parse(b: &[u8]) -> Option<Exchange> {
         }
         _ => None,
     };
-    let request_len = (u32_ne(b, 48) as usize).min(REQUEST_PREFIX);
+    let request_len = (u32_ne(b, 64) as usize).min(REQUEST_PREFIX);
+    let mut comm = [0u8; 16];
+    comm.copy_from_slice(&b[48..64]);
     let mut request = [0u8; REQUEST_PREFIX];
     request[..request_len].copy_from_slice(&b[REQUEST_AT..REQUEST_AT + request_len]);
     let mut response = [0u8; RESPONSE_PREFIX];
@@ -103,6 +107,7 @@ pub fn parse(b: &[u8]) -> Option<Exchange> {
         destination,
         start_ns: u64_ne(b, 0),
         latency_ns: u64_ne(b, 8),
+        comm,
         request,
         request_len,
         response,
@@ -458,12 +463,132 @@ pub struct L7Stats {
     pub requests: HashMap<L7Key, Counts>,
     /// Exchanges whose bytes were not a protocol parsed yet.
     pub unparsed: u64,
+    /// HTTP exchanges waiting to be shipped as spans (at most
+    /// [`MAX_PENDING_SPANS`]).
+    pub spans: Vec<HttpSpan>,
+    /// HTTP exchanges not kept as spans because that many were waiting.
+    pub spans_dropped: u64,
+}
+
+/// Spans kept between two shipments; more are counted and dropped.
+pub const MAX_PENDING_SPANS: usize = 20_000;
+
+/// A W3C trace context (`traceparent: 00-<trace>-<parent>-<flags>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceParent {
+    pub trace_id: [u8; 16],
+    pub parent_id: [u8; 8],
+    pub sampled: bool,
+}
+
+/// One HTTP exchange, to become a span.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSpan {
+    pub pid: u32,
+    pub side: Side,
+    pub destination: Option<SocketAddr>,
+    /// The process's name when the request was seen.
+    pub process: String,
+    /// Monotonic clock.
+    pub start_ns: u64,
+    pub latency_ns: u64,
+    pub method: &'static str,
+    pub status: u16,
+    /// The request path without its query (at most 256 bytes).
+    pub path: String,
+    pub parent: Option<TraceParent>,
+}
+
+fn hex_bytes<const N: usize>(text: &[u8]) -> Option<[u8; N]> {
+    if text.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, pair) in text.chunks(2).enumerate() {
+        let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(out)
+}
+
+/// The `traceparent` header of an HTTP/1.x request, if it has a valid one
+/// within the bytes kept (version 00; ids not all zero).
+pub fn traceparent(request: &[u8]) -> Option<TraceParent> {
+    let headers_end = request
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(request.len());
+    request[..headers_end]
+        .split(|b| *b == b'\n')
+        .skip(1)
+        .find_map(|line| {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let colon = line.iter().position(|b| *b == b':')?;
+            if !line[..colon].eq_ignore_ascii_case(b"traceparent") {
+                return None;
+            }
+            let value = line[colon + 1..].trim_ascii();
+            let mut fields = value.split(|b| *b == b'-');
+            let (version, trace, parent, flags) = (
+                fields.next()?,
+                fields.next()?,
+                fields.next()?,
+                fields.next()?,
+            );
+            if version != b"00" || fields.next().is_some() {
+                return None;
+            }
+            let trace_id = hex_bytes::<16>(trace).filter(|t| *t != [0; 16])?;
+            let parent_id = hex_bytes::<8>(parent).filter(|p| *p != [0; 8])?;
+            let [flags] = hex_bytes::<1>(flags)?;
+            Some(TraceParent {
+                trace_id,
+                parent_id,
+                sampled: flags & 1 == 1,
+            })
+        })
+}
+
+/// The path of an HTTP/1.x request line, without the query.
+fn http_path(request: &[u8]) -> String {
+    let line_end = request
+        .iter()
+        .position(|b| *b == b'\r' || *b == b'\n')
+        .unwrap_or(request.len());
+    let target = request[..line_end]
+        .split(|b| *b == b' ')
+        .nth(1)
+        .unwrap_or_default();
+    let path = target.split(|b| *b == b'?').next().unwrap_or_default();
+    String::from_utf8_lossy(&path[..path.len().min(256)]).into_owned()
 }
 
 impl L7Stats {
     pub fn record(&mut self, e: &Exchange) {
         match classify(e) {
             Some((protocol, operation, status)) => {
+                if protocol == Protocol::Http {
+                    if self.spans.len() < MAX_PENDING_SPANS {
+                        let request = &e.request[..e.request_len];
+                        self.spans.push(HttpSpan {
+                            pid: e.pid,
+                            side: e.side,
+                            destination: e.destination,
+                            process: String::from_utf8_lossy(
+                                e.comm.split(|b| *b == 0).next().unwrap_or_default(),
+                            )
+                            .into_owned(),
+                            start_ns: e.start_ns,
+                            latency_ns: e.latency_ns,
+                            method: operation,
+                            status: status.parse().unwrap_or(0),
+                            path: http_path(request),
+                            parent: traceparent(request),
+                        });
+                    } else {
+                        self.spans_dropped += 1;
+                    }
+                }
                 let key = L7Key {
                     pid: e.pid,
                     side: e.side,
@@ -523,7 +648,8 @@ mod tests {
         b[28..30].copy_from_slice(&2u16.to_ne_bytes());
         b[30..32].copy_from_slice(&8080u16.to_be_bytes());
         b[32..36].copy_from_slice(&[127, 0, 0, 1]);
-        b[48..52].copy_from_slice(&(request.len() as u32).to_ne_bytes());
+        b[48..54].copy_from_slice(b"nginx\0");
+        b[64..68].copy_from_slice(&(request.len() as u32).to_ne_bytes());
         b[REQUEST_AT..REQUEST_AT + request.len()].copy_from_slice(request);
         // Bytes after the request's length are stale, not the request's.
         b[REQUEST_AT + request.len()..REQUEST_AT + REQUEST_PREFIX].fill(b'Z');
@@ -585,6 +711,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!((e.request_len, e.start_ns), (16, 7_000));
+        assert_eq!(&e.comm[..6], b"nginx\0");
         assert!(
             e.request[16..].iter().all(|b| *b == 0),
             "stale bytes cleared"
@@ -734,5 +861,36 @@ mod tests {
             let raw = raw(ROLE_CLIENT, &request, &response);
             let _ = classify(&parse(&raw).unwrap());
         }
+    }
+
+    #[test]
+    fn traceparent_and_path_are_read_from_the_request() {
+        let t = "0af7651916cd43dd8448eb211c80319c";
+        let p = "b7ad6b7169203331";
+        let request = format!(
+            "GET /api/orders?id=7 HTTP/1.1\r\nHost: shop\r\nTraceParent: 00-{t}-{p}-01\r\n\r\n"
+        );
+        let found = traceparent(request.as_bytes()).unwrap();
+        assert_eq!(hex(&found.trace_id), t);
+        assert_eq!(hex(&found.parent_id), p);
+        assert!(found.sampled);
+        assert_eq!(http_path(request.as_bytes()), "/api/orders");
+        for bad in [
+            format!("GET / HTTP/1.1\r\ntraceparent: 01-{t}-{p}-01\r\n\r\n"),
+            format!(
+                "GET / HTTP/1.1\r\ntraceparent: 00-{}-{p}-01\r\n\r\n",
+                "0".repeat(32)
+            ),
+            format!("GET / HTTP/1.1\r\ntraceparent: 00-{t}-{p}\r\n\r\n"),
+            format!("GET / HTTP/1.1\r\ntraceparent: 00-{t}-xyz-01\r\n\r\n"),
+            // In the body, not a header.
+            format!("POST / HTTP/1.1\r\n\r\ntraceparent: 00-{t}-{p}-01\r\n"),
+        ] {
+            assert_eq!(traceparent(bad.as_bytes()), None, "{bad}");
+        }
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 }
