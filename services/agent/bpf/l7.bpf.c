@@ -368,9 +368,12 @@ static __always_inline int io_exit(struct trace_event_raw_sys_exit *ctx, int is_
 	__builtin_memset(e->comm, 0, sizeof(e->comm));
 	struct task_struct *task = (void *)bpf_get_current_task();
 	BPF_CORE_READ_STR_INTO(&e->comm, task, group_leader, comm);
-	e->request_len = p->len;
+	__u32 have = p->len;
+	e->request_len = have;
 	e->pad = 0;
-	bpf_probe_read_kernel(e->request, REQ_PREFIX, p->request);
+	// Only the request's bytes; userspace ignores the rest of the buffer.
+	bpf_probe_read_kernel(e->request, have & (REQ_PREFIX - 1) ? have & (REQ_PREFIX - 1) : REQ_PREFIX,
+			      p->request);
 	__builtin_memset(e->response, 0, RESP_PREFIX);
 	__u32 rlen = ret < RESP_PREFIX ? (__u32)ret : RESP_PREFIX;
 	bpf_probe_read_user(e->response, rlen & (RESP_PREFIX - 1) ? rlen & (RESP_PREFIX - 1) : RESP_PREFIX,
