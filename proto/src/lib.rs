@@ -65,6 +65,8 @@ pub mod names {
     pub const NODE_OOM_KILLS_TOTAL: &str = "node_oom_kills_total";
     /// Connections accepted on a listening address of the node.
     pub const TCP_ACCEPTS_TOTAL: &str = "node_net_tcp_accepts_total";
+    /// A process listens on an address (value 1).
+    pub const TCP_LISTEN_INFO: &str = "process_net_tcp_listen_info";
 
     // Per container or systemd service, from its cgroup.
     pub const CONTAINER_CPU_USAGE_SECONDS_TOTAL: &str = "container_cpu_usage_seconds_total";
@@ -101,6 +103,9 @@ pub mod names {
     pub const LABEL_PROCESS: &str = "process";
     /// `ip:port` a connection went to.
     pub const LABEL_DESTINATION: &str = "destination";
+    /// The application listening at the destination, when it is on the
+    /// same node.
+    pub const LABEL_DESTINATION_APPLICATION: &str = "destination_application";
     pub const LABEL_SIDE: &str = "side";
     pub const LABEL_PROTOCOL: &str = "protocol";
     /// HTTP method, Redis or Memcached command.

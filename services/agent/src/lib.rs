@@ -8,6 +8,7 @@
 pub mod cgroup;
 mod config;
 pub mod ebpf;
+pub mod listen;
 pub mod proc;
 pub mod resources;
 
@@ -231,6 +232,7 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
                     processes,
                     owners,
                     node_usage,
+                    listening,
                 }) => {
                     let processes = proc::busiest(processes, config.max_processes);
                     let mut metrics = resource_metrics(&config.cluster, &node, &host, &processes);
@@ -239,6 +241,11 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
                             .extend(cgroup_series(&owners, &node_usage, now_ms()));
                     }
                     let mut who = Who::new(&config.proc_root);
+                    if let Some(rm) = metrics.first_mut() {
+                        rm.series
+                            .extend(listen_series(&listening, &mut who, now_ms()));
+                    }
+                    let peers = &collector.listeners;
                     let alive = |pid: u32| config.proc_root.join(pid.to_string()).exists();
                     if let Some(tracer) = &tracer {
                         let mut tracer = tracer
@@ -247,7 +254,7 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
                         tracer.drain();
                         if let Some(rm) = metrics.first_mut() {
                             rm.series
-                                .extend(tcp_series(&tracer.stats, &mut who, now_ms()));
+                                .extend(tcp_series(&tracer.stats, &mut who, peers, now_ms()));
                         }
                         tracer.stats.forget_exited(alive);
                     }
@@ -256,7 +263,8 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
                         let mut l7 = l7.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                         l7.drain();
                         if let Some(rm) = metrics.first_mut() {
-                            rm.series.extend(l7_series(&l7.stats, &mut who, now_ms()));
+                            rm.series
+                                .extend(l7_series(&l7.stats, &mut who, peers, now_ms()));
                         }
                         shipper
                             .metrics
@@ -317,6 +325,7 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
 struct Collectors {
     proc: ProcCollector,
     resources: resources::ResourceCollector,
+    listeners: listen::Listeners,
     proc_root: std::path::PathBuf,
     sys_root: std::path::PathBuf,
 }
@@ -329,6 +338,7 @@ impl Collectors {
                 &config.proc_root,
                 &config.sys_root.join("fs/cgroup"),
             ),
+            listeners: listen::Listeners::new(&config.proc_root),
             proc_root: config.proc_root.clone(),
             sys_root: config.sys_root.clone(),
         }
@@ -340,6 +350,7 @@ struct Collected {
     processes: Vec<ProcessFigures>,
     owners: Vec<resources::OwnerUsage>,
     node_usage: resources::NodeUsage,
+    listening: Vec<(std::net::SocketAddr, u32)>,
 }
 
 /// Collects off the async runtime: reading every /proc/<pid>/stat and
@@ -353,6 +364,7 @@ async fn collect(mut c: Collectors) -> (Collectors, Result<Collected, proc::Coll
             processes,
             owners: c.resources.collect(),
             node_usage: resources::node_usage(&c.proc_root, &c.sys_root),
+            listening: c.listeners.refresh(),
         });
         (c, result)
     })
@@ -366,6 +378,7 @@ async fn collect(mut c: Collectors) -> (Collectors, Result<Collected, proc::Coll
                     &proc_root,
                     &sys_root.join("fs/cgroup"),
                 ),
+                listeners: listen::Listeners::new(&proc_root),
                 proc_root: proc_root.clone(),
                 sys_root,
             },
@@ -516,16 +529,7 @@ pub fn http_spans(
                 labels.push(label(names::LABEL_PID, pid.to_string()));
                 labels.push(label(names::LABEL_PROCESS, process));
             }
-            let value_of = |name: &str| {
-                labels
-                    .iter()
-                    .find(|l| l.name == name)
-                    .map(|l| l.value.clone())
-            };
-            let service = value_of("systemd_service")
-                .or_else(|| value_of("container_id"))
-                .or_else(|| value_of(names::LABEL_PROCESS))
-                .unwrap_or_else(|| format!("pid {pid}"));
+            let service = application(&labels).unwrap_or_else(|| format!("pid {pid}"));
             ResourceSpans {
                 resource: Some(resource.clone()),
                 service,
@@ -658,6 +662,36 @@ fn label(name: &str, value: String) -> Label {
     }
 }
 
+/// The application named by a process's labels: its systemd service, else
+/// its container id, else its process name.
+fn application(labels: &[Label]) -> Option<String> {
+    let value_of = |name: &str| {
+        labels
+            .iter()
+            .find(|l| l.name == name)
+            .map(|l| l.value.clone())
+    };
+    value_of("systemd_service")
+        .or_else(|| value_of("container_id"))
+        .or_else(|| value_of(names::LABEL_PROCESS))
+}
+
+/// Listening addresses per process, as info series (value 1).
+pub fn listen_series(
+    listening: &[(std::net::SocketAddr, u32)],
+    who: &mut Who<'_>,
+    ts: i64,
+) -> Vec<TimeSeries> {
+    listening
+        .iter()
+        .map(|(listen, pid)| {
+            let mut labels = who.labels(*pid).to_vec();
+            labels.push(label(names::LABEL_LISTEN, listen.to_string()));
+            series(names::TCP_LISTEN_INFO, labels, ts, 1.0)
+        })
+        .collect()
+}
+
 /// Who a process is, as labels: `pid`, `process` (its `comm`) and its
 /// owner (`container_id` or `systemd_service`), read from /proc once per
 /// process per shipment.
@@ -672,6 +706,26 @@ impl<'a> Who<'a> {
             proc_root,
             known: Default::default(),
         }
+    }
+
+    /// The application a process is: its systemd service, else its
+    /// container id, else its process name.
+    pub fn application(&mut self, pid: u32) -> Option<String> {
+        application(self.labels(pid))
+    }
+
+    /// `destination_application` for a destination on this node that a
+    /// known process listens on.
+    pub fn destination_application(
+        &mut self,
+        peers: &listen::Listeners,
+        destination: std::net::SocketAddr,
+    ) -> Option<Label> {
+        let pid = peers.owner_of(destination)?;
+        Some(label(
+            names::LABEL_DESTINATION_APPLICATION,
+            self.application(pid)?,
+        ))
     }
 
     /// The labels of `pid`; none for 0 (not known).
@@ -697,11 +751,17 @@ impl<'a> Who<'a> {
 
 /// The TCP tracer's counts as series: per process and destination, and
 /// accepts per listening address.
-pub fn tcp_series(stats: &ebpf::tcp::TcpStats, who: &mut Who<'_>, ts: i64) -> Vec<TimeSeries> {
+pub fn tcp_series(
+    stats: &ebpf::tcp::TcpStats,
+    who: &mut Who<'_>,
+    peers: &listen::Listeners,
+    ts: i64,
+) -> Vec<TimeSeries> {
     let mut out = Vec::new();
     for ((pid, destination), o) in &stats.outgoing {
         let mut labels = who.labels(*pid).to_vec();
         labels.push(label(names::LABEL_DESTINATION, destination.to_string()));
+        labels.extend(who.destination_application(peers, *destination));
         for (name, value) in [
             (
                 names::TCP_SUCCESSFUL_CONNECTS_TOTAL,
@@ -737,7 +797,12 @@ pub fn tcp_series(stats: &ebpf::tcp::TcpStats, who: &mut Who<'_>, ts: i64) -> Ve
 
 /// L7 exchanges as series: requests and summed latency per process, side,
 /// destination (client side), protocol, operation and status.
-pub fn l7_series(stats: &ebpf::l7::L7Stats, who: &mut Who<'_>, ts: i64) -> Vec<TimeSeries> {
+pub fn l7_series(
+    stats: &ebpf::l7::L7Stats,
+    who: &mut Who<'_>,
+    peers: &listen::Listeners,
+    ts: i64,
+) -> Vec<TimeSeries> {
     let mut out = Vec::new();
     for (key, counts) in &stats.requests {
         let mut labels = who.labels(key.pid).to_vec();
@@ -749,6 +814,7 @@ pub fn l7_series(stats: &ebpf::l7::L7Stats, who: &mut Who<'_>, ts: i64) -> Vec<T
         ]);
         if let Some(destination) = key.destination {
             labels.push(label(names::LABEL_DESTINATION, destination.to_string()));
+            labels.extend(who.destination_application(peers, destination));
         }
         out.push(series(
             names::L7_REQUESTS_TOTAL,
@@ -948,7 +1014,12 @@ mod tests {
                 response,
             });
         }
-        let out = l7_series(&stats, &mut Who::new(std::path::Path::new("/proc")), 1_000);
+        let out = l7_series(
+            &stats,
+            &mut Who::new(std::path::Path::new("/proc")),
+            &listen::Listeners::new(std::path::Path::new("/nonexistent")),
+            1_000,
+        );
         assert_eq!(out.len(), 2);
         let requests = out
             .iter()
@@ -991,7 +1062,12 @@ mod tests {
                 sock: 1,
             });
         }
-        let out = tcp_series(&stats, &mut Who::new(std::path::Path::new("/proc")), 1_000);
+        let out = tcp_series(
+            &stats,
+            &mut Who::new(std::path::Path::new("/proc")),
+            &listen::Listeners::new(std::path::Path::new("/nonexistent")),
+            1_000,
+        );
         let get = |name: &str| {
             let s = out.iter().find(|s| s.name == name).unwrap();
             let label = |n: &str| {
@@ -1012,6 +1088,62 @@ mod tests {
         assert_eq!(get(names::TCP_ACTIVE_CONNECTIONS), 2.0);
         stats.forget_exited(|_| false);
         assert_eq!(stats.outgoing.len(), 1, "kept: connections still open");
+    }
+
+    #[test]
+    fn destinations_on_this_node_are_named_by_their_listener() {
+        use ebpf::tcp::{Event, Kind, TcpStats};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let me = std::process::id();
+        let mut peers = listen::Listeners::new(std::path::Path::new("/proc"));
+        let listening = peers.refresh();
+        let mut who = Who::new(std::path::Path::new("/proc"));
+        let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
+        let info = listen_series(&listening, &mut who, 1);
+        assert!(
+            info.iter().any(|s| s
+                .labels
+                .iter()
+                .any(|l| l.name == "listen" && l.value == addr.to_string())
+                && s.labels
+                    .iter()
+                    .any(|l| l.name == "pid" && l.value == me.to_string())),
+            "{info:?}"
+        );
+        let mut stats = TcpStats::default();
+        for destination in [addr, "203.0.113.7:443".parse().unwrap()] {
+            stats.record(&Event {
+                kind: Kind::Connect,
+                pid: me,
+                source: "127.0.0.1:40000".parse().unwrap(),
+                destination,
+                duration_ns: 1,
+                segments: 0,
+                sock: 1,
+            });
+        }
+        let out = tcp_series(&stats, &mut who, &peers, 1);
+        let app_of = |dest: &str| {
+            let s = out
+                .iter()
+                .find(|s| {
+                    s.labels
+                        .iter()
+                        .any(|l| l.name == "destination" && l.value == dest)
+                })
+                .unwrap();
+            s.labels
+                .iter()
+                .find(|l| l.name == "destination_application")
+                .map(|l| l.value.clone())
+        };
+        assert_eq!(app_of(&addr.to_string()), Some(comm.trim().to_owned()));
+        assert_eq!(
+            app_of("203.0.113.7:443"),
+            None,
+            "not on this node: ip:port only"
+        );
     }
 
     #[test]
