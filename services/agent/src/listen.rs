@@ -9,6 +9,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+const TCP_ESTABLISHED: &str = "01";
 const TCP_LISTEN: &str = "0A";
 
 /// A `/proc/net/tcp` address: little-endian hex words, then the port.
@@ -33,19 +34,100 @@ fn parse_address(text: &str) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
-/// Listening sockets in a `/proc/net/tcp` file: (address, inode).
-pub fn listening(table: &str) -> Vec<(SocketAddr, u64)> {
+/// Sockets in `state` in a `/proc/net/tcp` file: (local, remote, inode).
+fn sockets(table: &str, state: &str) -> Vec<(SocketAddr, SocketAddr, u64)> {
     table
         .lines()
         .skip(1)
         .filter_map(|line| {
             let f: Vec<&str> = line.split_whitespace().collect();
-            if f.get(3) != Some(&TCP_LISTEN) {
+            if f.get(3) != Some(&state) {
                 return None;
             }
-            Some((parse_address(f.get(1)?)?, f.get(9)?.parse().ok()?))
+            Some((
+                parse_address(f.get(1)?)?,
+                parse_address(f.get(2)?)?,
+                f.get(9)?.parse().ok()?,
+            ))
         })
         .collect()
+}
+
+/// Listening sockets in a `/proc/net/tcp` file: (address, inode).
+pub fn listening(table: &str) -> Vec<(SocketAddr, u64)> {
+    sockets(table, TCP_LISTEN)
+        .into_iter()
+        .map(|(local, _, inode)| (local, inode))
+        .collect()
+}
+
+/// A connection that was open before the agent started: the eBPF programs
+/// never saw its connect() or accept(), so the agent tells them about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenConnection {
+    pub pid: u32,
+    pub fd: u32,
+    /// Accepted on a listening port of the process's node (else connected).
+    pub server: bool,
+    pub peer: SocketAddr,
+}
+
+/// Every established TCP connection of every process, with its fd and its
+/// side: accepted when its local port is a listening port (on its address
+/// or a wildcard), connected otherwise.
+pub fn open_connections(proc_root: &Path) -> Vec<OpenConnection> {
+    let mut established: HashMap<u64, (SocketAddr, SocketAddr)> = HashMap::new();
+    let mut listening_on: Vec<SocketAddr> = Vec::new();
+    for table in ["net/tcp", "net/tcp6"] {
+        let text = std::fs::read_to_string(proc_root.join(table)).unwrap_or_default();
+        for (local, remote, inode) in sockets(&text, TCP_ESTABLISHED) {
+            established.insert(inode, (local, remote));
+        }
+        listening_on.extend(listening(&text).into_iter().map(|(a, _)| a));
+    }
+    let accepted = |local: SocketAddr| {
+        listening_on
+            .iter()
+            .any(|l| l.port() == local.port() && (l.ip() == local.ip() || l.ip().is_unspecified()))
+    };
+    let mut out = Vec::new();
+    for pid in std::fs::read_dir(proc_root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+    {
+        let fds = proc_root.join(pid.to_string()).join("fd");
+        for fd in std::fs::read_dir(fds).into_iter().flatten().flatten() {
+            let Some(fd_number) = fd.file_name().to_str().and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Some(inode) = socket_inode(&fd.path()) else {
+                continue;
+            };
+            if let Some((local, remote)) = established.get(&inode) {
+                out.push(OpenConnection {
+                    pid,
+                    fd: fd_number,
+                    server: accepted(*local),
+                    peer: *remote,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The inode of the socket an fd link points to (`socket:[N]`).
+fn socket_inode(fd: &Path) -> Option<u64> {
+    std::fs::read_link(fd)
+        .ok()?
+        .to_str()?
+        .strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
 }
 
 /// The node's own addresses, from `/proc/net/fib_trie` (v4 `host LOCAL`
@@ -130,15 +212,7 @@ impl Listeners {
         for pid in pids {
             let fds = self.proc_root.join(pid.to_string()).join("fd");
             for fd in std::fs::read_dir(fds).into_iter().flatten().flatten() {
-                let Ok(target) = std::fs::read_link(fd.path()) else {
-                    continue;
-                };
-                let inode = target
-                    .to_str()
-                    .and_then(|t| t.strip_prefix("socket:["))
-                    .and_then(|t| t.strip_suffix(']'))
-                    .and_then(|t| t.parse::<u64>().ok());
-                if let Some(inode) = inode.filter(|i| inodes.contains(i)) {
+                if let Some(inode) = socket_inode(&fd.path()).filter(|i| inodes.contains(i)) {
                     found.entry(inode).or_insert(pid);
                 }
             }
@@ -208,5 +282,26 @@ mod tests {
         assert_eq!(l.owner_of(elsewhere), None);
         drop(listener);
         assert!(!l.refresh().contains(&(addr, me)), "closed: forgotten");
+    }
+
+    #[test]
+    fn open_connections_have_their_side() {
+        use std::os::fd::AsRawFd;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = std::net::TcpStream::connect(addr).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let me = std::process::id();
+        let mine: Vec<_> = open_connections(Path::new("/proc"))
+            .into_iter()
+            .filter(|c| c.pid == me)
+            .collect();
+        let find = |fd: i32| mine.iter().find(|c| c.fd == fd as u32).copied();
+        let c = find(client.as_raw_fd()).expect("the client socket");
+        assert!(!c.server);
+        assert_eq!(c.peer, addr);
+        let s = find(server.as_raw_fd()).expect("the accepted socket");
+        assert!(s.server);
+        assert_eq!(s.peer, client.local_addr().unwrap());
     }
 }

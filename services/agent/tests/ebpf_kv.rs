@@ -190,3 +190,74 @@ fn memcached_commands_and_errors_match_ground_truth() {
         );
     }
 }
+
+/// A connection opened before the tracer started (a pool's, a keep-alive
+/// one) is followed from the first request after the start, on both sides.
+#[test]
+fn a_connection_open_before_the_start_is_followed() {
+    if !common::installed("redis-server") {
+        return;
+    }
+    if let vigil_agent::ebpf::Support::Unavailable(reason) = vigil_agent::ebpf::probe() {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{reason}");
+        eprintln!("SKIPPED: eBPF unavailable here: {reason}");
+        return;
+    }
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Killed(
+        Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_listening(addr);
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let ping = |stream: &mut TcpStream| {
+        stream.write_all(b"*1\r\n$4\r\nPING\r\n").unwrap();
+        let mut reply = [0u8; 7];
+        stream.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply, b"+PONG\r\n");
+    };
+    ping(&mut stream);
+    let Some(mut t) = common::started(L7Tracer::start) else {
+        return;
+    };
+    const PINGS: u64 = 5;
+    for _ in 0..PINGS {
+        ping(&mut stream);
+    }
+    let me = std::process::id();
+    let redis_pid = server.0.id();
+    let count = |t: &L7Tracer, pid, side, destination| {
+        t.stats
+            .count(pid, side, destination, Protocol::Redis, "PING", "ok")
+    };
+    settle(&mut t, |t| {
+        count(t, me, Side::Client, Some(addr)) >= PINGS
+            && count(t, redis_pid, Side::Server, None) >= PINGS
+    });
+    assert_eq!(
+        count(&t, me, Side::Client, Some(addr)),
+        PINGS,
+        "client side"
+    );
+    assert_eq!(
+        count(&t, redis_pid, Side::Server, None),
+        PINGS,
+        "server side"
+    );
+}

@@ -114,6 +114,30 @@ pub fn parse(b: &[u8]) -> Option<Exchange> {
     })
 }
 
+/// `struct sock_info` of `bpf/l7.bpf.c`.
+pub const SOCK_INFO_SIZE: usize = 32;
+
+/// The `sockets` map entry for a connection opened before the agent
+/// started, as the programs would have made it at connect() or accept().
+pub fn sock_info(c: &crate::listen::OpenConnection) -> [u8; SOCK_INFO_SIZE] {
+    let mut b = [0u8; SOCK_INFO_SIZE];
+    // opened_ns (0..8) stays 0: not known.
+    let role = if c.server { ROLE_SERVER } else { ROLE_CLIENT };
+    b[8..12].copy_from_slice(&role.to_ne_bytes());
+    b[14..16].copy_from_slice(&c.peer.port().to_be_bytes());
+    match c.peer.ip() {
+        IpAddr::V4(v4) => {
+            b[12..14].copy_from_slice(&2u16.to_ne_bytes());
+            b[16..20].copy_from_slice(&v4.octets());
+        }
+        IpAddr::V6(v6) => {
+            b[12..14].copy_from_slice(&10u16.to_ne_bytes());
+            b[16..32].copy_from_slice(&v6.octets());
+        }
+    }
+    b
+}
+
 const METHODS: &[&str] = &[
     "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE",
 ];

@@ -121,7 +121,7 @@ pub const L7_SYSCALLS: &[&str] = &[
 /// Programs loaded and attached, with the ring buffer they fill.
 #[cfg(vigil_ebpf)]
 struct Attached {
-    _ebpf: aya::Ebpf,
+    ebpf: aya::Ebpf,
     events: aya::maps::RingBuf<aya::maps::MapData>,
 }
 
@@ -156,10 +156,7 @@ fn attach(object: &[u8], programs: &[(&str, &str, &str)], ring: &str) -> Result<
         .ok_or_else(|| format!("ring buffer `{ring}` missing from the object"))?;
     let events =
         aya::maps::RingBuf::try_from(events).map_err(|e| format!("ring buffer `{ring}`: {e}"))?;
-    Ok(Attached {
-        _ebpf: ebpf,
-        events,
-    })
+    Ok(Attached { ebpf, events })
 }
 
 /// Reads every waiting record; the number read.
@@ -235,11 +232,28 @@ impl L7Tracer {
                 .iter()
                 .map(|name| (*name, "syscalls", *name))
                 .collect();
-            let attached = attach(
+            let mut attached = attach(
                 aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/l7.bpf.o")),
                 &programs,
                 "l7_events",
             )?;
+            // Connections opened before now (pools, keep-alive): the
+            // programs never saw their connect() or accept().
+            let mut sockets: aya::maps::HashMap<_, u64, [u8; l7::SOCK_INFO_SIZE]> =
+                aya::maps::HashMap::try_from(
+                    attached
+                        .ebpf
+                        .map_mut("sockets")
+                        .ok_or("map `sockets` missing from the object")?,
+                )
+                .map_err(|e| format!("map `sockets`: {e}"))?;
+            for c in crate::listen::open_connections(std::path::Path::new("/proc")) {
+                let key = u64::from(c.pid) << 32 | u64::from(c.fd);
+                // Already there: connected or accepted since the attach.
+                if sockets.get(&key, 0).is_err() {
+                    let _ = sockets.insert(key, l7::sock_info(&c), 0);
+                }
+            }
             Ok(Self {
                 attached,
                 stats: l7::L7Stats::default(),
