@@ -48,6 +48,8 @@ need dig || missing+=(bind9-dnsutils)
 need ip || missing+=(iproute2)
 need nft || missing+=(nftables)
 need ethtool || missing+=(ethtool)
+# TLS test: a certificate from the openssl command, curl as the client.
+need openssl || missing+=(openssl)
 # ZooKeeper: ClickHouse 18.16 runs ON CLUSTER DDL through it (cluster-mode tests).
 [ -f /usr/share/java/zookeeper.jar ] || missing+=(zookeeper)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -14,6 +14,11 @@
 // clock go to userspace, which tells the protocol (HTTP/1.x, Redis,
 // Memcached, Postgres, MySQL, DNS) from the bytes.
 //
+// TLS: uprobes on OpenSSL's SSL_write/SSL_read (and _ex) see the
+// plaintext. The socket a call uses is learnt from the syscall it makes
+// inside; from then on that socket's raw syscalls (ciphertext) are
+// skipped and the plaintext is handled as its data instead.
+//
 // Tracepoint records carry preserve_access_index: CO-RE relocates them
 // against the running kernel's BTF.
 
@@ -79,6 +84,26 @@ struct sock_info {
 	__u16 family;
 	__u16 dport;
 	__u8 daddr[16];
+	__u32 tls;	// 1: its data is seen through OpenSSL
+	__u32 pad;
+};
+
+// Registers of a probed user function (x86-64 calling convention).
+struct pt_regs {
+	long unsigned int di;
+	long unsigned int si;
+	long unsigned int dx;
+	long unsigned int cx;
+	long unsigned int ax;
+} __attribute__((preserve_access_index));
+
+// An SSL_read/SSL_write call in progress on a thread.
+struct tls_call {
+	__u64 buf;
+	// SSL_read_ex/SSL_write_ex: where the byte count goes; 0 otherwise.
+	__u64 count_at;
+	__u32 fd;
+	__u32 has_fd;
 };
 
 struct pending {
@@ -152,6 +177,13 @@ struct {
 	__type(key, __u64);
 	__type(value, struct pending);
 } pending_requests SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct tls_call);
+} tls_calls SEC(".maps");
 
 // Per thread, the arguments of the syscall in progress.
 struct {
@@ -265,8 +297,25 @@ static __always_inline int io_enter(struct trace_event_raw_sys_enter *ctx, int h
 {
 	__u32 fd = (__u32)BPF_CORE_READ(ctx, args[0]);
 	__u64 key = sock_key(fd);
-	if (!bpf_map_lookup_elem(&sockets, &key))
+	struct sock_info *info = bpf_map_lookup_elem(&sockets, &key);
+	if (!info)
 		return 0;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct tls_call *tls = bpf_map_lookup_elem(&tls_calls, &tid);
+	if (tls) {
+		// Inside SSL_read/SSL_write: ciphertext. The call's return
+		// handles the plaintext as this socket's; what raw bytes were
+		// taken for a request before (the handshake) are forgotten.
+		tls->fd = fd;
+		tls->has_fd = 1;
+		if (!info->tls) {
+			info->tls = 1;
+			bpf_map_delete_elem(&pending_requests, &key);
+		}
+		return 0;
+	}
+	if (info->tls)
+		return 0; // handshake or alert records outside a call
 	__u64 buf = BPF_CORE_READ(ctx, args[1]);
 	struct io_args a = { .fd = fd };
 	if (how >= BUF_MMSG_SEND)
@@ -290,8 +339,79 @@ static __always_inline int io_enter(struct trace_event_raw_sys_enter *ctx, int h
 		buf = base;
 	}
 	a.buf = buf;
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	bpf_map_update_elem(&in_io, &tid, &a, BPF_ANY);
+	return 0;
+}
+
+// `ret` bytes at `buf` went through socket `fd` (out when is_write):
+// a request opens or extends a pending one, a response completes it.
+static __always_inline int data(__u32 fd, __u64 buf, long ret, int is_write)
+{
+	__u64 key = sock_key(fd);
+	struct sock_info *info = bpf_map_lookup_elem(&sockets, &key);
+	if (!info)
+		return 0;
+	__u32 len = ret < REQ_PREFIX ? (__u32)ret : REQ_PREFIX;
+	// A client writes requests and reads responses; a server the reverse.
+	int request = (info->role == ROLE_CLIENT) == is_write;
+	struct pending *p = bpf_map_lookup_elem(&pending_requests, &key);
+	if (request) {
+		// A request sent in several pieces is timed from its first; its
+		// first pieces are put together while it is short.
+		if (p) {
+			__u32 have = p->len;
+			if (have >= PIECE_SLACK)
+				return 0;
+			__u32 more = len < REQ_PREFIX - have ? len : REQ_PREFIX - have;
+			bpf_probe_read_user(&p->request[have & (PIECE_SLACK - 1)],
+					    more & (REQ_PREFIX - 1) ? more & (REQ_PREFIX - 1) : REQ_PREFIX,
+					    (void *)buf);
+			p->len = have + more;
+			return 0;
+		}
+		__u32 zero = 0;
+		struct pending *fresh = bpf_map_lookup_elem(&scratch, &zero);
+		if (!fresh)
+			return 0;
+		fresh->start_ns = bpf_ktime_get_ns();
+		fresh->len = len;
+		if (bpf_probe_read_user(fresh->request, len & (REQ_PREFIX - 1) ? len & (REQ_PREFIX - 1) : REQ_PREFIX,
+					(void *)buf))
+			return 0;
+		bpf_map_update_elem(&pending_requests, &key, fresh, BPF_ANY);
+		return 0;
+	}
+	if (!p)
+		return 0; // the rest of a response already counted
+	struct l7_event *e = bpf_ringbuf_reserve(&l7_events, sizeof(*e), 0);
+	if (!e) {
+		bpf_map_delete_elem(&pending_requests, &key);
+		return 0;
+	}
+	__u64 now = bpf_ktime_get_ns();
+	e->start_ns = p->start_ns;
+	e->latency_ns = now - p->start_ns;
+	e->pid = bpf_get_current_pid_tgid() >> 32;
+	e->fd = fd;
+	e->role = info->role;
+	e->family = info->family;
+	e->dport = info->dport;
+	__builtin_memcpy(e->daddr, info->daddr, 16);
+	__builtin_memset(e->comm, 0, sizeof(e->comm));
+	struct task_struct *task = (void *)bpf_get_current_task();
+	BPF_CORE_READ_STR_INTO(&e->comm, task, group_leader, comm);
+	__u32 have = p->len;
+	e->request_len = have;
+	e->pad = 0;
+	// Only the request's bytes; userspace ignores the rest of the buffer.
+	bpf_probe_read_kernel(e->request, have & (REQ_PREFIX - 1) ? have & (REQ_PREFIX - 1) : REQ_PREFIX,
+			      p->request);
+	__builtin_memset(e->response, 0, RESP_PREFIX);
+	__u32 rlen = ret < RESP_PREFIX ? (__u32)ret : RESP_PREFIX;
+	bpf_probe_read_user(e->response, rlen & (RESP_PREFIX - 1) ? rlen & (RESP_PREFIX - 1) : RESP_PREFIX,
+			    (void *)buf);
+	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+	bpf_map_delete_elem(&pending_requests, &key);
 	return 0;
 }
 
@@ -315,72 +435,7 @@ static __always_inline int io_exit(struct trace_event_raw_sys_exit *ctx, int is_
 	}
 	if (ret <= 0)
 		return 0;
-	__u64 key = sock_key(args.fd);
-	struct sock_info *info = bpf_map_lookup_elem(&sockets, &key);
-	if (!info)
-		return 0;
-	__u32 len = ret < REQ_PREFIX ? (__u32)ret : REQ_PREFIX;
-	// A client writes requests and reads responses; a server the reverse.
-	int request = (info->role == ROLE_CLIENT) == is_write;
-	struct pending *p = bpf_map_lookup_elem(&pending_requests, &key);
-	if (request) {
-		// A request sent in several pieces is timed from its first; its
-		// first pieces are put together while it is short.
-		if (p) {
-			__u32 have = p->len;
-			if (have >= PIECE_SLACK)
-				return 0;
-			__u32 more = len < REQ_PREFIX - have ? len : REQ_PREFIX - have;
-			bpf_probe_read_user(&p->request[have & (PIECE_SLACK - 1)],
-					    more & (REQ_PREFIX - 1) ? more & (REQ_PREFIX - 1) : REQ_PREFIX,
-					    (void *)args.buf);
-			p->len = have + more;
-			return 0;
-		}
-		__u32 zero = 0;
-		struct pending *fresh = bpf_map_lookup_elem(&scratch, &zero);
-		if (!fresh)
-			return 0;
-		fresh->start_ns = bpf_ktime_get_ns();
-		fresh->len = len;
-		if (bpf_probe_read_user(fresh->request, len & (REQ_PREFIX - 1) ? len & (REQ_PREFIX - 1) : REQ_PREFIX,
-					(void *)args.buf))
-			return 0;
-		bpf_map_update_elem(&pending_requests, &key, fresh, BPF_ANY);
-		return 0;
-	}
-	if (!p)
-		return 0; // the rest of a response already counted
-	struct l7_event *e = bpf_ringbuf_reserve(&l7_events, sizeof(*e), 0);
-	if (!e) {
-		bpf_map_delete_elem(&pending_requests, &key);
-		return 0;
-	}
-	__u64 now = bpf_ktime_get_ns();
-	e->start_ns = p->start_ns;
-	e->latency_ns = now - p->start_ns;
-	e->pid = bpf_get_current_pid_tgid() >> 32;
-	e->fd = args.fd;
-	e->role = info->role;
-	e->family = info->family;
-	e->dport = info->dport;
-	__builtin_memcpy(e->daddr, info->daddr, 16);
-	__builtin_memset(e->comm, 0, sizeof(e->comm));
-	struct task_struct *task = (void *)bpf_get_current_task();
-	BPF_CORE_READ_STR_INTO(&e->comm, task, group_leader, comm);
-	__u32 have = p->len;
-	e->request_len = have;
-	e->pad = 0;
-	// Only the request's bytes; userspace ignores the rest of the buffer.
-	bpf_probe_read_kernel(e->request, have & (REQ_PREFIX - 1) ? have & (REQ_PREFIX - 1) : REQ_PREFIX,
-			      p->request);
-	__builtin_memset(e->response, 0, RESP_PREFIX);
-	__u32 rlen = ret < RESP_PREFIX ? (__u32)ret : RESP_PREFIX;
-	bpf_probe_read_user(e->response, rlen & (RESP_PREFIX - 1) ? rlen & (RESP_PREFIX - 1) : RESP_PREFIX,
-			    (void *)args.buf);
-	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
-	bpf_map_delete_elem(&pending_requests, &key);
-	return 0;
+	return data(args.fd, args.buf, ret, is_write);
 }
 
 SEC("tracepoint/syscalls/sys_enter_write")
@@ -423,5 +478,51 @@ SEC("tracepoint/syscalls/sys_enter_recvmmsg")
 int sys_enter_recvmmsg(struct trace_event_raw_sys_enter *ctx) { return io_enter(ctx, BUF_MMSG_RECV); }
 SEC("tracepoint/syscalls/sys_exit_recvmmsg")
 int sys_exit_recvmmsg(struct trace_event_raw_sys_exit *ctx) { return io_exit(ctx, 0); }
+
+// OpenSSL. SSL_write(ssl, buf, num) / SSL_read(ssl, buf, num) return
+// the bytes; the _ex variants (ssl, buf, num, size_t *count) return 1 and
+// put the bytes in *count.
+static __always_inline int tls_enter(struct pt_regs *ctx, int ex)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct tls_call call = {
+		.buf = BPF_CORE_READ(ctx, si),
+		.count_at = ex ? BPF_CORE_READ(ctx, cx) : 0,
+	};
+	bpf_map_update_elem(&tls_calls, &tid, &call, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int tls_return(struct pt_regs *ctx, int is_write)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct tls_call *c = bpf_map_lookup_elem(&tls_calls, &tid);
+	if (!c)
+		return 0;
+	struct tls_call call = *c;
+	bpf_map_delete_elem(&tls_calls, &tid);
+	long ret = (long)BPF_CORE_READ(ctx, ax);
+	if (call.count_at) {
+		if ((int)ret != 1)
+			return 0;
+		__u64 count = 0;
+		bpf_probe_read_user(&count, sizeof(count), (void *)call.count_at);
+		ret = (long)count;
+	} else if ((int)ret <= 0) {
+		return 0;
+	}
+	if (!call.has_fd)
+		return 0; // served from OpenSSL's buffer: no socket learnt
+	return data(call.fd, call.buf, ret, is_write);
+}
+
+SEC("uprobe")
+int ssl_enter(struct pt_regs *ctx) { return tls_enter(ctx, 0); }
+SEC("uprobe")
+int ssl_ex_enter(struct pt_regs *ctx) { return tls_enter(ctx, 1); }
+SEC("uretprobe")
+int ssl_write_return(struct pt_regs *ctx) { return tls_return(ctx, 1); }
+SEC("uretprobe")
+int ssl_read_return(struct pt_regs *ctx) { return tls_return(ctx, 0); }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -115,7 +115,7 @@ pub fn parse(b: &[u8]) -> Option<Exchange> {
 }
 
 /// `struct sock_info` of `bpf/l7.bpf.c`.
-pub const SOCK_INFO_SIZE: usize = 32;
+pub const SOCK_INFO_SIZE: usize = 40;
 
 /// The `sockets` map entry for a connection opened before the agent
 /// started, as the programs would have made it at connect() or accept().

@@ -51,7 +51,7 @@ pub fn status() -> String {
     match probe() {
         Support::Unavailable(reason) => format!("eBPF unavailable: {reason}; using /proc"),
         Support::Available if cfg!(vigil_ebpf) => {
-            "eBPF (root, BTF): TCP connects, accepts, retransmits; HTTP/1.x requests; /proc for resources".to_owned()
+            "eBPF (root, BTF): TCP connects, accepts, retransmits; HTTP (also over OpenSSL TLS), Redis, Memcached, Postgres, MySQL, DNS requests; HTTP spans; /proc and cgroups for resources".to_owned()
         }
         Support::Available => format!(
             "eBPF unavailable: {}; using /proc",
@@ -159,6 +159,82 @@ fn attach(object: &[u8], programs: &[(&str, &str, &str)], ring: &str) -> Result<
     Ok(Attached { ebpf, events })
 }
 
+/// Where distributions put OpenSSL 3 and 1.1.
+pub const OPENSSL_LIBRARIES: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu/libssl.so.3",
+    "/usr/lib/x86_64-linux-gnu/libssl.so.1.1",
+    "/usr/lib64/libssl.so.3",
+    "/usr/lib64/libssl.so.1.1",
+    "/usr/lib/libssl.so.3",
+    "/usr/lib/libssl.so.1.1",
+];
+
+/// (program, function, uretprobe) attached in every OpenSSL library.
+const OPENSSL_PROBES: &[(&str, &str)] = &[
+    ("ssl_enter", "SSL_write"),
+    ("ssl_enter", "SSL_read"),
+    ("ssl_ex_enter", "SSL_write_ex"),
+    ("ssl_ex_enter", "SSL_read_ex"),
+    ("ssl_write_return", "SSL_write"),
+    ("ssl_write_return", "SSL_write_ex"),
+    ("ssl_read_return", "SSL_read"),
+    ("ssl_read_return", "SSL_read_ex"),
+];
+
+/// Attaches the OpenSSL uprobes to every OpenSSL library of the host (each
+/// file once, however many paths lead to it). Not finding one is not an
+/// error: TLS traffic is then not seen, and the reason says so.
+#[cfg(vigil_ebpf)]
+fn attach_openssl(ebpf: &mut aya::Ebpf) -> Result<Vec<std::path::PathBuf>, String> {
+    let mut libraries: Vec<std::path::PathBuf> = OPENSSL_LIBRARIES
+        .iter()
+        .filter_map(|p| std::fs::canonicalize(p).ok())
+        .collect();
+    libraries.sort();
+    libraries.dedup();
+    if libraries.is_empty() {
+        return Err(format!("no OpenSSL library in {OPENSSL_LIBRARIES:?}"));
+    }
+    for (program, _) in OPENSSL_PROBES {
+        let probe: &mut aya::programs::UProbe = ebpf
+            .program_mut(program)
+            .ok_or_else(|| format!("program {program} missing from the object"))?
+            .try_into()
+            .map_err(|e| format!("program {program}: {e}"))?;
+        if probe.fd().is_err() {
+            probe
+                .load()
+                .map_err(|e| format!("cannot load {program}: {e}"))?;
+        }
+    }
+    let mut attached = Vec::new();
+    for library in libraries {
+        let mut all = true;
+        for (program, function) in OPENSSL_PROBES {
+            let probe: &mut aya::programs::UProbe = ebpf
+                .program_mut(program)
+                .ok_or_else(|| format!("program {program} missing"))?
+                .try_into()
+                .map_err(|e| format!("program {program}: {e}"))?;
+            if let Err(e) = probe.attach(
+                *function,
+                &library,
+                aya::programs::uprobe::UProbeScope::AllProcesses,
+            ) {
+                tracing::warn!(library = %library.display(), function, error = %e, "cannot probe OpenSSL");
+                all = false;
+            }
+        }
+        if all {
+            attached.push(library);
+        }
+    }
+    if attached.is_empty() {
+        return Err("the OpenSSL probes could not be attached".to_owned());
+    }
+    Ok(attached)
+}
+
 /// Reads every waiting record; the number read.
 #[cfg(vigil_ebpf)]
 fn drain_into(attached: &mut Attached, mut record: impl FnMut(&[u8])) -> usize {
@@ -222,6 +298,8 @@ pub struct L7Tracer {
     attached: Attached,
     pub stats: l7::L7Stats,
     pub malformed: u64,
+    /// The OpenSSL libraries whose plaintext is seen, or why none is.
+    pub tls: Result<Vec<std::path::PathBuf>, String>,
 }
 
 impl L7Tracer {
@@ -237,6 +315,7 @@ impl L7Tracer {
                 &programs,
                 "l7_events",
             )?;
+            let tls = attach_openssl(&mut attached.ebpf);
             // Connections opened before now (pools, keep-alive): the
             // programs never saw their connect() or accept().
             let mut sockets: aya::maps::HashMap<_, u64, [u8; l7::SOCK_INFO_SIZE]> =
@@ -258,6 +337,7 @@ impl L7Tracer {
                 attached,
                 stats: l7::L7Stats::default(),
                 malformed: 0,
+                tls,
             })
         }
         #[cfg(not(vigil_ebpf))]
