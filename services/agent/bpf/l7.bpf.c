@@ -37,6 +37,12 @@ enum bpf_map_type {
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
 	BPF_MAP_TYPE_LRU_HASH = 9,
 	BPF_MAP_TYPE_RINGBUF = 27,
+	BPF_MAP_TYPE_TASK_STORAGE = 29,
+};
+
+enum {
+	BPF_F_NO_PREALLOC = 1,
+	BPF_LOCAL_STORAGE_GET_F_CREATE = 1,
 };
 
 enum {
@@ -104,6 +110,8 @@ struct tls_call {
 	__u64 count_at;
 	__u32 fd;
 	__u32 has_fd;
+	__u32 active;
+	__u32 pad;
 };
 
 struct pending {
@@ -124,6 +132,8 @@ struct io_args {
 	__u64 mmsg_len_at;
 	__u32 mmsg_len;
 	__u32 fd;
+	__u32 active;	// a syscall on a tracked socket is in progress
+	__u32 pad;
 };
 
 struct connect_args {
@@ -179,9 +189,9 @@ struct {
 } pending_requests SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u32);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct tls_call);
 } tls_calls SEC(".maps");
 
@@ -193,10 +203,11 @@ struct {
 	__type(value, struct connect_args);
 } connecting SEC(".maps");
 
+// In the thread's own storage: cheaper than a map keyed by thread id.
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u32);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct io_args);
 } in_io SEC(".maps");
 
@@ -300,9 +311,9 @@ static __always_inline int io_enter(struct trace_event_raw_sys_enter *ctx, int h
 	struct sock_info *info = bpf_map_lookup_elem(&sockets, &key);
 	if (!info)
 		return 0;
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct tls_call *tls = bpf_map_lookup_elem(&tls_calls, &tid);
-	if (tls) {
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct tls_call *tls = bpf_task_storage_get(&tls_calls, task, 0, 0);
+	if (tls && tls->active) {
 		// Inside SSL_read/SSL_write: ciphertext. The call's return
 		// handles the plaintext as this socket's; what raw bytes were
 		// taken for a request before (the handshake) are forgotten.
@@ -339,7 +350,10 @@ static __always_inline int io_enter(struct trace_event_raw_sys_enter *ctx, int h
 		buf = base;
 	}
 	a.buf = buf;
-	bpf_map_update_elem(&in_io, &tid, &a, BPF_ANY);
+	a.active = 1;
+	struct io_args *slot = bpf_task_storage_get(&in_io, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (slot)
+		*slot = a;
 	return 0;
 }
 
@@ -417,12 +431,11 @@ static __always_inline int data(__u32 fd, __u64 buf, long ret, int is_write)
 
 static __always_inline int io_exit(struct trace_event_raw_sys_exit *ctx, int is_write)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct io_args *a = bpf_map_lookup_elem(&in_io, &tid);
-	if (!a)
+	struct io_args *a = bpf_task_storage_get(&in_io, bpf_get_current_task_btf(), 0, 0);
+	if (!a || !a->active)
 		return 0;
 	struct io_args args = *a;
-	bpf_map_delete_elem(&in_io, &tid);
+	a->active = 0;
 	long ret = BPF_CORE_READ(ctx, ret);
 	if (ret <= 0)
 		return 0;
@@ -484,23 +497,25 @@ int sys_exit_recvmmsg(struct trace_event_raw_sys_exit *ctx) { return io_exit(ctx
 // put the bytes in *count.
 static __always_inline int tls_enter(struct pt_regs *ctx, int ex)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct tls_call call = {
-		.buf = BPF_CORE_READ(ctx, si),
-		.count_at = ex ? BPF_CORE_READ(ctx, cx) : 0,
-	};
-	bpf_map_update_elem(&tls_calls, &tid, &call, BPF_ANY);
+	struct tls_call *call = bpf_task_storage_get(&tls_calls, bpf_get_current_task_btf(), 0,
+						     BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!call)
+		return 0;
+	call->buf = BPF_CORE_READ(ctx, si);
+	call->count_at = ex ? BPF_CORE_READ(ctx, cx) : 0;
+	call->fd = 0;
+	call->has_fd = 0;
+	call->active = 1;
 	return 0;
 }
 
 static __always_inline int tls_return(struct pt_regs *ctx, int is_write)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct tls_call *c = bpf_map_lookup_elem(&tls_calls, &tid);
-	if (!c)
+	struct tls_call *c = bpf_task_storage_get(&tls_calls, bpf_get_current_task_btf(), 0, 0);
+	if (!c || !c->active)
 		return 0;
 	struct tls_call call = *c;
-	bpf_map_delete_elem(&tls_calls, &tid);
+	c->active = 0;
 	long ret = (long)BPF_CORE_READ(ctx, ax);
 	if (call.count_at) {
 		if ((int)ret != 1)

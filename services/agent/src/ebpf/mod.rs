@@ -134,8 +134,11 @@ fn attach(object: &[u8], programs: &[(&str, &str, &str)], ring: &str) -> Result<
     }
     ensure_tracefs()?;
     let btf = aya::Btf::from_sys_fs().map_err(|e| format!("cannot read kernel BTF: {e}"))?;
+    // Task storage (per-thread syscall state) is not a map aya reads;
+    // only the programs use it.
     let mut ebpf = aya::EbpfLoader::new()
         .btf(Some(&btf))
+        .allow_unsupported_maps()
         .load(object)
         .map_err(|e| format!("cannot load eBPF programs: {e}"))?;
     for (program, category, name) in programs {
