@@ -281,6 +281,71 @@ int sys_exit_accept(struct trace_event_raw_sys_exit *ctx)
 	return accepted(ctx);
 }
 
+// dup(), dup2(), dup3() and fcntl(F_DUPFD[_CLOEXEC]) of a tracked socket:
+// the new fd is the same socket.
+#define F_DUPFD 0
+#define F_DUPFD_CLOEXEC 1030
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u32);
+} duping SEC(".maps");
+
+static __always_inline int dup_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	__u32 old = (__u32)BPF_CORE_READ(ctx, args[0]);
+	__u64 key = sock_key(old);
+	if (!bpf_map_lookup_elem(&sockets, &key))
+		return 0;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	bpf_map_update_elem(&duping, &tid, &old, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int dup_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u32 *old = bpf_map_lookup_elem(&duping, &tid);
+	if (!old)
+		return 0;
+	__u64 old_key = sock_key(*old);
+	bpf_map_delete_elem(&duping, &tid);
+	long fd = BPF_CORE_READ(ctx, ret);
+	struct sock_info *info = bpf_map_lookup_elem(&sockets, &old_key);
+	if (fd < 0 || !info)
+		return 0;
+	struct sock_info copy = *info;
+	__u64 key = sock_key((__u32)fd);
+	bpf_map_update_elem(&sockets, &key, &copy, BPF_ANY);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_dup")
+int sys_enter_dup(struct trace_event_raw_sys_enter *ctx) { return dup_enter(ctx); }
+SEC("tracepoint/syscalls/sys_exit_dup")
+int sys_exit_dup(struct trace_event_raw_sys_exit *ctx) { return dup_exit(ctx); }
+SEC("tracepoint/syscalls/sys_enter_dup2")
+int sys_enter_dup2(struct trace_event_raw_sys_enter *ctx) { return dup_enter(ctx); }
+SEC("tracepoint/syscalls/sys_exit_dup2")
+int sys_exit_dup2(struct trace_event_raw_sys_exit *ctx) { return dup_exit(ctx); }
+SEC("tracepoint/syscalls/sys_enter_dup3")
+int sys_enter_dup3(struct trace_event_raw_sys_enter *ctx) { return dup_enter(ctx); }
+SEC("tracepoint/syscalls/sys_exit_dup3")
+int sys_exit_dup3(struct trace_event_raw_sys_exit *ctx) { return dup_exit(ctx); }
+
+SEC("tracepoint/syscalls/sys_enter_fcntl")
+int sys_enter_fcntl(struct trace_event_raw_sys_enter *ctx)
+{
+	long cmd = BPF_CORE_READ(ctx, args[1]);
+	if (cmd != F_DUPFD && cmd != F_DUPFD_CLOEXEC)
+		return 0;
+	return dup_enter(ctx);
+}
+SEC("tracepoint/syscalls/sys_exit_fcntl")
+int sys_exit_fcntl(struct trace_event_raw_sys_exit *ctx) { return dup_exit(ctx); }
+
 SEC("tracepoint/syscalls/sys_enter_close")
 int sys_enter_close(struct trace_event_raw_sys_enter *ctx)
 {

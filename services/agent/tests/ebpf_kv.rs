@@ -128,8 +128,7 @@ fn memcached_commands_and_errors_match_ground_truth() {
     );
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     wait_listening(addr);
-    // One socket for both directions: the tracer follows the fd that
-    // connect() returned (a dup()ed fd is not followed).
+    // One socket for both directions.
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -260,4 +259,74 @@ fn a_connection_open_before_the_start_is_followed() {
         PINGS,
         "server side"
     );
+}
+
+/// A duplicated socket fd (`try_clone`: fcntl F_DUPFD_CLOEXEC; and dup()
+/// in Python) is the same connection: requests on it are counted.
+#[test]
+fn requests_on_a_duplicated_fd_are_counted() {
+    if !common::installed("redis-server") || !common::installed("python3") {
+        return;
+    }
+    let Some(mut t) = common::started(L7Tracer::start) else {
+        return;
+    };
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let _server = Killed(
+        Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_listening(addr);
+    let original = TcpStream::connect(addr).unwrap();
+    let mut clone = original.try_clone().unwrap();
+    drop(original);
+    clone
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    const PINGS: u64 = 4;
+    for _ in 0..PINGS {
+        clone.write_all(b"*1\r\n$4\r\nPING\r\n").unwrap();
+        let mut reply = [0u8; 7];
+        clone.read_exact(&mut reply).unwrap();
+    }
+    // Python: os.dup() of a connected socket, requests through the copy.
+    let script = format!(
+        "import os, socket\n\
+         s = socket.create_connection(('127.0.0.1', {port}))\n\
+         fd = os.dup(s.fileno())\n\
+         s.close()\n\
+         for _ in range(3):\n    os.write(fd, b'*1\\r\\n$4\\r\\nPING\\r\\n'); os.read(fd, 7)\n\
+         print(os.getpid())\n"
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let python: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let me = std::process::id();
+    let count = |t: &L7Tracer, pid| {
+        t.stats
+            .count(pid, Side::Client, Some(addr), Protocol::Redis, "PING", "ok")
+    };
+    settle(&mut t, |t| count(t, me) >= PINGS && count(t, python) >= 3);
+    assert_eq!(count(&t, me), PINGS, "through fcntl(F_DUPFD_CLOEXEC)");
+    assert_eq!(count(&t, python), 3, "through dup()");
 }
