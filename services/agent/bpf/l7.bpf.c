@@ -127,10 +127,12 @@ struct pending {
 
 struct io_args {
 	__u64 buf;
-	// sendmmsg/recvmmsg return a message count, not bytes: the length of
-	// the first message (sendmmsg) or where the kernel writes it (recvmmsg).
+	// recvmmsg returns a message count: where the kernel writes the first
+	// message's length.
 	__u64 mmsg_len_at;
-	__u32 mmsg_len;
+	// Vectored calls: the first buffer's length (only it is read).
+	__u64 first_len;
+	__u32 how;
 	__u32 fd;
 	__u32 active;	// a syscall on a tracked socket is in progress
 	__u32 pad;
@@ -326,12 +328,33 @@ SEC("tracepoint/syscalls/sys_enter_dup")
 int sys_enter_dup(struct trace_event_raw_sys_enter *ctx) { return dup_enter(ctx); }
 SEC("tracepoint/syscalls/sys_exit_dup")
 int sys_exit_dup(struct trace_event_raw_sys_exit *ctx) { return dup_exit(ctx); }
+// dup2/dup3 close the target fd first (unless it is the source):
+// forget what it was.
+static __always_inline void forget_target(struct trace_event_raw_sys_enter *ctx)
+{
+	__u32 old = (__u32)BPF_CORE_READ(ctx, args[0]);
+	__u32 target = (__u32)BPF_CORE_READ(ctx, args[1]);
+	if (old == target)
+		return;
+	__u64 key = sock_key(target);
+	bpf_map_delete_elem(&sockets, &key);
+	bpf_map_delete_elem(&pending_requests, &key);
+}
+
 SEC("tracepoint/syscalls/sys_enter_dup2")
-int sys_enter_dup2(struct trace_event_raw_sys_enter *ctx) { return dup_enter(ctx); }
+int sys_enter_dup2(struct trace_event_raw_sys_enter *ctx)
+{
+	forget_target(ctx);
+	return dup_enter(ctx);
+}
 SEC("tracepoint/syscalls/sys_exit_dup2")
 int sys_exit_dup2(struct trace_event_raw_sys_exit *ctx) { return dup_exit(ctx); }
 SEC("tracepoint/syscalls/sys_enter_dup3")
-int sys_enter_dup3(struct trace_event_raw_sys_enter *ctx) { return dup_enter(ctx); }
+int sys_enter_dup3(struct trace_event_raw_sys_enter *ctx)
+{
+	forget_target(ctx);
+	return dup_enter(ctx);
+}
 SEC("tracepoint/syscalls/sys_exit_dup3")
 int sys_exit_dup3(struct trace_event_raw_sys_exit *ctx) { return dup_exit(ctx); }
 
@@ -393,8 +416,8 @@ static __always_inline int io_enter(struct trace_event_raw_sys_enter *ctx, int h
 	if (info->tls)
 		return 0; // handshake or alert records outside a call
 	__u64 buf = BPF_CORE_READ(ctx, args[1]);
-	struct io_args a = { .fd = fd };
-	if (how >= BUF_MMSG_SEND)
+	struct io_args a = { .fd = fd, .how = how };
+	if (how == BUF_MMSG_RECV)
 		a.mmsg_len_at = buf + MMSGHDR_LEN;
 	if (how >= BUF_MSGHDR) {
 		__u64 iov = 0;
@@ -406,12 +429,8 @@ static __always_inline int io_enter(struct trace_event_raw_sys_enter *ctx, int h
 		__u64 base = 0;
 		if (bpf_probe_read_user(&base, sizeof(base), (void *)buf))
 			return 0;
-		if (how == BUF_MMSG_SEND) {
-			__u64 len = 0;
-			bpf_probe_read_user(&len, sizeof(len), (void *)(buf + 8));
-			a.mmsg_len = len > REQ_PREFIX ? REQ_PREFIX : (__u32)len;
-			a.mmsg_len_at = 0;
-		}
+		if (bpf_probe_read_user(&a.first_len, sizeof(a.first_len), (void *)(buf + 8)))
+			return 0;
 		buf = base;
 	}
 	a.buf = buf;
@@ -504,13 +523,17 @@ static __always_inline int io_exit(struct trace_event_raw_sys_exit *ctx, int is_
 	long ret = BPF_CORE_READ(ctx, ret);
 	if (ret <= 0)
 		return 0;
-	if (args.mmsg_len_at) {
+	if (args.how == BUF_MMSG_RECV) {
+		// A message count: the first message's bytes are in its header.
 		__u32 got = 0;
 		bpf_probe_read_user(&got, sizeof(got), (void *)args.mmsg_len_at);
 		ret = got;
-	} else if (args.mmsg_len) {
-		ret = args.mmsg_len;
+	} else if (args.how == BUF_MMSG_SEND) {
+		ret = (long)args.first_len; // the first message went out whole
 	}
+	// Only the first buffer of a vectored call is read: no further.
+	if (args.how != BUF_PLAIN && (__u64)ret > args.first_len)
+		ret = (long)args.first_len;
 	if (ret <= 0)
 		return 0;
 	return data(args.fd, args.buf, ret, is_write);
@@ -581,16 +604,18 @@ static __always_inline int tls_return(struct pt_regs *ctx, int is_write)
 		return 0;
 	struct tls_call call = *c;
 	c->active = 0;
-	long ret = (long)BPF_CORE_READ(ctx, ax);
+	// Both return an int: the upper half of rax is not theirs.
+	long ret = (int)BPF_CORE_READ(ctx, ax);
 	if (call.count_at) {
-		if ((int)ret != 1)
+		if (ret != 1)
 			return 0;
 		__u64 count = 0;
-		bpf_probe_read_user(&count, sizeof(count), (void *)call.count_at);
-		ret = (long)count;
-	} else if ((int)ret <= 0) {
-		return 0;
+		if (bpf_probe_read_user(&count, sizeof(count), (void *)call.count_at))
+			return 0;
+		ret = count > (1U << 30) ? (1L << 30) : (long)count;
 	}
+	if (ret <= 0)
+		return 0;
 	if (!call.has_fd)
 		return 0; // served from OpenSSL's buffer: no socket learnt
 	return data(call.fd, call.buf, ret, is_write);

@@ -147,17 +147,25 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
         config.node.clone()
     };
     let tracers = if config.ebpf {
-        (ebpf::TcpTracer::start(), ebpf::L7Tracer::start())
+        (
+            ebpf::TcpTracer::start(),
+            ebpf::L7Tracer::start_in(&config.proc_root),
+        )
     } else {
         let off = "turned off (agent.ebpf = false)".to_owned();
         (Err(off.clone()), Err(off))
     };
     let (tracer, l7) = match tracers {
         (Ok(tcp), Ok(l7)) => {
+            let tls = match &l7.tls {
+                Ok(libraries) => format!("TLS seen through {libraries:?}"),
+                Err(reason) => format!("TLS not seen: {reason}"),
+            };
             tracing::info!(
                 node,
-                collectors = "proc, ebpf-tcp, ebpf-l7",
-                "agent collecting: /proc and eBPF (TCP, HTTP)"
+                collectors = "proc, cgroups, ebpf-tcp, ebpf-l7",
+                tls,
+                "agent collecting: /proc, cgroups and eBPF (TCP, requests)"
             );
             (
                 Some(std::sync::Arc::new(std::sync::Mutex::new(tcp))),
@@ -332,15 +340,16 @@ struct Collectors {
 
 impl Collectors {
     fn new(config: &AgentConfig) -> Self {
+        Self::at(config.proc_root.clone(), config.sys_root.clone())
+    }
+
+    fn at(proc_root: std::path::PathBuf, sys_root: std::path::PathBuf) -> Self {
         Self {
-            proc: ProcCollector::new(&config.proc_root),
-            resources: resources::ResourceCollector::new(
-                &config.proc_root,
-                &config.sys_root.join("fs/cgroup"),
-            ),
-            listeners: listen::Listeners::new(&config.proc_root),
-            proc_root: config.proc_root.clone(),
-            sys_root: config.sys_root.clone(),
+            proc: ProcCollector::new(&proc_root),
+            resources: resources::ResourceCollector::new(&proc_root, &sys_root.join("fs/cgroup")),
+            listeners: listen::Listeners::new(&proc_root),
+            proc_root,
+            sys_root,
         }
     }
 }
@@ -371,17 +380,9 @@ async fn collect(mut c: Collectors) -> (Collectors, Result<Collected, proc::Coll
     .await
     {
         Ok(pair) => pair,
+        // The collectors panicked: start them afresh.
         Err(e) => (
-            Collectors {
-                proc: ProcCollector::new(&proc_root),
-                resources: resources::ResourceCollector::new(
-                    &proc_root,
-                    &sys_root.join("fs/cgroup"),
-                ),
-                listeners: listen::Listeners::new(&proc_root),
-                proc_root: proc_root.clone(),
-                sys_root,
-            },
+            Collectors::at(proc_root.clone(), sys_root),
             Err(proc::CollectError::new(
                 &proc_root,
                 format!("collector task failed: {e}"),
@@ -526,7 +527,6 @@ pub fn http_spans(
             let mut labels = who.labels(pid).to_vec();
             // Gone already: named as the kernel saw it.
             if !process.is_empty() && !labels.iter().any(|l| l.name == names::LABEL_PROCESS) {
-                labels.push(label(names::LABEL_PID, pid.to_string()));
                 labels.push(label(names::LABEL_PROCESS, process));
             }
             let service = application(&labels).unwrap_or_else(|| format!("pid {pid}"));
@@ -856,7 +856,7 @@ impl Shipper {
                 self.metrics.batches_dropped.inc_by(dropped as u64);
                 tracing::warn!(
                     dropped,
-                    max_bytes = spool.bytes(),
+                    spooled_bytes = spool.bytes(),
                     "spool full: dropped the oldest unacknowledged batches"
                 );
             }
@@ -1099,7 +1099,9 @@ mod tests {
         let mut peers = listen::Listeners::new(std::path::Path::new("/proc"));
         let listening = peers.refresh();
         let mut who = Who::new(std::path::Path::new("/proc"));
-        let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
+        // This process's application as Who names it (its comm, or its
+        // service or container where the tests run in one).
+        let me_as_application = who.application(me).unwrap();
         let info = listen_series(&listening, &mut who, 1);
         assert!(
             info.iter().any(|s| s
@@ -1138,7 +1140,7 @@ mod tests {
                 .find(|l| l.name == "destination_application")
                 .map(|l| l.value.clone())
         };
-        assert_eq!(app_of(&addr.to_string()), Some(comm.trim().to_owned()));
+        assert_eq!(app_of(&addr.to_string()), Some(me_as_application));
         assert_eq!(
             app_of("203.0.113.7:443"),
             None,

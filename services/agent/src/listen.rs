@@ -162,6 +162,9 @@ pub struct Listeners {
     proc_root: PathBuf,
     /// inode → (address, pid).
     known: HashMap<u64, (SocketAddr, u32)>,
+    /// Listening inodes no process holds (kernel listeners such as nfsd):
+    /// not searched for again.
+    unowned: HashSet<u64>,
     local: HashSet<IpAddr>,
 }
 
@@ -170,6 +173,7 @@ impl Listeners {
         Self {
             proc_root: proc_root.to_owned(),
             known: HashMap::new(),
+            unowned: HashSet::new(),
             local: HashSet::new(),
         }
     }
@@ -182,14 +186,23 @@ impl Listeners {
             now.extend(listening(&text).into_iter().map(|(a, i)| (i, a)));
         }
         self.known.retain(|inode, _| now.contains_key(inode));
+        self.unowned.retain(|inode| now.contains_key(inode));
         let missing: HashSet<u64> = now
             .keys()
-            .filter(|i| !self.known.contains_key(i))
+            .filter(|i| !self.known.contains_key(i) && !self.unowned.contains(i))
             .copied()
             .collect();
         if !missing.is_empty() {
-            for (inode, pid) in self.owners(&missing) {
-                self.known.insert(inode, (now[&inode], pid));
+            let owners = self.owners(&missing);
+            for inode in missing {
+                match owners.get(&inode) {
+                    Some(pid) => {
+                        self.known.insert(inode, (now[&inode], *pid));
+                    }
+                    None => {
+                        self.unowned.insert(inode);
+                    }
+                }
             }
             self.local = local_addresses(&self.proc_root);
         }

@@ -55,6 +55,44 @@ impl Paths {
     }
 }
 
+/// A cgroup path cut after the segment that names `owner`, so that every
+/// process of a service or container (some in sub-cgroups: `Delegate=`,
+/// a container's own children) is read at the owner's own cgroup.
+fn cut(path: &str, owner: &Owner) -> String {
+    let service = match owner {
+        Owner::Service(name) => Some(format!("{name}.service")),
+        Owner::Container { .. } => None,
+    };
+    let mut out = String::new();
+    for segment in path.split('/').filter(|s| !s.is_empty()) {
+        out.push('/');
+        out.push_str(segment);
+        let names_owner = match (owner, &service) {
+            (Owner::Container { id, .. }, _) => segment.contains(id.as_str()),
+            (_, Some(service)) => segment == service,
+            _ => false,
+        };
+        if names_owner {
+            return out;
+        }
+    }
+    path.to_owned()
+}
+
+impl Paths {
+    /// Every path cut at the owner's own cgroup.
+    pub fn cut_at(self, owner: &Owner) -> Self {
+        let c = |p: Option<String>| p.map(|p| cut(&p, owner));
+        Self {
+            unified: c(self.unified),
+            cpu: c(self.cpu),
+            cpuacct: c(self.cpuacct),
+            memory: c(self.memory),
+            blkio: c(self.blkio),
+        }
+    }
+}
+
 /// One cgroup's figures; `None` where the kernel does not keep one (or
 /// no limit is set).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -346,7 +384,8 @@ impl ResourceCollector {
             let known = self.known.entry(pid).or_insert_with(|| {
                 let text = read(&proc_root.join(pid.to_string()).join("cgroup"))?;
                 let owner = cgroup::owner_of(cgroup::path_of(&text)?)?;
-                Some((owner, Paths::parse(&text)))
+                let paths = Paths::parse(&text).cut_at(&owner);
+                Some((owner, paths))
             });
             if let Some((owner, paths)) = known {
                 pids_now.entry(owner.clone()).or_default().insert(pid);
@@ -665,5 +704,33 @@ mod tests {
             let sectors: f64 = stat.split_whitespace().nth(2).unwrap().parse().unwrap();
             assert!(sectors * 512.0 >= *read, "{disk}");
         }
+    }
+
+    #[test]
+    fn paths_are_cut_at_the_owners_own_cgroup() {
+        let service = Owner::Service("postgresql@15-main".into());
+        let paths = Paths::parse(
+            "4:memory:/system.slice/postgresql@15-main.service/workers\n0::/system.slice/postgresql@15-main.service/a/b\n",
+        )
+        .cut_at(&service);
+        assert_eq!(
+            paths.memory.as_deref(),
+            Some("/system.slice/postgresql@15-main.service")
+        );
+        assert_eq!(
+            paths.unified.as_deref(),
+            Some("/system.slice/postgresql@15-main.service")
+        );
+        let container = Owner::Container {
+            runtime: "docker",
+            id: ID.into(),
+            pod_uid: None,
+        };
+        let paths =
+            Paths::parse(&format!("0::/system.slice/docker-{ID}.scope/init\n")).cut_at(&container);
+        assert_eq!(
+            paths.unified,
+            Some(format!("/system.slice/docker-{ID}.scope"))
+        );
     }
 }

@@ -119,48 +119,56 @@ impl Spool {
         let mut dropped = 0;
         while self.bytes > self.max_bytes && self.entries.len() > 1 {
             if let Some((oldest, _)) = self.entries.front().copied() {
-                self.remove(oldest)?;
+                // Forgotten even when its file cannot be deleted: the bound
+                // holds, and the new batch is spooled whatever happens.
+                if let Err(e) = self.remove(oldest) {
+                    tracing::warn!(error = %e, "could not delete a dropped batch's file");
+                }
                 dropped += 1;
             }
         }
         Ok(dropped)
     }
 
-    /// The oldest batch, read from disk. A damaged file is removed and
-    /// reported, so one bad file cannot block the queue.
+    /// The oldest batch, read from disk. A file that cannot be read or
+    /// decoded is dropped from the spool and reported, so one bad file
+    /// cannot block the queue.
     pub fn front(&mut self) -> Result<Option<(u64, PushRequest)>, SpoolError> {
         let Some((seq, _)) = self.entries.front().copied() else {
             return Ok(None);
         };
         let path = self.path(seq);
-        let data = fs::read(&path).map_err(io_error(&path))?;
-        let decoded = zstd::stream::decode_all(data.as_slice())
-            .map_err(|e| e.to_string())
+        let decoded = fs::read(&path)
+            .map_err(|e| format!("cannot read it: {e}"))
+            .and_then(|data| zstd::stream::decode_all(data.as_slice()).map_err(|e| e.to_string()))
             .and_then(|raw| PushRequest::decode(raw.as_slice()).map_err(|e| e.to_string()));
         match decoded {
             Ok(batch) => Ok(Some((seq, batch))),
             Err(reason) => {
-                self.remove(seq)?;
+                // Forgotten even if the file cannot be deleted.
+                let _ = self.remove(seq);
                 Err(SpoolError::Damaged { path, reason })
             }
         }
     }
 
-    /// Removes batch `seq` (acknowledged, refused or dropped).
+    /// Removes batch `seq` (acknowledged, refused or dropped) from the
+    /// spool. It leaves the queue even when its file cannot be deleted
+    /// (the error says so): a file left behind is sent again after a
+    /// restart at worst, and ingest stores a batch id once.
     pub fn remove(&mut self, seq: u64) -> Result<(), SpoolError> {
         let Some(index) = self.entries.iter().position(|(s, _)| *s == seq) else {
             return Ok(());
         };
-        let path = self.path(seq);
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_error(&path)(e)),
-        }
         if let Some((_, size)) = self.entries.remove(index) {
             self.bytes -= size;
         }
-        Ok(())
+        let path = self.path(seq);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error(&path)(e)),
+        }
     }
 }
 
@@ -236,6 +244,19 @@ mod tests {
         assert_eq!(spool.front().unwrap().unwrap().1.batch_id, "7");
         let files = fs::read_dir(dir.path().join("s")).unwrap().count();
         assert_eq!(files, 3, "dropped batches are deleted from disk");
+    }
+
+    #[test]
+    fn a_missing_file_does_not_block_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        spool.push(&batch("gone", 2)).unwrap();
+        spool.push(&batch("next", 2)).unwrap();
+        fs::remove_file(dir.path().join("00000000000000000001.batch")).unwrap();
+        let err = spool.front().unwrap_err();
+        assert!(err.to_string().contains("cannot read it"), "{err}");
+        assert_eq!(spool.front().unwrap().unwrap().1.batch_id, "next");
+        assert_eq!(spool.len(), 1);
     }
 
     #[test]

@@ -410,16 +410,32 @@ mod tests {
     async fn spans_are_stored_once_and_bad_ones_refused() {
         let dir = tempfile::tempdir().unwrap();
         let (svc, store) = service(dir.path());
+        // Spans and series in one batch: both stored, both once.
         let push = || {
             with_spans(
-                request("s-1", vec![]),
+                request("s-1", vec![ts("host_load1", &[], &[0.5])]),
                 vec![span(7, 1, &[9; 8]), span(7, 2, &[])],
             )
         };
         let response = svc.push(push()).await.unwrap().into_inner();
-        assert_eq!((response.spans_stored, response.duplicate), (2, false));
+        assert_eq!(
+            (
+                response.spans_stored,
+                response.samples_stored,
+                response.duplicate
+            ),
+            (2, 1, false)
+        );
         let again = svc.push(push()).await.unwrap().into_inner();
-        assert_eq!((again.spans_stored, again.duplicate), (0, true));
+        assert_eq!(
+            (again.spans_stored, again.samples_stored, again.duplicate),
+            (0, 0, true)
+        );
+        let series = store
+            .select("p", &SeriesSelector::metric("host_load1"), 0, i64::MAX)
+            .await
+            .unwrap();
+        assert_eq!(series[0].samples.len(), 1);
         let trace = store.trace("p", [7; 16]).await.unwrap();
         assert_eq!(trace.len(), 2);
         let child = trace.iter().find(|s| s.span_id == [1; 8]).unwrap();

@@ -882,8 +882,17 @@ mod tests {
             let response: Vec<u8> = (0..rand::random_range(0..=RESPONSE_PREFIX))
                 .map(|_| rand::random())
                 .collect();
-            let raw = raw(ROLE_CLIENT, &request, &response);
-            let _ = classify(&parse(&raw).unwrap());
+            let mut raw = raw(ROLE_CLIENT, &request, &response);
+            // The header too: lengths beyond the buffer, odd roles and
+            // families.
+            if i % 7 == 0 {
+                let at = rand::random_range(0..REQUEST_AT);
+                raw[at] = rand::random();
+            }
+            if let Some(e) = parse(&raw) {
+                assert!(e.request_len <= REQUEST_PREFIX);
+                let _ = classify(&e);
+            }
         }
     }
 

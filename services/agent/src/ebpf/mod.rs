@@ -220,24 +220,40 @@ fn attach_openssl(ebpf: &mut aya::Ebpf) -> Result<Vec<std::path::PathBuf>, Strin
     }
     let mut attached = Vec::new();
     for library in libraries {
-        let mut all = true;
+        // All of a library's probes or none: an entry probe without its
+        // return probe would leave a call open forever.
+        let mut links = Vec::new();
+        let mut failure = None;
         for (program, function) in OPENSSL_PROBES {
             let probe: &mut aya::programs::UProbe = ebpf
                 .program_mut(program)
                 .ok_or_else(|| format!("program {program} missing"))?
                 .try_into()
                 .map_err(|e| format!("program {program}: {e}"))?;
-            if let Err(e) = probe.attach(
+            match probe.attach(
                 *function,
                 &library,
                 aya::programs::uprobe::UProbeScope::AllProcesses,
             ) {
-                tracing::warn!(library = %library.display(), function, error = %e, "cannot probe OpenSSL");
-                all = false;
+                Ok(link) => links.push((*program, link)),
+                Err(e) => {
+                    failure = Some(format!("{function}: {e}"));
+                    break;
+                }
             }
         }
-        if all {
-            attached.push(library);
+        match failure {
+            None => attached.push(library),
+            Some(reason) => {
+                tracing::warn!(library = %library.display(), reason, "cannot probe OpenSSL there");
+                for (program, link) in links {
+                    let probe: Option<&mut aya::programs::UProbe> =
+                        ebpf.program_mut(program).and_then(|p| p.try_into().ok());
+                    if let Some(probe) = probe {
+                        let _ = probe.detach(link);
+                    }
+                }
+            }
         }
     }
     if attached.is_empty() {
@@ -314,7 +330,14 @@ pub struct L7Tracer {
 }
 
 impl L7Tracer {
+    /// Loads and attaches the L7 programs; the error says why not.
     pub fn start() -> Result<Self, String> {
+        Self::start_in(std::path::Path::new("/proc"))
+    }
+
+    /// Like [`L7Tracer::start`], finding the connections already open in
+    /// `proc_root` (the host's /proc when the agent runs in a container).
+    pub fn start_in(proc_root: &std::path::Path) -> Result<Self, String> {
         #[cfg(vigil_ebpf)]
         {
             let programs: Vec<(&str, &str, &str)> = L7_SYSCALLS
@@ -337,7 +360,7 @@ impl L7Tracer {
                         .ok_or("map `sockets` missing from the object")?,
                 )
                 .map_err(|e| format!("map `sockets`: {e}"))?;
-            for c in crate::listen::open_connections(std::path::Path::new("/proc")) {
+            for c in crate::listen::open_connections(proc_root) {
                 let key = u64::from(c.pid) << 32 | u64::from(c.fd);
                 // Already there: connected or accepted since the attach.
                 if sockets.get(&key, 0).is_err() {
@@ -352,7 +375,10 @@ impl L7Tracer {
             })
         }
         #[cfg(not(vigil_ebpf))]
-        Err(env!("VIGIL_EBPF_MISSING").to_owned())
+        {
+            let _ = proc_root;
+            Err(env!("VIGIL_EBPF_MISSING").to_owned())
+        }
     }
 
     pub fn drain(&mut self) -> usize {
