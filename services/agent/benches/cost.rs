@@ -8,7 +8,12 @@
 //!
 //! ```sh
 //! cargo bench -p vigil-agent --bench cost      # DURATION=10 CONNECTIONS=8 THREADS=2
+//! RATE=5000 cargo bench -p vigil-agent --bench cost   # a fixed rate instead of flat out
 //! ```
+//!
+//! With RATE, each connection waits `CONNECTIONS * 1000 / RATE` ms between
+//! requests (wrk's `delay()`), so the rate is at most RATE and the p99
+//! compares the same load with and without the agent.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::disallowed_methods)]
 
@@ -86,20 +91,21 @@ struct Wrk {
     p99_ms: f64,
 }
 
-fn wrk(url: &str, duration: u64, connections: u64, threads: u64) -> Wrk {
-    let out = Command::new("wrk")
-        .args([
-            "-t",
-            &threads.to_string(),
-            "-c",
-            &connections.to_string(),
-            "-d",
-            &format!("{duration}s"),
-            "--latency",
-            url,
-        ])
-        .output()
-        .unwrap();
+fn wrk(url: &str, duration: u64, connections: u64, threads: u64, script: Option<&str>) -> Wrk {
+    let mut command = Command::new("wrk");
+    command.args([
+        "-t",
+        &threads.to_string(),
+        "-c",
+        &connections.to_string(),
+        "-d",
+        &format!("{duration}s"),
+        "--latency",
+    ]);
+    if let Some(script) = script {
+        command.args(["-s", script]);
+    }
+    let out = command.arg(url).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     let ms = |label: &str| -> f64 {
         let line = text
@@ -130,7 +136,8 @@ fn wrk(url: &str, duration: u64, connections: u64, threads: u64) -> Wrk {
 
 fn main() {
     let duration = env("DURATION", 10);
-    let connections = env("CONNECTIONS", 8);
+    let rate = env("RATE", 0);
+    let connections = env("CONNECTIONS", if rate > 0 { 50 } else { 8 });
     let threads = env("THREADS", 2);
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -165,11 +172,22 @@ fn main() {
     );
     std::thread::sleep(Duration::from_millis(500));
     let url = format!("http://127.0.0.1:{port}/index.html");
+    let script = (rate > 0).then(|| {
+        let path = dir.path().join("rate.lua");
+        let delay_ms = (connections * 1000 / rate).max(1);
+        std::fs::write(&path, format!("function delay() return {delay_ms} end\n")).unwrap();
+        path.display().to_string()
+    });
     println!(
-        "agent cost: nginx on loopback, wrk -t{threads} -c{connections} -d{duration}s, {} cores",
+        "agent cost: nginx on loopback, wrk -t{threads} -c{connections} -d{duration}s{}, {} cores",
+        if rate > 0 {
+            format!(" at most {rate} requests/s")
+        } else {
+            String::new()
+        },
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    let without = wrk(&url, duration, connections, threads);
+    let without = wrk(&url, duration, connections, threads, script.as_deref());
     println!(
         "  without the agent: {:.0} requests/s, p50 {:.3} ms, p99 {:.3} ms",
         without.requests as f64 / duration as f64,
@@ -188,7 +206,9 @@ fn main() {
     let (bpf0, _) = bpf_run_time();
     let cpu0 = own_cpu_seconds();
     let url2 = url.clone();
-    let load = std::thread::spawn(move || wrk(&url2, duration, connections, threads));
+    let script2 = script.clone();
+    let load =
+        std::thread::spawn(move || wrk(&url2, duration, connections, threads, script2.as_deref()));
     let start = Instant::now();
     while !load.is_finished() {
         tcp.drain();
