@@ -41,6 +41,8 @@ pub struct AgentConfig {
     pub max_spool_bytes: u64,
     /// Load the eBPF collectors (TCP, L7). Off: /proc and cgroups only.
     pub ebpf: bool,
+    /// Logs of containers and files.
+    pub logs: crate::logs::LogsConfig,
     /// Health and metrics; default 127.0.0.1:7400.
     pub http: HttpServerConfig,
 }
@@ -73,6 +75,7 @@ impl Default for AgentConfig {
             spool_dir: None,
             max_spool_bytes: 256 << 20,
             ebpf: true,
+            logs: crate::logs::LogsConfig::default(),
             http: HttpServerConfig::on(SocketAddr::from(([127, 0, 0, 1], 7400))),
         }
     }
@@ -94,6 +97,22 @@ impl Validate for AgentConfig {
         }
         nonzero_duration(prefix, "push_timeout", self.push_timeout)?;
         positive(prefix, "max_processes", self.max_processes)?;
+        positive(
+            &key(prefix, "logs"),
+            "max_records_per_source",
+            self.logs.max_records_per_source,
+        )?;
+        positive(
+            &key(prefix, "logs"),
+            "max_patterns_per_source",
+            self.logs.max_patterns_per_source,
+        )?;
+        if self.logs.max_bytes_per_file < 4096 {
+            return Err(ConfigError::invalid(
+                key(&key(prefix, "logs"), "max_bytes_per_file"),
+                "must be at least 4096",
+            ));
+        }
         if self.max_spool_bytes < 1 << 20 {
             return Err(ConfigError::invalid(
                 key(prefix, "max_spool_bytes"),

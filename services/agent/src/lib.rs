@@ -9,6 +9,7 @@ pub mod cgroup;
 mod config;
 pub mod ebpf;
 pub mod listen;
+pub mod logs;
 pub mod proc;
 pub mod resources;
 
@@ -202,6 +203,11 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
         );
     }
     agent_metrics.spooled(&spool);
+    // Where the log readers' positions are committed with each batch.
+    let positions_path = spool_dir.join("log-positions");
+    let saved_positions = spool.recover_sidecar(&positions_path).map_err(|e| {
+        ConfigError::invalid("agent.spool_dir", format!("cannot read log positions: {e}"))
+    })?;
     let shipper = Shipper {
         client,
         spool: Arc::new(Mutex::new(spool)),
@@ -226,9 +232,15 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
 
     let collect_loop = async {
         // Prime the CPU counters so that the first batch already has rates.
-        let (mut collector, primed) = collect(Collectors::new(&config)).await;
-        if let Err(e) = primed {
-            tracing::warn!(error = %e, "first collection failed");
+        let (mut collector, primed) =
+            collect(Collectors::new(&config, saved_positions.as_deref())).await;
+        match primed {
+            // On a first start the log readers only noted where the files
+            // end: hold that. Lines read now (written while the agent was
+            // down) are read again and shipped by the next collection.
+            Ok(first) if first.logs.logs.is_empty() => collector.logs.commit(),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "first collection failed"),
         }
         readiness.set_ready(true);
         while shutdown.sleep(config.interval).await {
@@ -241,12 +253,14 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
                     owners,
                     node_usage,
                     listening,
+                    logs,
                 }) => {
                     let processes = proc::busiest(processes, config.max_processes);
                     let mut metrics = resource_metrics(&config.cluster, &node, &host, &processes);
                     if let Some(rm) = metrics.first_mut() {
                         rm.series
                             .extend(cgroup_series(&owners, &node_usage, now_ms()));
+                        rm.series.extend(logs.series);
                     }
                     let mut who = Who::new(&config.proc_root);
                     if let Some(rm) = metrics.first_mut() {
@@ -286,12 +300,27 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
                         l7.stats.forget_exited(alive);
                     }
                     sequence += 1;
-                    shipper.spool(&PushRequest {
-                        batch_id: format!("{agent_id}-{sequence}"),
-                        agent: Some(agent_info.clone()),
-                        metrics,
-                        spans,
-                    });
+                    let resource_logs = logs
+                        .logs
+                        .into_iter()
+                        .map(|mut l| {
+                            l.resource = Some(resource(&config.cluster, &node));
+                            l
+                        })
+                        .collect();
+                    let stored = shipper.spool(
+                        &PushRequest {
+                            batch_id: format!("{agent_id}-{sequence}"),
+                            agent: Some(agent_info.clone()),
+                            metrics,
+                            spans,
+                            logs: resource_logs,
+                        },
+                        Some((&positions_path, &logs.positions)),
+                    );
+                    if stored {
+                        collector.logs.commit();
+                    }
                     shipper.metrics.batches_spooled.inc();
                     spooled.notify_one();
                 }
@@ -334,20 +363,34 @@ struct Collectors {
     proc: ProcCollector,
     resources: resources::ResourceCollector,
     listeners: listen::Listeners,
+    logs: logs::LogCollector,
+    logs_config: logs::LogsConfig,
     proc_root: std::path::PathBuf,
     sys_root: std::path::PathBuf,
 }
 
 impl Collectors {
-    fn new(config: &AgentConfig) -> Self {
-        Self::at(config.proc_root.clone(), config.sys_root.clone())
+    fn new(config: &AgentConfig, saved_positions: Option<&[u8]>) -> Self {
+        Self::at(
+            config.proc_root.clone(),
+            config.sys_root.clone(),
+            config.logs.clone(),
+            saved_positions,
+        )
     }
 
-    fn at(proc_root: std::path::PathBuf, sys_root: std::path::PathBuf) -> Self {
+    fn at(
+        proc_root: std::path::PathBuf,
+        sys_root: std::path::PathBuf,
+        logs_config: logs::LogsConfig,
+        saved_positions: Option<&[u8]>,
+    ) -> Self {
         Self {
             proc: ProcCollector::new(&proc_root),
             resources: resources::ResourceCollector::new(&proc_root, &sys_root.join("fs/cgroup")),
             listeners: listen::Listeners::new(&proc_root),
+            logs: logs::LogCollector::new(logs_config.clone(), saved_positions),
+            logs_config,
             proc_root,
             sys_root,
         }
@@ -360,6 +403,7 @@ struct Collected {
     owners: Vec<resources::OwnerUsage>,
     node_usage: resources::NodeUsage,
     listening: Vec<(std::net::SocketAddr, u32)>,
+    logs: logs::LogsCollected,
 }
 
 /// Collects off the async runtime: reading every /proc/<pid>/stat and
@@ -367,6 +411,7 @@ struct Collected {
 async fn collect(mut c: Collectors) -> (Collectors, Result<Collected, proc::CollectError>) {
     let proc_root = c.proc_root.clone();
     let sys_root = c.sys_root.clone();
+    let logs_config = c.logs_config.clone();
     match tokio::task::spawn_blocking(move || {
         let result = c.proc.collect().map(|(host, processes)| Collected {
             host,
@@ -374,15 +419,17 @@ async fn collect(mut c: Collectors) -> (Collectors, Result<Collected, proc::Coll
             owners: c.resources.collect(),
             node_usage: resources::node_usage(&c.proc_root, &c.sys_root),
             listening: c.listeners.refresh(),
+            logs: c.logs.collect(now_ms() * 1_000_000, now_ms()),
         });
         (c, result)
     })
     .await
     {
         Ok(pair) => pair,
-        // The collectors panicked: start them afresh.
+        // The collectors panicked: start them afresh (logs from the files'
+        // ends: a bug is no reason to replay them).
         Err(e) => (
-            Collectors::at(proc_root.clone(), sys_root),
+            Collectors::at(proc_root.clone(), sys_root, logs_config, None),
             Err(proc::CollectError::new(
                 &proc_root,
                 format!("collector task failed: {e}"),
@@ -847,11 +894,12 @@ fn lock(spool: &Mutex<Spool>) -> std::sync::MutexGuard<'_, Spool> {
 }
 
 impl Shipper {
-    /// Spools `batch`, dropping the oldest batches when the spool is full.
-    fn spool(&self, batch: &PushRequest) {
+    /// Spools `batch` (with its sidecar), dropping the oldest batches when
+    /// the spool is full; whether it was spooled.
+    fn spool(&self, batch: &PushRequest, sidecar: Option<(&std::path::Path, &[u8])>) -> bool {
         let mut spool = lock(&self.spool);
-        match spool.push(batch) {
-            Ok(0) => {}
+        let spooled = match spool.push_with(batch, sidecar) {
+            Ok(0) => true,
             Ok(dropped) => {
                 self.metrics.batches_dropped.inc_by(dropped as u64);
                 tracing::warn!(
@@ -859,13 +907,16 @@ impl Shipper {
                     spooled_bytes = spool.bytes(),
                     "spool full: dropped the oldest unacknowledged batches"
                 );
+                true
             }
             Err(e) => {
                 self.metrics.batches_dropped.inc();
-                tracing::error!(error = %e, "could not spool a batch; it is lost");
+                tracing::error!(error = %e, "could not spool a batch; it is lost (its log lines are read again)");
+                false
             }
-        }
+        };
         self.metrics.spooled(&spool);
+        spooled
     }
 
     /// Sends until the spool is empty (`Ok`) or ingest cannot take the

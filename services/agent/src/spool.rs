@@ -7,6 +7,13 @@
 //! One file per batch, `<sequence>.batch`: the protobuf `PushRequest`,
 //! zstd-compressed, written to a temporary name, synced, then renamed, so a
 //! crash leaves either the whole batch or nothing.
+//!
+//! A batch can carry a sidecar: a small state file (the log readers'
+//! positions) that must change exactly when the batch is committed. It is
+//! written as `<name>.pending` naming the batch's sequence, and renamed to
+//! `<name>` right after the batch; [`Spool::recover_sidecar`] finishes or
+//! undoes a commit a crash interrupted. So log lines are neither sent
+//! twice nor lost across restarts.
 
 use std::{
     collections::VecDeque,
@@ -100,19 +107,41 @@ impl Spool {
         self.bytes
     }
 
-    /// Stores `batch` durably; returns how many of the oldest batches were
+    #[cfg(test)]
+    fn push(&mut self, batch: &PushRequest) -> Result<usize, SpoolError> {
+        self.push_with(batch, None)
+    }
+
+    /// Stores `batch` durably, committing `sidecar` (its file and content)
+    /// together with it; returns how many of the oldest batches were
     /// dropped to stay within the bound. The newest batch is always kept,
     /// even when it alone is larger than the bound.
-    pub fn push(&mut self, batch: &PushRequest) -> Result<usize, SpoolError> {
+    pub fn push_with(
+        &mut self,
+        batch: &PushRequest,
+        sidecar: Option<(&Path, &[u8])>,
+    ) -> Result<usize, SpoolError> {
         let data = zstd::bulk::compress(&batch.encode_to_vec(), ZSTD_LEVEL)
             .map_err(io_error(&self.dir))?;
         let seq = self.next;
         let path = self.path(seq);
+        let pending =
+            sidecar.map(|(final_path, content)| (final_path, pending_path(final_path), content));
+        if let Some((_, pending, content)) = &pending {
+            let mut file = fs::File::create(pending).map_err(io_error(pending))?;
+            file.write_all(format!("{seq}\n").as_bytes())
+                .and_then(|()| file.write_all(content))
+                .and_then(|()| file.sync_data())
+                .map_err(io_error(pending))?;
+        }
         let tmp = path.with_extension("tmp");
         let mut file = fs::File::create(&tmp).map_err(io_error(&tmp))?;
         file.write_all(&data).map_err(io_error(&tmp))?;
         file.sync_data().map_err(io_error(&tmp))?;
         fs::rename(&tmp, &path).map_err(io_error(&path))?;
+        if let Some((final_path, pending, _)) = &pending {
+            fs::rename(pending, final_path).map_err(io_error(final_path))?;
+        }
         self.next += 1;
         self.entries.push_back((seq, data.len() as u64));
         self.bytes += data.len() as u64;
@@ -128,6 +157,36 @@ impl Spool {
             }
         }
         Ok(dropped)
+    }
+
+    /// The committed content of a sidecar (without its sequence line),
+    /// after finishing or undoing a commit a crash interrupted: a pending
+    /// sidecar whose batch is in the spool was committed with it; one
+    /// whose batch is not never was. (Its batch cannot have been sent and
+    /// removed in between: the spool is locked from the batch's write to
+    /// the sidecar's rename.)
+    pub fn recover_sidecar(&self, final_path: &Path) -> Result<Option<Vec<u8>>, SpoolError> {
+        let pending = pending_path(final_path);
+        if let Ok(text) = fs::read(&pending) {
+            let seq = text
+                .split(|b| *b == b'\n')
+                .next()
+                .and_then(|l| std::str::from_utf8(l).ok()?.parse::<u64>().ok());
+            match seq {
+                Some(seq) if self.path(seq).exists() => {
+                    fs::rename(&pending, final_path).map_err(io_error(final_path))?;
+                }
+                _ => fs::remove_file(&pending).map_err(io_error(&pending))?,
+            }
+        }
+        match fs::read(final_path) {
+            Ok(text) => Ok(Some(match text.iter().position(|b| *b == b'\n') {
+                Some(at) => text[at + 1..].to_vec(),
+                None => Vec::new(),
+            })),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error(final_path)(e)),
+        }
     }
 
     /// The oldest batch, read from disk. A file that cannot be read or
@@ -172,9 +231,45 @@ impl Spool {
     }
 }
 
+fn pending_path(final_path: &Path) -> PathBuf {
+    let mut name = final_path.as_os_str().to_owned();
+    name.push(".pending");
+    PathBuf::from(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sidecar_commits_with_its_batch_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("positions");
+        let mut spool = Spool::open(&dir.path().join("s"), 1 << 20).unwrap();
+        assert_eq!(spool.recover_sidecar(&state).unwrap(), None);
+        spool
+            .push_with(&batch("a", 1), Some((&state, b"one")))
+            .unwrap();
+        assert_eq!(
+            spool.recover_sidecar(&state).unwrap().as_deref(),
+            Some(&b"one"[..])
+        );
+        // A crash after the batch's rename, before the sidecar's: the batch
+        // (seq 2) is there, so the pending sidecar counts.
+        spool.push(&batch("b", 1)).unwrap();
+        fs::write(pending_path(&state), b"2\ntwo").unwrap();
+        assert_eq!(
+            spool.recover_sidecar(&state).unwrap().as_deref(),
+            Some(&b"two"[..])
+        );
+        // A crash before the batch's rename: no batch 9, the sidecar is undone.
+        fs::write(pending_path(&state), b"9\nnine").unwrap();
+        assert_eq!(
+            spool.recover_sidecar(&state).unwrap().as_deref(),
+            Some(&b"two"[..])
+        );
+        assert!(!pending_path(&state).exists());
+    }
 
     fn batch(id: &str, filler: usize) -> PushRequest {
         PushRequest {
@@ -192,6 +287,7 @@ mod tests {
                     .collect(),
             }],
             spans: vec![],
+            logs: vec![],
         }
     }
 

@@ -6,13 +6,14 @@ use tonic::{Request, Response, Status};
 use vigil_proto::{
     names,
     telemetry::v1::{
-        PushRequest, PushResponse, Resource, ResourceSpans, SpanKind as PbSpanKind,
+        PushRequest, PushResponse, Resource, ResourceLogs, ResourceSpans, SpanKind as PbSpanKind,
         telemetry_service_server::TelemetryService,
     },
 };
 use vigil_runtime::auth::Project;
 use vigil_storage::{
-    Labels, MetricBatch, Sample, SeriesWrite, Span, SpanBatch, TelemetryStore, WriteOutcome,
+    Labels, LogBatch, LogRecord, MetricBatch, Sample, SeriesWrite, Span, SpanBatch, TelemetryStore,
+    WriteOutcome,
     trace::{SpanKind, StatusCode},
 };
 
@@ -227,6 +228,77 @@ pub fn to_spans(
     }))
 }
 
+/// The agent's log records as a store batch (None without records),
+/// refused whole when one breaks a rule.
+pub fn to_logs(
+    limits: &LimitsConfig,
+    window: TimeWindow,
+    project: &str,
+    batch_id: &str,
+    resource_logs: Vec<ResourceLogs>,
+) -> Result<Option<LogBatch>, Refusal> {
+    let count: usize = resource_logs.iter().map(|r| r.records.len()).sum();
+    if count == 0 {
+        return Ok(None);
+    }
+    at_most(
+        "log records",
+        count,
+        limits.max_logs_per_request,
+        "max_logs_per_request",
+    )?;
+    let invalid = |what: String| Refusal::invalid("invalid_log", what);
+    let mut records = Vec::with_capacity(count);
+    for rl in resource_logs {
+        let mut resource = resource_labels(rl.resource.as_ref());
+        for l in rl.resource_attributes {
+            resource.insert(l.name, l.value);
+        }
+        for r in rl.records {
+            window.check_ns(r.time_unix_nano)?;
+            let trace_id: [u8; 16] = match r.trace_id.len() {
+                0 => [0; 16],
+                _ => r.trace_id.as_slice().try_into().map_err(|_| {
+                    invalid(format!(
+                        "trace_id has {} bytes, not 16 or 0",
+                        r.trace_id.len()
+                    ))
+                })?,
+            };
+            let span_id: [u8; 8] = match r.span_id.len() {
+                0 => [0; 8],
+                _ => r.span_id.as_slice().try_into().map_err(|_| {
+                    invalid(format!("span_id has {} bytes, not 8 or 0", r.span_id.len()))
+                })?,
+            };
+            let record = LogRecord {
+                time_ns: r.time_unix_nano,
+                severity: u8::try_from(r.severity)
+                    .map_err(|_| invalid(format!("severity {} is above 24", r.severity)))?,
+                severity_text: r.severity_text,
+                body: r.body,
+                service: rl.service.clone(),
+                resource: resource.clone(),
+                attributes: r
+                    .attributes
+                    .into_iter()
+                    .map(|l| (l.name, l.value))
+                    .collect(),
+                trace_id,
+                span_id,
+                pattern_id: r.pattern_id,
+            };
+            record.validate().map_err(|e| invalid(e.to_string()))?;
+            records.push(record);
+        }
+    }
+    Ok(Some(LogBatch {
+        project: project.to_owned(),
+        batch_id: batch_id.to_owned(),
+        records,
+    }))
+}
+
 fn resource_labels(resource: Option<&Resource>) -> Labels {
     let mut labels = Labels::new();
     if let Some(r) = resource {
@@ -261,6 +333,7 @@ impl TelemetryService for PushService {
             .map_err(|r| r.to_status())?;
         let mut request = request.into_inner();
         let resource_spans = std::mem::take(&mut request.spans);
+        let resource_logs = std::mem::take(&mut request.logs);
         let batch = to_batch(
             &self.gate.limits,
             self.gate.window(),
@@ -277,8 +350,39 @@ impl TelemetryService for PushService {
             resource_spans,
         )
         .map_err(|r| self.gate.refused(protocol, r, 1).to_status())?;
-        // Spans first: a retry after any failure writes what is missing,
-        // and what was stored is answered as a duplicate.
+        let log_batch = to_logs(
+            &self.gate.limits,
+            self.gate.window(),
+            &project.0,
+            &batch_id,
+            resource_logs,
+        )
+        .map_err(|r| self.gate.refused(protocol, r, 1).to_status())?;
+        // Logs and spans first: a retry after any failure writes what is
+        // missing, and what was stored is answered as a duplicate.
+        let mut logs_stored = 0;
+        let mut logs_duplicate = true;
+        if let Some(log_batch) = log_batch {
+            let count = log_batch.records.len() as u64;
+            match self
+                .gate
+                .write(
+                    protocol,
+                    Signal::Logs,
+                    &project.0,
+                    count,
+                    self.store.write_logs(log_batch),
+                )
+                .await
+                .map_err(|r| r.to_status())?
+            {
+                WriteOutcome::Stored { records } => {
+                    logs_stored = records;
+                    logs_duplicate = false;
+                }
+                WriteOutcome::Duplicate => {}
+            }
+        }
         let mut spans_stored = 0;
         let mut spans_duplicate = true;
         if let Some(span_batch) = span_batch {
@@ -321,14 +425,16 @@ impl TelemetryService for PushService {
                     duplicate: false,
                     samples_stored: samples,
                     spans_stored,
+                    logs_stored,
                 }))
             }
             WriteOutcome::Duplicate => {
                 tracing::debug!(project = %project.0, batch_id, "duplicate batch acknowledged");
                 Ok(Response::new(PushResponse {
-                    duplicate: spans_duplicate,
+                    duplicate: spans_duplicate && logs_duplicate,
                     samples_stored: 0,
                     spans_stored,
+                    logs_stored,
                 }))
             }
         }
@@ -367,6 +473,7 @@ mod tests {
                 series,
             }],
             spans: vec![],
+            logs: vec![],
         });
         request.extensions_mut().insert(Project("p".into()));
         request

@@ -55,6 +55,7 @@ fn push(batch_id: &str, values: usize) -> PushRequest {
             }],
         }],
         spans: vec![],
+        logs: vec![],
     }
 }
 

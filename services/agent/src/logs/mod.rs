@@ -1,0 +1,458 @@
+//! Logs: every container's and configured file's new lines, each interval,
+//! as records (severity, trace id, pattern) and as counts per pattern and
+//! severity. Sources are found on their own: Kubernetes pod logs (CRI
+//! framing), Docker json-file logs, and the files in `agent.logs.files`.
+//! Positions are committed with the batch that carries the lines (see
+//! `spool`), so a restart neither re-sends nor skips lines.
+
+pub mod drain;
+pub mod parse;
+pub mod tail;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+use vigil_proto::telemetry::v1::{Label, LogRecord, ResourceLogs, TimeSeries};
+
+use self::{
+    drain::Drain,
+    parse::{Format, continues, json_fields, parse_line, severity, severity_text, trace_id},
+    tail::Position,
+};
+
+/// `[agent.logs]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsConfig {
+    pub enabled: bool,
+    /// Files to follow besides the containers': paths, or `dir/prefix*suffix`.
+    pub files: Vec<PathBuf>,
+    /// Kubernetes pod logs (`<ns>_<pod>_<uid>/<container>/<n>.log`, CRI).
+    pub pods_dir: PathBuf,
+    /// Docker's containers (`<id>/<id>-json.log`).
+    pub docker_dir: PathBuf,
+    /// Records shipped per source per interval; more are counted in
+    /// `log_records_dropped_total` (their patterns are still counted).
+    pub max_records_per_source: usize,
+    /// Patterns kept per source; messages past it count under pattern 0.
+    pub max_patterns_per_source: usize,
+    /// Bytes read per file per interval; the rest waits for the next one.
+    pub max_bytes_per_file: u64,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            files: Vec::new(),
+            pods_dir: PathBuf::from("/var/log/pods"),
+            docker_dir: PathBuf::from("/var/lib/docker/containers"),
+            max_records_per_source: 10_000,
+            max_patterns_per_source: 500,
+            max_bytes_per_file: 8 << 20,
+        }
+    }
+}
+
+/// A file being followed and what it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFile {
+    pub path: PathBuf,
+    pub format: Format,
+    pub service: String,
+    pub attributes: Vec<(String, String)>,
+}
+
+fn children(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    out.sort();
+    out
+}
+
+/// The files to follow now.
+pub fn discover(config: &LogsConfig) -> Vec<SourceFile> {
+    let mut out = Vec::new();
+    for pattern in &config.files {
+        let name = pattern
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        let paths = match (pattern.parent(), name) {
+            (Some(dir), Some(name)) if name.contains('*') => {
+                let (prefix, suffix) = name.split_once('*').unwrap_or((&name, ""));
+                children(dir)
+                    .into_iter()
+                    .filter(|p| {
+                        p.file_name().is_some_and(|n| {
+                            let n = n.to_string_lossy();
+                            n.starts_with(prefix) && n.ends_with(suffix) && p.is_file()
+                        })
+                    })
+                    .collect()
+            }
+            _ if pattern.is_file() => vec![pattern.clone()],
+            _ => vec![],
+        };
+        for path in paths {
+            let service = path
+                .file_stem()
+                .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+            out.push(SourceFile {
+                attributes: vec![("log_file".into(), path.display().to_string())],
+                path,
+                format: Format::Plain,
+                service,
+            });
+        }
+    }
+    for pod_dir in children(&config.pods_dir) {
+        let dir_name = pod_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        let Some(dir_name) = dir_name else { continue };
+        let mut parts = dir_name.splitn(3, '_');
+        let (Some(namespace), Some(pod), Some(_uid)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        for container_dir in children(&pod_dir) {
+            let container = container_dir
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            for path in children(&container_dir) {
+                if path.extension().is_some_and(|e| e == "log") {
+                    out.push(SourceFile {
+                        path,
+                        format: Format::Cri,
+                        service: container.clone(),
+                        attributes: vec![
+                            ("namespace".into(), namespace.to_owned()),
+                            ("pod".into(), pod.to_owned()),
+                            ("container".into(), container.clone()),
+                        ],
+                    });
+                }
+            }
+        }
+    }
+    for container_dir in children(&config.docker_dir) {
+        let Some(id) = container_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+        else {
+            continue;
+        };
+        let path = container_dir.join(format!("{id}-json.log"));
+        if path.is_file() {
+            let short: String = id.chars().take(12).collect();
+            out.push(SourceFile {
+                path,
+                format: Format::DockerJson,
+                service: short.clone(),
+                attributes: vec![("container_id".into(), short)],
+            });
+        }
+    }
+    out
+}
+
+/// Per source: its patterns and its counters (totals since the start).
+#[derive(Debug)]
+struct SourceState {
+    drain: Drain,
+    /// (severity, pattern id) → messages.
+    messages: BTreeMap<(u8, u64), u64>,
+    dropped: u64,
+}
+
+/// What one collection read.
+#[derive(Debug, Default)]
+pub struct LogsCollected {
+    pub logs: Vec<ResourceLogs>,
+    pub series: Vec<TimeSeries>,
+    /// The positions after these lines, to commit with their batch.
+    pub positions: Vec<u8>,
+}
+
+pub struct LogCollector {
+    config: LogsConfig,
+    /// Positions of lines committed with a spooled batch.
+    committed: BTreeMap<PathBuf, Position>,
+    /// Positions after the last collection, until its batch is spooled.
+    proposed: Option<BTreeMap<PathBuf, Position>>,
+    /// First run ever (no positions saved): files already there are
+    /// followed from their end, not replayed.
+    fresh: bool,
+    sources: HashMap<PathBuf, SourceState>,
+}
+
+fn label(name: &str, value: String) -> Label {
+    Label {
+        name: name.to_owned(),
+        value,
+    }
+}
+
+impl LogCollector {
+    /// `saved`: the committed positions from an earlier run (None: none).
+    pub fn new(config: LogsConfig, saved: Option<&[u8]>) -> Self {
+        let committed: BTreeMap<PathBuf, Position> = saved
+            .and_then(|s| serde_json::from_slice(s).ok())
+            .unwrap_or_default();
+        Self {
+            config,
+            fresh: saved.is_none(),
+            committed,
+            proposed: None,
+            sources: HashMap::new(),
+        }
+    }
+
+    /// Reads every source's new lines.
+    pub fn collect(&mut self, now_ns: i64, ts_ms: i64) -> LogsCollected {
+        let mut out = LogsCollected::default();
+        if !self.config.enabled {
+            return out;
+        }
+        let mut positions = self.committed.clone();
+        let files = discover(&self.config);
+        for file in &files {
+            let from = match positions.get(&file.path) {
+                Some(p) => Some(*p),
+                None if self.fresh => {
+                    // Already there at the first start: from its end.
+                    if let Ok(meta) = std::fs::metadata(&file.path) {
+                        use std::os::unix::fs::MetadataExt;
+                        positions.insert(
+                            file.path.clone(),
+                            tail::position_at_end(&file.path, meta.ino(), meta.len()),
+                        );
+                    }
+                    continue;
+                }
+                None => None,
+            };
+            let Ok((lines, position)) =
+                tail::read_new(&file.path, from, self.config.max_bytes_per_file)
+            else {
+                continue;
+            };
+            positions.insert(file.path.clone(), position);
+            let state = self
+                .sources
+                .entry(file.path.clone())
+                .or_insert_with(|| SourceState {
+                    drain: Drain::new(
+                        &file.path.display().to_string(),
+                        self.config.max_patterns_per_source,
+                    ),
+                    messages: BTreeMap::new(),
+                    dropped: 0,
+                });
+            let records = records(file.format, &lines, now_ns);
+            let mut shipped = Vec::new();
+            for mut r in records {
+                // JSON logs: the message makes the pattern, not the object.
+                let message = json_fields(&r.body).and_then(|f| f.message);
+                let (pattern, _) = state.drain.add(message.as_deref().unwrap_or(&r.body));
+                r.pattern_id = pattern;
+                *state
+                    .messages
+                    .entry((r.severity as u8, pattern))
+                    .or_default() += 1;
+                if shipped.len() < self.config.max_records_per_source {
+                    shipped.push(r);
+                } else {
+                    state.dropped += 1;
+                }
+            }
+            if !shipped.is_empty() {
+                out.logs.push(ResourceLogs {
+                    resource: None,
+                    service: file.service.clone(),
+                    resource_attributes: file
+                        .attributes
+                        .iter()
+                        .map(|(n, v)| label(n, v.clone()))
+                        .collect(),
+                    records: shipped,
+                });
+            }
+        }
+        // Forget files that are gone.
+        positions.retain(|path, _| files.iter().any(|f| &f.path == path));
+        self.sources.retain(|path, _| positions.contains_key(path));
+        for file in &files {
+            let Some(state) = self.sources.get(&file.path) else {
+                continue;
+            };
+            let base: Vec<Label> = file
+                .attributes
+                .iter()
+                .map(|(n, v)| label(n, v.clone()))
+                .collect();
+            for ((severity, pattern), count) in &state.messages {
+                let mut labels = base.clone();
+                labels.push(label("level", severity_text(*severity).to_owned()));
+                labels.push(label("pattern_id", format!("{pattern:016x}")));
+                out.series.push(crate::series(
+                    "log_messages_total",
+                    labels,
+                    ts_ms,
+                    *count as f64,
+                ));
+            }
+            out.series.push(crate::series(
+                "log_records_dropped_total",
+                base,
+                ts_ms,
+                state.dropped as f64,
+            ));
+        }
+        out.positions = serde_json::to_vec(&positions).unwrap_or_default();
+        self.proposed = Some(positions);
+        self.fresh = false;
+        out
+    }
+
+    /// The last collection's batch is spooled: its positions hold.
+    pub fn commit(&mut self) {
+        if let Some(p) = self.proposed.take() {
+            self.committed = p;
+        }
+    }
+}
+
+/// Lines of one read as records: framing removed, CRI partial lines and
+/// continuation lines (stack traces) joined, severity and trace id found.
+fn records(format: Format, lines: &[String], now_ns: i64) -> Vec<LogRecord> {
+    let mut out: Vec<LogRecord> = Vec::new();
+    let mut last_line = String::new();
+    let mut partial = false;
+    for raw in lines {
+        let line = parse_line(format, raw);
+        if let Some(open) = out.last_mut()
+            && (partial || continues(&last_line, &line.text))
+        {
+            if !partial {
+                open.body.push('\n');
+            }
+            open.body.push_str(&line.text);
+            partial = line.partial;
+            last_line = line.text;
+            continue;
+        }
+        partial = line.partial;
+        out.push(LogRecord {
+            time_unix_nano: line.time_ns.unwrap_or(now_ns),
+            body: line.text.clone(),
+            ..LogRecord::default()
+        });
+        last_line = line.text;
+    }
+    for r in &mut out {
+        let (number, trace) = match json_fields(&r.body) {
+            Some(f) => (f.severity, f.trace_id.or_else(|| trace_id(&r.body))),
+            None => (severity(&r.body), trace_id(&r.body)),
+        };
+        r.severity = u32::from(number);
+        r.severity_text = severity_text(number).to_owned();
+        if let Some(id) = trace {
+            r.trace_id = id.to_vec();
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_become_records() {
+        let lines: Vec<String> = [
+            "2024-05-01 INFO started",
+            "2024-05-01 ERROR payment failed trace_id=0af7651916cd43dd8448eb211c80319c",
+            "Traceback (most recent call last):",
+            "  File \"pay.py\", line 3, in charge",
+            "ValueError: card declined",
+            "{\"level\":\"warn\",\"msg\":\"slow\"}",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let r = records(Format::Plain, &lines, 7);
+        assert_eq!(r.len(), 3, "{r:?}");
+        assert_eq!(r[0].severity_text, "info");
+        assert_eq!(r[1].severity_text, "error");
+        assert!(r[1].body.ends_with("ValueError: card declined"));
+        assert_eq!(r[1].body.lines().count(), 4);
+        assert_eq!(r[1].trace_id.len(), 16);
+        assert_eq!(r[2].severity_text, "warning");
+        assert_eq!(r[2].time_unix_nano, 7);
+        let cri: Vec<String> = [
+            "2024-05-01T10:00:00Z stderr P ERROR part",
+            "2024-05-01T10:00:00Z stderr F  two",
+            "2024-05-01T10:00:01Z stdout F INFO next",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let r = records(Format::Cri, &cri, 0);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].body, "ERROR part two");
+        assert_eq!(r[0].time_unix_nano, 1_714_557_600_000_000_000);
+    }
+
+    #[test]
+    fn sources_are_discovered() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let pod = r.join("pods/shop_web-7d9f_0f1e2d3c-aaaa/app");
+        std::fs::create_dir_all(&pod).unwrap();
+        std::fs::write(pod.join("0.log"), "").unwrap();
+        std::fs::write(pod.join("0.log.20240501-100000"), "").unwrap();
+        let id = "a".repeat(64);
+        let docker = r.join("docker").join(&id);
+        std::fs::create_dir_all(&docker).unwrap();
+        std::fs::write(docker.join(format!("{id}-json.log")), "").unwrap();
+        std::fs::create_dir_all(r.join("var")).unwrap();
+        std::fs::write(r.join("var/app.log"), "").unwrap();
+        std::fs::write(r.join("var/other.txt"), "").unwrap();
+        let found = discover(&LogsConfig {
+            files: vec![r.join("var/*.log"), r.join("missing.log")],
+            pods_dir: r.join("pods"),
+            docker_dir: r.join("docker"),
+            ..LogsConfig::default()
+        });
+        let formats: Vec<_> = found
+            .iter()
+            .map(|s| (s.format, s.service.as_str()))
+            .collect();
+        assert_eq!(
+            formats,
+            [
+                (Format::Plain, "app"),
+                (Format::Cri, "app"),
+                (Format::DockerJson, "aaaaaaaaaaaa")
+            ]
+        );
+        assert!(
+            found[1]
+                .attributes
+                .contains(&("namespace".into(), "shop".into()))
+        );
+        assert!(
+            found[1]
+                .attributes
+                .contains(&("pod".into(), "web-7d9f".into()))
+        );
+    }
+}
