@@ -11,25 +11,13 @@
 mod common;
 
 use std::{
-    net::{SocketAddr, TcpListener},
     process::{Command, Stdio},
-    sync::Arc,
     time::{Duration, Instant},
 };
 
 use vigil_agent::AgentConfig;
-use vigil_runtime::{
-    Shutdown,
-    auth::{ApiKeys, ProjectConfig},
-    config::HttpServerConfig,
-};
-use vigil_storage::{
-    TelemetryStore,
-    redb::RedbStore,
-    trace::{SpanKind, hex},
-};
-
-const KEY: &str = "traces-key-0123456789abcdef";
+use vigil_runtime::{Shutdown, config::HttpServerConfig};
+use vigil_storage::trace::{SpanKind, hex};
 
 const SDK_CLIENT: &str = r#"
 import sys, urllib.request
@@ -51,13 +39,6 @@ with tracer.start_as_current_span("checkout", kind=trace.SpanKind.CLIENT) as spa
     print(format(ctx.trace_id, "032x"), format(ctx.span_id, "016x"), flush=True)
 provider.shutdown()
 "#;
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 fn unhex<const N: usize>(text: &str) -> [u8; N] {
     let mut out = [0u8; N];
@@ -86,31 +67,15 @@ async fn ebpf_spans_join_the_sdk_trace() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn TelemetryStore> =
-        Arc::new(RedbStore::open(&dir.path().join("t.redb")).unwrap());
-    let mut ingest = vigil_ingest::IngestConfig::default();
-    ingest.grpc.listen = free_addr();
-    ingest.http.listen = free_addr();
-    let keys = ApiKeys::new(&[ProjectConfig {
-        name: "p1".into(),
-        api_keys: vec![KEY.into()],
-        api_keys_file: None,
-    }])
-    .unwrap();
+    let ingest = common::Ingest::start(None);
     let stop = Shutdown::new();
-    let server = tokio::spawn(vigil_ingest::run(
-        ingest.clone(),
-        store.clone(),
-        keys,
-        stop.clone(),
-    ));
     let agent = tokio::spawn(vigil_agent::run(
         AgentConfig {
-            ingest_endpoint: ingest.grpc.listen.to_string(),
-            api_key: KEY.into(),
+            ingest_endpoint: ingest.config.grpc.listen.to_string(),
+            api_key: common::INGEST_KEY.into(),
             interval: Duration::from_secs(1),
             spool_dir: Some(dir.path().join("spool")),
-            http: HttpServerConfig::on(free_addr()),
+            http: HttpServerConfig::on(common::free_addr()),
             ..AgentConfig::default()
         },
         stop.clone(),
@@ -120,7 +85,7 @@ async fn ebpf_spans_join_the_sdk_trace() {
 
     let site = tempfile::tempdir().unwrap();
     std::fs::write(site.path().join("index.txt"), "hello").unwrap();
-    let web = free_addr();
+    let web = common::free_addr();
     let _web = common::Killed(
         Command::new("python3")
             .args([
@@ -137,13 +102,14 @@ async fn ebpf_spans_join_the_sdk_trace() {
             .unwrap(),
     );
     common::wait_listening(web);
+    let otlp_http = ingest.config.http.listen;
     let out = tokio::task::spawn_blocking(move || {
         Command::new("python3")
             .args([
                 "-c",
                 SDK_CLIENT,
-                &format!("http://{}/v1/traces", ingest.http.listen),
-                KEY,
+                &format!("http://{otlp_http}/v1/traces"),
+                common::INGEST_KEY,
                 &format!("http://{web}/index.txt"),
             ])
             .output()
@@ -163,7 +129,7 @@ async fn ebpf_spans_join_the_sdk_trace() {
 
     let deadline = Instant::now() + Duration::from_secs(30);
     let spans = loop {
-        let spans = store.trace("p1", trace_id).await.unwrap();
+        let spans = ingest.store.trace("p1", trace_id).await.unwrap();
         if spans.len() >= 3 || Instant::now() > deadline {
             break spans;
         }
@@ -171,7 +137,7 @@ async fn ebpf_spans_join_the_sdk_trace() {
     };
     stop.trigger();
     agent.await.unwrap().unwrap();
-    server.await.unwrap().unwrap();
+    ingest.stop().await;
     for s in &spans {
         eprintln!(
             "{} {:?} {} parent {} service {} {:?}",

@@ -9,27 +9,16 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+mod common;
+
+use std::{net::SocketAddr, time::Duration};
 
 use vigil_agent::AgentConfig;
-use vigil_runtime::{
-    Shutdown,
-    auth::{ApiKeys, ProjectConfig},
-    config::HttpServerConfig,
-    time::now_ms,
-};
-use vigil_storage::{SeriesSelector, TelemetryStore, redb::RedbStore};
+use vigil_runtime::{Shutdown, config::HttpServerConfig, time::now_ms};
+use vigil_storage::SeriesSelector;
 
-const KEY: &str = "spool-key-0123456789abcdef";
 const OUTAGE: Duration = Duration::from_secs(30);
 const INTERVAL: Duration = Duration::from_secs(1);
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 /// One counter from the agent's /metrics.
 async fn agent_metric(http: SocketAddr, name: &str) -> f64 {
@@ -67,11 +56,11 @@ fn spool_files(dir: &std::path::Path) -> usize {
 async fn thirty_seconds_without_ingest_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let spool_dir = dir.path().join("spool");
-    let ingest_grpc = free_addr();
-    let agent_http = free_addr();
+    let ingest_grpc = common::free_addr();
+    let agent_http = common::free_addr();
     let config = AgentConfig {
         ingest_endpoint: ingest_grpc.to_string(),
-        api_key: KEY.into(),
+        api_key: common::INGEST_KEY.into(),
         interval: INTERVAL,
         push_timeout: Duration::from_secs(2),
         node: "spool-outage-node".into(),
@@ -106,24 +95,7 @@ async fn thirty_seconds_without_ingest_lose_nothing() {
     );
 
     // Ingest comes up on the address the agent has been trying.
-    let store: Arc<dyn TelemetryStore> =
-        Arc::new(RedbStore::open(&dir.path().join("t.redb")).unwrap());
-    let mut ingest = vigil_ingest::IngestConfig::default();
-    ingest.grpc.listen = ingest_grpc;
-    ingest.http.listen = free_addr();
-    let keys = ApiKeys::new(&[ProjectConfig {
-        name: "p1".into(),
-        api_keys: vec![KEY.into()],
-        api_keys_file: None,
-    }])
-    .unwrap();
-    let ingest_stop = Shutdown::new();
-    let server = tokio::spawn(vigil_ingest::run(
-        ingest,
-        store.clone(),
-        keys,
-        ingest_stop.clone(),
-    ));
+    let ingest = common::Ingest::start(Some(ingest_grpc));
 
     // The backoff is at most 10 s (+20 %); then the spool drains.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -133,14 +105,15 @@ async fn thirty_seconds_without_ingest_lose_nothing() {
             "spool not drained: {} files left",
             spool_files(&spool_dir)
         );
-        assert!(!server.is_finished(), "ingest stopped");
+        assert!(!ingest.server.is_finished(), "ingest stopped");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(agent_metric(agent_http, "batches_dropped_total").await, 0.0);
     agent_stop.trigger();
     agent.await.unwrap().unwrap();
 
-    let stored = store
+    let stored = ingest
+        .store
         .select("p1", &SeriesSelector::metric("host_cpu_cores"), 0, i64::MAX)
         .await
         .unwrap();
@@ -173,6 +146,5 @@ async fn thirty_seconds_without_ingest_lose_nothing() {
             pair[1] - pair[0]
         );
     }
-    ingest_stop.trigger();
-    server.await.unwrap().unwrap();
+    ingest.stop().await;
 }

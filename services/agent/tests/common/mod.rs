@@ -206,3 +206,61 @@ impl Drop for Cgroup {
         }
     }
 }
+
+pub const INGEST_KEY: &str = "agent-test-key-0123456789abcdef";
+
+/// An ingest server in the test process on free loopback ports, writing to
+/// a fresh redb store; project `p1`, key [`INGEST_KEY`].
+pub struct Ingest {
+    pub store: std::sync::Arc<dyn vigil_storage::TelemetryStore>,
+    pub config: vigil_ingest::IngestConfig,
+    pub stop: vigil_runtime::Shutdown,
+    pub server: tokio::task::JoinHandle<Result<(), vigil_ingest::IngestError>>,
+    _dir: tempfile::TempDir,
+}
+
+pub fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+impl Ingest {
+    /// Starts serving on `grpc` (a free address when None).
+    pub fn start(grpc: Option<SocketAddr>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store: std::sync::Arc<dyn vigil_storage::TelemetryStore> = std::sync::Arc::new(
+            vigil_storage::redb::RedbStore::open(&dir.path().join("t.redb")).unwrap(),
+        );
+        let mut config = vigil_ingest::IngestConfig::default();
+        config.grpc.listen = grpc.unwrap_or_else(free_addr);
+        config.http.listen = free_addr();
+        let keys = vigil_runtime::auth::ApiKeys::new(&[vigil_runtime::auth::ProjectConfig {
+            name: "p1".into(),
+            api_keys: vec![INGEST_KEY.into()],
+            api_keys_file: None,
+        }])
+        .unwrap();
+        let stop = vigil_runtime::Shutdown::new();
+        let server = tokio::spawn(vigil_ingest::run(
+            config.clone(),
+            store.clone(),
+            keys,
+            stop.clone(),
+        ));
+        Self {
+            store,
+            config,
+            stop,
+            server,
+            _dir: dir,
+        }
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn stop(self) {
+        self.stop.trigger();
+        self.server.await.unwrap().unwrap();
+    }
+}
