@@ -50,6 +50,8 @@ need nft || missing+=(nftables)
 need ethtool || missing+=(ethtool)
 # TLS test: a certificate from the openssl command, curl as the client.
 need openssl || missing+=(openssl)
+# Logs: systemd-journald (started by the test) and systemd-cat as a writer.
+need journalctl || missing+=(systemd)
 # ZooKeeper: ClickHouse 18.16 runs ON CLUSTER DDL through it (cluster-mode tests).
 [ -f /usr/share/java/zookeeper.jar ] || missing+=(zookeeper)
 if [ ${#missing[@]} -gt 0 ]; then

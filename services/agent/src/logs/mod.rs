@@ -1,11 +1,13 @@
 //! Logs: every container's and configured file's new lines, each interval,
 //! as records (severity, trace id, pattern) and as counts per pattern and
 //! severity. Sources are found on their own: Kubernetes pod logs (CRI
-//! framing), Docker json-file logs, and the files in `agent.logs.files`.
+//! framing), Docker json-file logs, the systemd journal, and the files in
+//! `agent.logs.files`.
 //! Positions are committed with the batch that carries the lines (see
 //! `spool`), so a restart neither re-sends nor skips lines.
 
 pub mod drain;
+pub mod journal;
 pub mod parse;
 pub mod tail;
 
@@ -14,7 +16,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use vigil_proto::telemetry::v1::{Label, LogRecord, ResourceLogs, TimeSeries};
 
 use self::{
@@ -34,6 +36,11 @@ pub struct LogsConfig {
     pub pods_dir: PathBuf,
     /// Docker's containers (`<id>/<id>-json.log`).
     pub docker_dir: PathBuf,
+    /// Read the systemd journal (with `journalctl`).
+    pub journal: bool,
+    /// A journal directory to read instead of the system's
+    /// (`/host/var/log/journal` in a container).
+    pub journal_dir: Option<PathBuf>,
     /// Records shipped per source per interval; more are counted in
     /// `log_records_dropped_total` (their patterns are still counted).
     pub max_records_per_source: usize,
@@ -50,6 +57,8 @@ impl Default for LogsConfig {
             files: Vec::new(),
             pods_dir: PathBuf::from("/var/log/pods"),
             docker_dir: PathBuf::from("/var/lib/docker/containers"),
+            journal: true,
+            journal_dir: None,
             max_records_per_source: 10_000,
             max_patterns_per_source: 500,
             max_bytes_per_file: 8 << 20,
@@ -163,9 +172,11 @@ pub fn discover(config: &LogsConfig) -> Vec<SourceFile> {
     out
 }
 
-/// Per source: its patterns and its counters (totals since the start).
+/// Per source: what it is, its patterns and its counters (totals since
+/// the start).
 #[derive(Debug)]
 struct SourceState {
+    attributes: Vec<Label>,
     drain: Drain,
     /// (severity, pattern id) → messages.
     messages: BTreeMap<(u8, u64), u64>,
@@ -181,16 +192,26 @@ pub struct LogsCollected {
     pub positions: Vec<u8>,
 }
 
+/// Where every source was read to.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Positions {
+    files: BTreeMap<PathBuf, Position>,
+    /// The journal's cursor.
+    journal: Option<String>,
+}
+
 pub struct LogCollector {
     config: LogsConfig,
     /// Positions of lines committed with a spooled batch.
-    committed: BTreeMap<PathBuf, Position>,
+    committed: Positions,
     /// Positions after the last collection, until its batch is spooled.
-    proposed: Option<BTreeMap<PathBuf, Position>>,
+    proposed: Option<Positions>,
     /// First run ever (no positions saved): files already there are
     /// followed from their end, not replayed.
     fresh: bool,
-    sources: HashMap<PathBuf, SourceState>,
+    /// By source id: a file's path, or `journal:<unit>`.
+    sources: HashMap<String, SourceState>,
+    journal_failed: bool,
 }
 
 fn label(name: &str, value: String) -> Label {
@@ -203,7 +224,7 @@ fn label(name: &str, value: String) -> Label {
 impl LogCollector {
     /// `saved`: the committed positions from an earlier run (None: none).
     pub fn new(config: LogsConfig, saved: Option<&[u8]>) -> Self {
-        let committed: BTreeMap<PathBuf, Position> = saved
+        let committed: Positions = saved
             .and_then(|s| serde_json::from_slice(s).ok())
             .unwrap_or_default();
         Self {
@@ -212,6 +233,7 @@ impl LogCollector {
             committed,
             proposed: None,
             sources: HashMap::new(),
+            journal_failed: false,
         }
     }
 
@@ -223,14 +245,15 @@ impl LogCollector {
         }
         let mut positions = self.committed.clone();
         let files = discover(&self.config);
+        let mut seen: Vec<String> = Vec::new();
         for file in &files {
-            let from = match positions.get(&file.path) {
+            let from = match positions.files.get(&file.path) {
                 Some(p) => Some(*p),
                 None if self.fresh => {
                     // Already there at the first start: from its end.
                     if let Ok(meta) = std::fs::metadata(&file.path) {
                         use std::os::unix::fs::MetadataExt;
-                        positions.insert(
+                        positions.files.insert(
                             file.path.clone(),
                             tail::position_at_end(&file.path, meta.ino(), meta.len()),
                         );
@@ -244,62 +267,29 @@ impl LogCollector {
             else {
                 continue;
             };
-            positions.insert(file.path.clone(), position);
-            let state = self
-                .sources
-                .entry(file.path.clone())
-                .or_insert_with(|| SourceState {
-                    drain: Drain::new(
-                        &file.path.display().to_string(),
-                        self.config.max_patterns_per_source,
-                    ),
-                    messages: BTreeMap::new(),
-                    dropped: 0,
-                });
-            let records = records(file.format, &lines, now_ns);
-            let mut shipped = Vec::new();
-            for mut r in records {
-                // JSON logs: the message makes the pattern, not the object.
-                let message = json_fields(&r.body).and_then(|f| f.message);
-                let (pattern, _) = state.drain.add(message.as_deref().unwrap_or(&r.body));
-                r.pattern_id = pattern;
-                *state
-                    .messages
-                    .entry((r.severity as u8, pattern))
-                    .or_default() += 1;
-                if shipped.len() < self.config.max_records_per_source {
-                    shipped.push(r);
-                } else {
-                    state.dropped += 1;
-                }
-            }
-            if !shipped.is_empty() {
-                out.logs.push(ResourceLogs {
-                    resource: None,
-                    service: file.service.clone(),
-                    resource_attributes: file
-                        .attributes
-                        .iter()
-                        .map(|(n, v)| label(n, v.clone()))
-                        .collect(),
-                    records: shipped,
-                });
-            }
-        }
-        // Forget files that are gone.
-        positions.retain(|path, _| files.iter().any(|f| &f.path == path));
-        self.sources.retain(|path, _| positions.contains_key(path));
-        for file in &files {
-            let Some(state) = self.sources.get(&file.path) else {
-                continue;
-            };
-            let base: Vec<Label> = file
+            positions.files.insert(file.path.clone(), position);
+            let id = file.path.display().to_string();
+            let attributes = file
                 .attributes
                 .iter()
                 .map(|(n, v)| label(n, v.clone()))
                 .collect();
+            let records = records(file.format, &lines, now_ns);
+            self.add(&id, &file.service, attributes, records, &mut out);
+            seen.push(id);
+        }
+        // Forget files that are gone.
+        positions
+            .files
+            .retain(|path, _| files.iter().any(|f| &f.path == path));
+        if self.config.journal && !self.journal_failed {
+            self.read_journal(&mut positions, &mut out, &mut seen);
+        }
+        self.sources
+            .retain(|id, _| id.starts_with("journal:") || seen.contains(id));
+        for state in self.sources.values() {
             for ((severity, pattern), count) in &state.messages {
-                let mut labels = base.clone();
+                let mut labels = state.attributes.clone();
                 labels.push(label("level", severity_text(*severity).to_owned()));
                 labels.push(label("pattern_id", format!("{pattern:016x}")));
                 out.series.push(crate::series(
@@ -311,7 +301,7 @@ impl LogCollector {
             }
             out.series.push(crate::series(
                 "log_records_dropped_total",
-                base,
+                state.attributes.clone(),
                 ts_ms,
                 state.dropped as f64,
             ));
@@ -320,6 +310,110 @@ impl LogCollector {
         self.proposed = Some(positions);
         self.fresh = false;
         out
+    }
+
+    fn read_journal(
+        &mut self,
+        positions: &mut Positions,
+        out: &mut LogsCollected,
+        seen: &mut Vec<String>,
+    ) {
+        let max = self.config.max_records_per_source.saturating_mul(10);
+        let read = journal::read_after(
+            self.config.journal_dir.as_deref(),
+            positions.journal.as_deref(),
+            max,
+        );
+        let entries = match read {
+            Ok((entries, cursor)) => {
+                positions.journal = cursor;
+                entries
+            }
+            Err(reason) => {
+                tracing::info!(reason, "the systemd journal is not read");
+                self.journal_failed = true;
+                return;
+            }
+        };
+        let mut by_source: BTreeMap<String, Vec<journal::Entry>> = BTreeMap::new();
+        for e in entries {
+            by_source.entry(e.source.clone()).or_default().push(e);
+        }
+        for (source, entries) in by_source {
+            let id = format!("journal:{source}");
+            let records = entries
+                .into_iter()
+                .map(|e| {
+                    let mut attributes = Vec::new();
+                    if let Some(pid) = e.pid {
+                        attributes.push(label("pid", pid));
+                    }
+                    LogRecord {
+                        time_unix_nano: e.time_ns,
+                        severity: u32::from(e.severity),
+                        severity_text: severity_text(e.severity).to_owned(),
+                        trace_id: trace_id(&e.message).map(|t| t.to_vec()).unwrap_or_default(),
+                        body: e.message,
+                        attributes,
+                        ..LogRecord::default()
+                    }
+                })
+                .collect();
+            self.add(
+                &id,
+                &source,
+                vec![label("journal_unit", source.clone())],
+                records,
+                out,
+            );
+            seen.push(id);
+        }
+    }
+
+    /// A source's new records: patterns found and counted, at most
+    /// `max_records_per_source` shipped (the rest counted as dropped).
+    fn add(
+        &mut self,
+        id: &str,
+        service: &str,
+        attributes: Vec<Label>,
+        records: Vec<LogRecord>,
+        out: &mut LogsCollected,
+    ) {
+        let max_patterns = self.config.max_patterns_per_source;
+        let state = self
+            .sources
+            .entry(id.to_owned())
+            .or_insert_with(|| SourceState {
+                attributes: attributes.clone(),
+                drain: Drain::new(id, max_patterns),
+                messages: BTreeMap::new(),
+                dropped: 0,
+            });
+        let mut shipped = Vec::new();
+        for mut r in records {
+            // JSON logs: the message makes the pattern, not the object.
+            let message = json_fields(&r.body).and_then(|f| f.message);
+            let (pattern, _) = state.drain.add(message.as_deref().unwrap_or(&r.body));
+            r.pattern_id = pattern;
+            *state
+                .messages
+                .entry((u8::try_from(r.severity).unwrap_or(0), pattern))
+                .or_default() += 1;
+            if shipped.len() < self.config.max_records_per_source {
+                shipped.push(r);
+            } else {
+                state.dropped += 1;
+            }
+        }
+        if !shipped.is_empty() {
+            out.logs.push(ResourceLogs {
+                resource: None,
+                service: service.to_owned(),
+                resource_attributes: attributes,
+                records: shipped,
+            });
+        }
     }
 
     /// The last collection's batch is spooled: its positions hold.
