@@ -4,7 +4,7 @@
 
 use std::{env, path::PathBuf, process::Command};
 
-const PROGRAMS: &[&str] = &["tcp", "l7"];
+const PROGRAMS: &[&str] = &["tcp", "l7", "profile"];
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(vigil_ebpf)");

@@ -43,6 +43,8 @@ pub struct AgentConfig {
     pub ebpf: bool,
     /// Logs of containers and files.
     pub logs: crate::logs::LogsConfig,
+    /// CPU profiles (eBPF).
+    pub profiling: ProfilingConfig,
     /// Health and metrics; default 127.0.0.1:7400.
     pub http: HttpServerConfig,
 }
@@ -76,7 +78,27 @@ impl Default for AgentConfig {
             max_spool_bytes: 256 << 20,
             ebpf: true,
             logs: crate::logs::LogsConfig::default(),
+            profiling: ProfilingConfig::default(),
             http: HttpServerConfig::on(SocketAddr::from(([127, 0, 0, 1], 7400))),
+        }
+    }
+}
+
+/// `[agent.profiling]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProfilingConfig {
+    pub enabled: bool,
+    /// Samples are aggregated over this long before they are shipped.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+}
+
+impl Default for ProfilingConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window: Duration::from_secs(60),
         }
     }
 }
@@ -111,6 +133,12 @@ impl Validate for AgentConfig {
             return Err(ConfigError::invalid(
                 key(&key(prefix, "logs"), "max_bytes_per_file"),
                 "must be at least 4096",
+            ));
+        }
+        if self.profiling.window < Duration::from_secs(1) {
+            return Err(ConfigError::invalid(
+                key(&key(prefix, "profiling"), "window"),
+                "must be at least 1s",
             ));
         }
         if self.max_spool_bytes < 1 << 20 {

@@ -6,7 +6,7 @@
 //! loses nothing within the bound.
 
 pub mod cgroup;
-mod config;
+pub mod config;
 pub mod ebpf;
 pub mod listen;
 pub mod logs;
@@ -182,6 +182,18 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
         }
     };
 
+    let profiler = if config.ebpf && config.profiling.enabled {
+        match ebpf::Profiler::start() {
+            Ok(p) => Some(Arc::new(Mutex::new(p))),
+            Err(reason) => {
+                tracing::warn!(reason, "CPU profiles are off");
+                None
+            }
+        }
+    } else {
+        None
+    };
+
     let metrics = Metrics::new("agent");
     let agent_metrics = AgentMetrics::new(&metrics);
     let readiness = Readiness::default();
@@ -243,6 +255,7 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
             Err(e) => tracing::warn!(error = %e, "first collection failed"),
         }
         readiness.set_ready(true);
+        let mut window_start = (std::time::Instant::now(), now_ms() * 1_000_000);
         while shutdown.sleep(config.interval).await {
             let (c, collected) = collect(collector).await;
             collector = c;
@@ -299,6 +312,30 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
                         );
                         l7.stats.forget_exited(alive);
                     }
+                    let mut profiles = Vec::new();
+                    if let Some(profiler) = &profiler
+                        && window_start.0.elapsed() >= config.profiling.window
+                    {
+                        let profiler = profiler.clone();
+                        let read = tokio::task::spawn_blocking(move || {
+                            profiler
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .collect()
+                        })
+                        .await
+                        .unwrap_or_default();
+                        let duration =
+                            i64::try_from(window_start.0.elapsed().as_nanos()).unwrap_or(i64::MAX);
+                        profiles = cpu_profiles(
+                            read,
+                            &mut who,
+                            &resource(&config.cluster, &node),
+                            window_start.1,
+                            duration,
+                        );
+                        window_start = (std::time::Instant::now(), now_ms() * 1_000_000);
+                    }
                     sequence += 1;
                     let resource_logs = logs
                         .logs
@@ -315,6 +352,7 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
                             metrics,
                             spans,
                             logs: resource_logs,
+                            profiles,
                         },
                         Some((&positions_path, &logs.positions)),
                     );
@@ -510,6 +548,55 @@ fn resource(cluster: &str, node: &str) -> Resource {
         node: node.to_owned(),
         ..Default::default()
     }
+}
+
+/// Longest frame name shipped (the store's bound).
+const MAX_FRAME_BYTES: usize = 1024;
+
+/// A window's CPU samples as profiles, one per process; the service is
+/// the process's application.
+pub fn cpu_profiles(
+    profiles: Vec<ebpf::profile::ProcessProfile>,
+    who: &mut Who<'_>,
+    resource: &Resource,
+    start_ns: i64,
+    duration_ns: i64,
+) -> Vec<vigil_proto::telemetry::v1::Profile> {
+    use vigil_proto::telemetry::v1::{Profile, StackSample};
+    profiles
+        .into_iter()
+        .map(|p| {
+            let labels = who.labels(p.pid).to_vec();
+            Profile {
+                resource: Some(resource.clone()),
+                service: application(&labels).unwrap_or_else(|| format!("pid {}", p.pid)),
+                resource_attributes: labels,
+                time_unix_nano: start_ns,
+                duration_nanos: duration_ns.max(1),
+                profile_type: "cpu".to_owned(),
+                stacks: p
+                    .stacks
+                    .into_iter()
+                    .map(|(frames, value)| StackSample {
+                        frames: frames
+                            .into_iter()
+                            .map(|mut f| {
+                                if f.len() > MAX_FRAME_BYTES {
+                                    let mut cut = MAX_FRAME_BYTES;
+                                    while !f.is_char_boundary(cut) {
+                                        cut -= 1;
+                                    }
+                                    f.truncate(cut);
+                                }
+                                f
+                            })
+                            .collect(),
+                        value,
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
 }
 
 /// Nanoseconds to add to the kernel's monotonic clock to get Unix time.

@@ -288,6 +288,7 @@ mod tests {
             }],
             spans: vec![],
             logs: vec![],
+            profiles: vec![],
         }
     }
 

@@ -44,6 +44,7 @@ pub enum Signal {
     Metrics,
     Traces,
     Logs,
+    Profiles,
 }
 
 impl Signal {
@@ -52,6 +53,7 @@ impl Signal {
             Self::Metrics => "metrics",
             Self::Traces => "traces",
             Self::Logs => "logs",
+            Self::Profiles => "profiles",
         }
     }
 }

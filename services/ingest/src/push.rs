@@ -14,6 +14,7 @@ use vigil_runtime::auth::Project;
 use vigil_storage::{
     Labels, LogBatch, LogRecord, MetricBatch, Sample, SeriesWrite, Span, SpanBatch, TelemetryStore,
     WriteOutcome,
+    profile::{Profile, ProfileBatch, StackSample},
     trace::{SpanKind, StatusCode},
 };
 
@@ -299,6 +300,51 @@ pub fn to_logs(
     }))
 }
 
+/// The agent's profiles as a store batch (None without profiles), refused
+/// whole when one breaks a rule.
+pub fn to_profiles(
+    window: TimeWindow,
+    project: &str,
+    batch_id: &str,
+    profiles: Vec<vigil_proto::telemetry::v1::Profile>,
+) -> Result<Option<ProfileBatch>, Refusal> {
+    if profiles.is_empty() {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(profiles.len());
+    for p in profiles {
+        window.check_ns(p.time_unix_nano)?;
+        let mut resource = resource_labels(p.resource.as_ref());
+        for l in p.resource_attributes {
+            resource.insert(l.name, l.value);
+        }
+        let profile = Profile {
+            time_ns: p.time_unix_nano,
+            duration_ns: p.duration_nanos,
+            profile_type: p.profile_type,
+            service: p.service,
+            resource,
+            stacks: p
+                .stacks
+                .into_iter()
+                .map(|s| StackSample {
+                    frames: s.frames,
+                    value: s.value,
+                })
+                .collect(),
+        };
+        profile
+            .validate()
+            .map_err(|e| Refusal::invalid("invalid_profile", e.to_string()))?;
+        out.push(profile);
+    }
+    Ok(Some(ProfileBatch {
+        project: project.to_owned(),
+        batch_id: batch_id.to_owned(),
+        profiles: out,
+    }))
+}
+
 fn resource_labels(resource: Option<&Resource>) -> Labels {
     let mut labels = Labels::new();
     if let Some(r) = resource {
@@ -334,6 +380,7 @@ impl TelemetryService for PushService {
         let mut request = request.into_inner();
         let resource_spans = std::mem::take(&mut request.spans);
         let resource_logs = std::mem::take(&mut request.logs);
+        let profiles = std::mem::take(&mut request.profiles);
         let batch = to_batch(
             &self.gate.limits,
             self.gate.window(),
@@ -358,8 +405,33 @@ impl TelemetryService for PushService {
             resource_logs,
         )
         .map_err(|r| self.gate.refused(protocol, r, 1).to_status())?;
-        // Logs and spans first: a retry after any failure writes what is
-        // missing, and what was stored is answered as a duplicate.
+        let profile_batch = to_profiles(self.gate.window(), &project.0, &batch_id, profiles)
+            .map_err(|r| self.gate.refused(protocol, r, 1).to_status())?;
+        // Profiles, logs and spans first: a retry after any failure writes
+        // what is missing, and what was stored is answered as a duplicate.
+        let mut profiles_stored = 0;
+        let mut profiles_duplicate = true;
+        if let Some(profile_batch) = profile_batch {
+            let count = profile_batch.profiles.len() as u64;
+            match self
+                .gate
+                .write(
+                    protocol,
+                    Signal::Profiles,
+                    &project.0,
+                    count,
+                    self.store.write_profiles(profile_batch),
+                )
+                .await
+                .map_err(|r| r.to_status())?
+            {
+                WriteOutcome::Stored { records } => {
+                    profiles_stored = records;
+                    profiles_duplicate = false;
+                }
+                WriteOutcome::Duplicate => {}
+            }
+        }
         let mut logs_stored = 0;
         let mut logs_duplicate = true;
         if let Some(log_batch) = log_batch {
@@ -426,15 +498,17 @@ impl TelemetryService for PushService {
                     samples_stored: samples,
                     spans_stored,
                     logs_stored,
+                    profiles_stored,
                 }))
             }
             WriteOutcome::Duplicate => {
                 tracing::debug!(project = %project.0, batch_id, "duplicate batch acknowledged");
                 Ok(Response::new(PushResponse {
-                    duplicate: spans_duplicate && logs_duplicate,
+                    duplicate: spans_duplicate && logs_duplicate && profiles_duplicate,
                     samples_stored: 0,
                     spans_stored,
                     logs_stored,
+                    profiles_stored,
                 }))
             }
         }
@@ -474,6 +548,7 @@ mod tests {
             }],
             spans: vec![],
             logs: vec![],
+            profiles: vec![],
         });
         request.extensions_mut().insert(Project("p".into()));
         request

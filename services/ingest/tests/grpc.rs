@@ -56,6 +56,7 @@ fn push(batch_id: &str, values: usize) -> PushRequest {
         }],
         spans: vec![],
         logs: vec![],
+        profiles: vec![],
     }
 }
 

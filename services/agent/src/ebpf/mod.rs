@@ -8,9 +8,10 @@
 //! connect/accept/read/write/sendto/recvfrom/close syscall tracepoints.
 
 pub mod l7;
+pub mod profile;
 pub mod tcp;
 
-use std::{fmt, path::Path};
+use std::{collections::HashMap, fmt, path::Path};
 
 /// Where the kernel publishes its BTF, which CO-RE programs need.
 pub const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
@@ -392,6 +393,118 @@ impl L7Tracer {
         }
         #[cfg(not(vigil_ebpf))]
         0
+    }
+}
+
+/// The CPU profiler: samples every CPU at [`profile::SAMPLE_HZ`] and
+/// returns symbolized stacks per process each time it is read.
+pub struct Profiler {
+    #[cfg(vigil_ebpf)]
+    _ebpf: aya::Ebpf,
+    #[cfg(vigil_ebpf)]
+    samples: aya::maps::HashMap<aya::maps::MapData, [u8; profile::KEY_SIZE], u64>,
+    #[cfg(vigil_ebpf)]
+    stacks: aya::maps::StackTraceMap<aya::maps::MapData>,
+}
+
+impl Profiler {
+    /// Loads the program and attaches it to a software CPU clock on every
+    /// online CPU; the error says why not.
+    pub fn start() -> Result<Self, String> {
+        #[cfg(vigil_ebpf)]
+        {
+            use aya::programs::perf_event::{
+                PerfEvent, PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent,
+            };
+            if let Support::Unavailable(reason) = probe() {
+                return Err(reason);
+            }
+            let btf =
+                aya::Btf::from_sys_fs().map_err(|e| format!("cannot read kernel BTF: {e}"))?;
+            let mut ebpf = aya::EbpfLoader::new()
+                .btf(Some(&btf))
+                .load(aya::include_bytes_aligned!(concat!(
+                    env!("OUT_DIR"),
+                    "/profile.bpf.o"
+                )))
+                .map_err(|e| format!("cannot load the profiler: {e}"))?;
+            let program: &mut PerfEvent = ebpf
+                .program_mut("cpu_sample")
+                .ok_or("program cpu_sample missing from the object")?
+                .try_into()
+                .map_err(|e| format!("program cpu_sample: {e}"))?;
+            program
+                .load()
+                .map_err(|e| format!("cannot load cpu_sample: {e}"))?;
+            let cpus = aya::util::online_cpus().map_err(|(what, e)| format!("{what}: {e}"))?;
+            for cpu in cpus {
+                program
+                    .attach(
+                        PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                        PerfEventScope::AllProcessesOneCpu { cpu },
+                        SamplePolicy::Frequency(profile::SAMPLE_HZ),
+                        false,
+                    )
+                    .map_err(|e| format!("cannot sample CPU {cpu}: {e}"))?;
+            }
+            let take = |ebpf: &mut aya::Ebpf, name: &str| {
+                ebpf.take_map(name)
+                    .ok_or_else(|| format!("map `{name}` missing from the object"))
+            };
+            let samples = aya::maps::HashMap::try_from(take(&mut ebpf, "samples")?)
+                .map_err(|e| format!("map `samples`: {e}"))?;
+            let stacks = aya::maps::StackTraceMap::try_from(take(&mut ebpf, "stacks")?)
+                .map_err(|e| format!("map `stacks`: {e}"))?;
+            Ok(Self {
+                _ebpf: ebpf,
+                samples,
+                stacks,
+            })
+        }
+        #[cfg(not(vigil_ebpf))]
+        Err(env!("VIGIL_EBPF_MISSING").to_owned())
+    }
+
+    /// The samples taken since the last read, symbolized per process; the
+    /// kernel's maps are emptied for the next window.
+    pub fn collect(&mut self) -> Vec<profile::ProcessProfile> {
+        #[cfg(vigil_ebpf)]
+        {
+            let counted: Vec<([u8; profile::KEY_SIZE], u64)> =
+                self.samples.iter().filter_map(Result::ok).collect();
+            let mut frames: HashMap<u32, Vec<u64>> = HashMap::new();
+            let mut raw = Vec::with_capacity(counted.len());
+            for (key, count) in &counted {
+                let _ = self.samples.remove(key);
+                let (pid, user, kernel) = profile::parse_key(key);
+                let mut stack = |id: i32| -> Vec<u64> {
+                    let Ok(id) = u32::try_from(id) else {
+                        return Vec::new();
+                    };
+                    frames
+                        .entry(id)
+                        .or_insert_with(|| {
+                            self.stacks
+                                .get(&id, 0)
+                                .map(|t| t.frames().iter().map(|f| f.ip).collect())
+                                .unwrap_or_default()
+                        })
+                        .clone()
+                };
+                raw.push(profile::RawSample {
+                    pid,
+                    user: stack(user),
+                    kernel: stack(kernel),
+                    count: *count,
+                });
+            }
+            for id in frames.keys() {
+                let _ = self.stacks.remove(id);
+            }
+            profile::profiles(raw)
+        }
+        #[cfg(not(vigil_ebpf))]
+        Vec::new()
     }
 }
 
