@@ -21,7 +21,10 @@ use vigil_proto::telemetry::v1::{Label, LogRecord, ResourceLogs, TimeSeries};
 
 use self::{
     drain::Drain,
-    parse::{Format, continues, json_fields, parse_line, severity, severity_text, trace_id},
+    parse::{
+        Format, continues, json_fields, leading_time_ns, parse_line, severity, severity_text,
+        trace_id,
+    },
     tail::Position,
 };
 
@@ -424,6 +427,12 @@ impl LogCollector {
     }
 }
 
+/// How far from now a line's own time may be; beyond, the time it was read
+/// is used (ingest refuses records older than a week, and one such record
+/// would cost its whole batch).
+const MAX_AGE_NS: i64 = 6 * 24 * 3600 * 1_000_000_000;
+const MAX_AHEAD_NS: i64 = 5 * 60 * 1_000_000_000;
+
 /// Lines of one read as records: framing removed, CRI partial lines and
 /// continuation lines (stack traces) joined, severity and trace id found.
 fn records(format: Format, lines: &[String], now_ns: i64) -> Vec<LogRecord> {
@@ -444,8 +453,13 @@ fn records(format: Format, lines: &[String], now_ns: i64) -> Vec<LogRecord> {
             continue;
         }
         partial = line.partial;
+        let time = line
+            .time_ns
+            .or_else(|| leading_time_ns(&line.text))
+            .filter(|t| (now_ns - MAX_AGE_NS..=now_ns + MAX_AHEAD_NS).contains(t))
+            .unwrap_or(now_ns);
         out.push(LogRecord {
-            time_unix_nano: line.time_ns.unwrap_or(now_ns),
+            time_unix_nano: time,
             body: line.text.clone(),
             ..LogRecord::default()
         });
@@ -499,10 +513,21 @@ mod tests {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let r = records(Format::Cri, &cri, 0);
+        // A minute after the lines were written.
+        let r = records(Format::Cri, &cri, 1_714_557_660_000_000_000);
         assert_eq!(r.len(), 2);
         assert_eq!(r[0].body, "ERROR part two");
         assert_eq!(r[0].time_unix_nano, 1_714_557_600_000_000_000);
+        // A week-old line is stamped with the time it was read.
+        let old = records(
+            Format::Cri,
+            &cri,
+            1_714_557_600_000_000_000 + 8 * 86_400_000_000_000,
+        );
+        assert_eq!(
+            old[0].time_unix_nano,
+            1_714_557_600_000_000_000 + 8 * 86_400_000_000_000
+        );
     }
 
     #[test]

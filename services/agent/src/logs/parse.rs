@@ -28,6 +28,49 @@ fn rfc3339_ns(text: &str) -> Option<i64> {
     i64::try_from(d.as_nanos()).ok()
 }
 
+/// The time a plain line starts with: `2026-11-21T12:00:00Z`,
+/// `2026-11-21 12:00:00,123` (Python's logging), with optional fractions
+/// (`.` or `,`) and offset (`Z`, `+02:00`, `-0500`). Without an offset the
+/// time is taken as UTC.
+pub fn leading_time_ns(text: &str) -> Option<i64> {
+    let base = text.get(..19)?;
+    let b = base.as_bytes();
+    if !(b[4] == b'-' && b[7] == b'-' && (b[10] == b'T' || b[10] == b' ') && b[13] == b':') {
+        return None;
+    }
+    let mut ns = rfc3339_ns(&format!("{}T{}", &base[..10], &base[11..]))?;
+    let mut rest = &text[19..];
+    if let Some(fraction) = rest.strip_prefix(['.', ',']) {
+        let digits: String = fraction.chars().take_while(char::is_ascii_digit).collect();
+        rest = &fraction[digits.len()..];
+        let scaled: String = digits
+            .chars()
+            .chain(std::iter::repeat('0'))
+            .take(9)
+            .collect();
+        ns += scaled.parse::<i64>().ok()?;
+    }
+    let offset = rest.as_bytes();
+    match offset.first() {
+        Some(sign @ (b'+' | b'-')) => {
+            let digits: Vec<u8> = offset[1..]
+                .iter()
+                .copied()
+                .filter(u8::is_ascii_digit)
+                .take(4)
+                .collect();
+            if digits.len() == 4 {
+                let n = |i: usize| i64::from(digits[i] - b'0');
+                let minutes = (n(0) * 10 + n(1)) * 60 + n(2) * 10 + n(3);
+                let sign = if *sign == b'+' { 1 } else { -1 };
+                ns -= sign * minutes * 60 * 1_000_000_000;
+            }
+        }
+        _ => {}
+    }
+    Some(ns)
+}
+
 pub fn parse_line(format: Format, raw: &str) -> Line {
     let plain = || Line {
         time_ns: None,
@@ -218,6 +261,20 @@ mod tests {
         assert_eq!((l.text.as_str(), l.partial), ("part one", true));
         assert_eq!(l.time_ns, Some(1_714_557_600_123_456_789));
         let l = parse_line(Format::Cri, "2024-05-01T10:00:00Z stdout F");
+        assert_eq!(
+            leading_time_ns("2024-05-01 10:00:00,123 INFO x"),
+            Some(1_714_557_600_123_000_000)
+        );
+        assert_eq!(
+            leading_time_ns("2024-05-01T12:00:00.5+02:00 started"),
+            Some(1_714_557_600_500_000_000)
+        );
+        assert_eq!(
+            leading_time_ns("2024-05-01T10:00:00Z"),
+            Some(1_714_557_600_000_000_000)
+        );
+        assert_eq!(leading_time_ns("INFO 2024-05-01 10:00:00"), None);
+        assert_eq!(leading_time_ns("short"), None);
         assert_eq!((l.text.as_str(), l.partial), ("", false));
         let l = parse_line(
             Format::DockerJson,
