@@ -51,22 +51,19 @@ pub fn leading_time_ns(text: &str) -> Option<i64> {
         ns += scaled.parse::<i64>().ok()?;
     }
     let offset = rest.as_bytes();
-    match offset.first() {
-        Some(sign @ (b'+' | b'-')) => {
-            let digits: Vec<u8> = offset[1..]
-                .iter()
-                .copied()
-                .filter(u8::is_ascii_digit)
-                .take(4)
-                .collect();
-            if digits.len() == 4 {
-                let n = |i: usize| i64::from(digits[i] - b'0');
-                let minutes = (n(0) * 10 + n(1)) * 60 + n(2) * 10 + n(3);
-                let sign = if *sign == b'+' { 1 } else { -1 };
-                ns -= sign * minutes * 60 * 1_000_000_000;
-            }
+    if let Some(sign @ (b'+' | b'-')) = offset.first() {
+        let digits: Vec<u8> = offset[1..]
+            .iter()
+            .copied()
+            .filter(u8::is_ascii_digit)
+            .take(4)
+            .collect();
+        if digits.len() == 4 {
+            let n = |i: usize| i64::from(digits[i] - b'0');
+            let minutes = (n(0) * 10 + n(1)) * 60 + n(2) * 10 + n(3);
+            let sign = if *sign == b'+' { 1 } else { -1 };
+            ns -= sign * minutes * 60 * 1_000_000_000;
         }
-        _ => {}
     }
     Some(ns)
 }
