@@ -52,13 +52,12 @@ pub fn leading_time_ns(text: &str) -> Option<i64> {
     }
     let offset = rest.as_bytes();
     if let Some(sign @ (b'+' | b'-')) = offset.first() {
-        let digits: Vec<u8> = offset[1..]
-            .iter()
-            .copied()
-            .filter(u8::is_ascii_digit)
-            .take(4)
-            .collect();
-        if digits.len() == 4 {
+        // ±HH:MM or ±HHMM, right after the time.
+        let digits: Vec<u8> = match offset.get(1..6) {
+            Some([a, b, b':', c, d]) => vec![*a, *b, *c, *d],
+            _ => offset.get(1..5).map(<[u8]>::to_vec).unwrap_or_default(),
+        };
+        if digits.len() == 4 && digits.iter().all(u8::is_ascii_digit) {
             let n = |i: usize| i64::from(digits[i] - b'0');
             let minutes = (n(0) * 10 + n(1)) * 60 + n(2) * 10 + n(3);
             let sign = if *sign == b'+' { 1 } else { -1 };
@@ -271,6 +270,15 @@ mod tests {
             Some(1_714_557_600_000_000_000)
         );
         assert_eq!(leading_time_ns("INFO 2024-05-01 10:00:00"), None);
+        assert_eq!(
+            leading_time_ns("2024-05-01 10:00:00 -- user 1234 logged in"),
+            Some(1_714_557_600_000_000_000),
+            "no offset there"
+        );
+        assert_eq!(
+            leading_time_ns("2024-05-01T05:00:00-0500"),
+            Some(1_714_557_600_000_000_000)
+        );
         assert_eq!(leading_time_ns("short"), None);
         assert_eq!((l.text.as_str(), l.partial), ("", false));
         let l = parse_line(
