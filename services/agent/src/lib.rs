@@ -354,7 +354,10 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
                             logs: resource_logs,
                             profiles,
                         },
-                        Some((&positions_path, &logs.positions)),
+                        collector
+                            .logs
+                            .enabled()
+                            .then_some((positions_path.as_path(), logs.positions.as_slice())),
                     );
                     if stored {
                         collector.logs.commit();

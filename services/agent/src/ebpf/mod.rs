@@ -501,7 +501,9 @@ impl Profiler {
             for id in frames.keys() {
                 let _ = self.stacks.remove(id);
             }
-            profile::profiles(raw)
+            // A symbolizer per window: it is not Send, and the profiler is
+            // read on a blocking thread.
+            profile::profiles(&blazesym::symbolize::Symbolizer::new(), raw)
         }
         #[cfg(not(vigil_ebpf))]
         Vec::new()

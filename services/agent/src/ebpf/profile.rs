@@ -15,6 +15,10 @@ pub const SAMPLE_HZ: u64 = 99;
 pub const KEY_SIZE: usize = 12;
 /// Put at the root of a user stack that does not reach an entry point.
 pub const TRUNCATED: &str = "[stack cut short: no frame pointers]";
+/// Put at the root of a stack as deep as the kernel records.
+pub const TOO_DEEP: &str = "[stack cut short: deeper than 127 frames]";
+/// Frames the kernel records per stack (`bpf/profile.bpf.c`).
+pub const MAX_DEPTH: usize = 127;
 
 /// Functions where a complete user stack starts.
 const ENTRY_POINTS: &[&str] = &[
@@ -45,7 +49,9 @@ pub fn parse_key(b: &[u8; KEY_SIZE]) -> (u32, i32, i32) {
 /// first, marked when the user part is cut short.
 pub fn stack(user: &[String], kernel: &[String]) -> Vec<String> {
     let mut frames = Vec::with_capacity(user.len() + kernel.len() + 1);
-    if let Some(root) = user.last()
+    if user.len() >= MAX_DEPTH || (user.is_empty() && kernel.len() >= MAX_DEPTH) {
+        frames.push(TOO_DEEP.to_owned());
+    } else if let Some(root) = user.last()
         && !ENTRY_POINTS.contains(&root.as_str())
     {
         frames.push(TRUNCATED.to_owned());
@@ -99,13 +105,30 @@ fn symbolize(
         .collect()
 }
 
+/// Caller frames hold return addresses, which can point past the end of
+/// the calling function: one byte back is inside the call.
+fn call_sites(frames: &[u64]) -> Vec<u64> {
+    frames
+        .iter()
+        .enumerate()
+        .map(|(i, a)| if i == 0 { *a } else { a.saturating_sub(1) })
+        .collect()
+}
+
 /// Groups raw samples into symbolized per-process profiles.
-pub fn profiles(samples: Vec<RawSample>) -> Vec<ProcessProfile> {
-    use blazesym::symbolize::{
-        Symbolizer,
-        source::{Kernel, Process, Source},
-    };
-    let symbolizer = Symbolizer::new();
+pub fn profiles(
+    symbolizer: &blazesym::symbolize::Symbolizer,
+    samples: Vec<RawSample>,
+) -> Vec<ProcessProfile> {
+    use blazesym::symbolize::source::{Kernel, Process, Source};
+    let samples: Vec<RawSample> = samples
+        .into_iter()
+        .map(|s| RawSample {
+            user: call_sites(&s.user),
+            kernel: call_sites(&s.kernel),
+            ..s
+        })
+        .collect();
     let mut kernel_addresses: Vec<u64> = samples.iter().flat_map(|s| s.kernel.clone()).collect();
     kernel_addresses.sort_unstable();
     kernel_addresses.dedup();
@@ -113,7 +136,7 @@ pub fn profiles(samples: Vec<RawSample>) -> Vec<ProcessProfile> {
         HashMap::new()
     } else {
         symbolize(
-            &symbolizer,
+            symbolizer,
             &Source::Kernel(Kernel::default()),
             &kernel_addresses,
         )
@@ -131,7 +154,7 @@ pub fn profiles(samples: Vec<RawSample>) -> Vec<ProcessProfile> {
             HashMap::new()
         } else {
             symbolize(
-                &symbolizer,
+                symbolizer,
                 &Source::Process(Process::new(pid.into())),
                 &user_addresses,
             )
@@ -195,12 +218,15 @@ mod tests {
     fn this_process_is_symbolized() {
         // An address inside this very function, from a function pointer.
         let here = this_process_is_symbolized as *const () as usize as u64;
-        let out = profiles(vec![RawSample {
-            pid: std::process::id(),
-            user: vec![here],
-            kernel: vec![],
-            count: 3,
-        }]);
+        let out = profiles(
+            &blazesym::symbolize::Symbolizer::new(),
+            vec![RawSample {
+                pid: std::process::id(),
+                user: vec![here],
+                kernel: vec![],
+                count: 3,
+            }],
+        );
         assert_eq!(out.len(), 1);
         let (frames, count) = &out[0].stacks[0];
         assert_eq!(*count, 3);

@@ -1,5 +1,5 @@
 //! Message patterns, Drain-style: a message's variable parts (numbers,
-//! ids, addresses, quoted values) are masked, then it joins the known
+//! ids, addresses, URLs, `key=value` values) are masked, then it joins the known
 //! pattern of its length whose tokens match at least half of its own
 //! (differing tokens become `<*>`), or starts a new one. Patterns are
 //! bounded per source; past the bound, messages count under pattern 0.
@@ -47,7 +47,6 @@ fn is_variable(token: &str) -> bool {
     digits > 0 && digits * 3 >= t.chars().count()
         || t.len() >= 16 && t.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
         || t.contains("://")
-        || (t.starts_with('"') && t.ends_with('"'))
 }
 
 /// The message's tokens with variables masked.

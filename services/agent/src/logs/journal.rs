@@ -81,7 +81,8 @@ pub fn read_after(
     max: usize,
 ) -> Result<(Vec<Entry>, Option<String>), String> {
     let mut command = Command::new("journalctl");
-    command.args(["-o", "json", "--no-pager", "-q"]);
+    // --all: long fields (over 4 kB) as they are, not as null.
+    command.args(["-o", "json", "--all", "--no-pager", "-q"]);
     if let Some(dir) = dir {
         command.arg("-D").arg(dir);
     }

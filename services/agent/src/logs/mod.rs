@@ -181,10 +181,24 @@ pub fn discover(config: &LogsConfig) -> Vec<SourceFile> {
 struct SourceState {
     attributes: Vec<Label>,
     drain: Drain,
-    /// (severity, pattern id) → messages.
-    messages: BTreeMap<(u8, u64), u64>,
+    /// (severity, pattern id) → messages, and the collection that last
+    /// changed the count.
+    messages: BTreeMap<(u8, u64), (u64, u64)>,
     dropped: u64,
+    /// The collection that last read something from it.
+    last_read: u64,
 }
+
+/// Records shipped per batch, all sources together (ingest takes 50 000).
+const MAX_RECORDS_PER_BATCH: usize = 40_000;
+/// `log_messages_total` series per batch: those that changed, busiest
+/// first (ingest takes 10 000 series in all).
+const MAX_SERIES_PER_BATCH: usize = 4_000;
+/// Longest record body shipped (the store's bound).
+const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Collections a vanished file's position, or an idle source's state, is
+/// kept (an hour at 10 s): a rotation may leave a gap before the new file.
+const FORGET_AFTER: u64 = 360;
 
 /// What one collection read.
 #[derive(Debug, Default)]
@@ -197,6 +211,7 @@ pub struct LogsCollected {
 
 /// Where every source was read to.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 struct Positions {
     files: BTreeMap<PathBuf, Position>,
     /// The journal's cursor.
@@ -214,7 +229,13 @@ pub struct LogCollector {
     fresh: bool,
     /// By source id: a file's path, or `journal:<unit>`.
     sources: HashMap<String, SourceState>,
-    journal_failed: bool,
+    /// Collections so far.
+    collections: u64,
+    /// The collection a file was last seen in (its position is kept a while
+    /// after it vanishes).
+    last_seen: HashMap<PathBuf, u64>,
+    /// The collection the journal last failed in.
+    journal_failed: Option<u64>,
 }
 
 fn label(name: &str, value: String) -> Label {
@@ -226,18 +247,24 @@ fn label(name: &str, value: String) -> Label {
 
 impl LogCollector {
     /// `saved`: the committed positions from an earlier run (None: none).
+    /// Positions that cannot be read count as none: files already there are
+    /// then followed from their end rather than replayed.
     pub fn new(config: LogsConfig, saved: Option<&[u8]>) -> Self {
-        let committed: Positions = saved
-            .and_then(|s| serde_json::from_slice(s).ok())
-            .unwrap_or_default();
+        let committed: Option<Positions> = saved.and_then(|s| serde_json::from_slice(s).ok());
         Self {
             config,
-            fresh: saved.is_none(),
-            committed,
+            fresh: committed.is_none(),
+            committed: committed.unwrap_or_default(),
             proposed: None,
             sources: HashMap::new(),
-            journal_failed: false,
+            collections: 0,
+            last_seen: HashMap::new(),
+            journal_failed: None,
         }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.config.enabled
     }
 
     /// Reads every source's new lines.
@@ -246,10 +273,26 @@ impl LogCollector {
         if !self.config.enabled {
             return out;
         }
+        self.collections += 1;
+        let now = self.collections;
         let mut positions = self.committed.clone();
         let files = discover(&self.config);
-        let mut seen: Vec<String> = Vec::new();
+        // Inodes followed under another path: a rotated file a glob also
+        // matches is read through its old name's position, not again.
+        let followed: HashMap<u64, PathBuf> = positions
+            .files
+            .iter()
+            .map(|(p, pos)| (pos.inode, p.clone()))
+            .collect();
         for file in &files {
+            use std::os::unix::fs::MetadataExt;
+            self.last_seen.insert(file.path.clone(), now);
+            let inode = std::fs::metadata(&file.path).map(|m| m.ino()).ok();
+            if !positions.files.contains_key(&file.path)
+                && inode.is_some_and(|i| followed.get(&i).is_some_and(|p| *p != file.path))
+            {
+                continue;
+            }
             let from = match positions.files.get(&file.path) {
                 Some(p) => Some(*p),
                 None if self.fresh => {
@@ -265,12 +308,17 @@ impl LogCollector {
                 }
                 None => None,
             };
-            let Ok((lines, position)) =
-                tail::read_new(&file.path, from, self.config.max_bytes_per_file)
-            else {
+            let Ok(read) = tail::read_new(&file.path, from, self.config.max_bytes_per_file) else {
                 continue;
             };
-            positions.files.insert(file.path.clone(), position);
+            positions.files.insert(file.path.clone(), read.position);
+            if let Some((old, end)) = read.rotated {
+                // Read to its end under its old name: if a glob matches its
+                // new name, it goes on from there.
+                self.last_seen.insert(old.clone(), now);
+                positions.files.insert(old, end);
+            }
+            let lines = read.lines;
             let id = file.path.display().to_string();
             let attributes = file
                 .attributes
@@ -279,48 +327,56 @@ impl LogCollector {
                 .collect();
             let records = records(file.format, &lines, now_ns);
             self.add(&id, &file.service, attributes, records, &mut out);
-            seen.push(id);
         }
-        // Forget files that are gone.
+        // Forget files gone for a while (a rotation can leave a gap).
+        let last_seen = &mut self.last_seen;
+        last_seen.retain(|_, seen| now - *seen <= FORGET_AFTER);
         positions
             .files
-            .retain(|path, _| files.iter().any(|f| &f.path == path));
-        if self.config.journal && !self.journal_failed {
-            self.read_journal(&mut positions, &mut out, &mut seen);
+            .retain(|path, _| last_seen.contains_key(path));
+        // A failed journal is tried again every 30 collections.
+        if self.config.journal && self.journal_failed.is_none_or(|at| now - at >= 30) {
+            self.read_journal(&mut positions, &mut out, now_ns);
         }
         self.sources
-            .retain(|id, _| id.starts_with("journal:") || seen.contains(id));
+            .retain(|_, s| now - s.last_read <= FORGET_AFTER);
+        // Counters that changed now, busiest first, within the bound.
+        let mut changed: Vec<(Vec<Label>, u64)> = Vec::new();
         for state in self.sources.values() {
-            for ((severity, pattern), count) in &state.messages {
+            for ((severity, pattern), (count, at)) in &state.messages {
+                if *at != now {
+                    continue;
+                }
                 let mut labels = state.attributes.clone();
                 labels.push(label("level", severity_text(*severity).to_owned()));
                 labels.push(label("pattern_id", format!("{pattern:016x}")));
+                changed.push((labels, *count));
+            }
+            if state.last_read == now {
                 out.series.push(crate::series(
-                    "log_messages_total",
-                    labels,
+                    "log_records_dropped_total",
+                    state.attributes.clone(),
                     ts_ms,
-                    *count as f64,
+                    state.dropped as f64,
                 ));
             }
-            out.series.push(crate::series(
-                "log_records_dropped_total",
-                state.attributes.clone(),
-                ts_ms,
-                state.dropped as f64,
-            ));
         }
+        changed.sort_by_key(|c| std::cmp::Reverse(c.1));
+        out.series.extend(
+            changed
+                .into_iter()
+                .take(MAX_SERIES_PER_BATCH)
+                .map(|(labels, count)| {
+                    crate::series("log_messages_total", labels, ts_ms, count as f64)
+                }),
+        );
         out.positions = serde_json::to_vec(&positions).unwrap_or_default();
         self.proposed = Some(positions);
         self.fresh = false;
         out
     }
 
-    fn read_journal(
-        &mut self,
-        positions: &mut Positions,
-        out: &mut LogsCollected,
-        seen: &mut Vec<String>,
-    ) {
+    fn read_journal(&mut self, positions: &mut Positions, out: &mut LogsCollected, now_ns: i64) {
         let max = self.config.max_records_per_source.saturating_mul(10);
         let read = journal::read_after(
             self.config.journal_dir.as_deref(),
@@ -330,11 +386,19 @@ impl LogCollector {
         let entries = match read {
             Ok((entries, cursor)) => {
                 positions.journal = cursor;
+                self.journal_failed = None;
                 entries
             }
             Err(reason) => {
-                tracing::info!(reason, "the systemd journal is not read");
-                self.journal_failed = true;
+                if self.journal_failed.is_none() {
+                    tracing::info!(
+                        reason,
+                        "the systemd journal is not read (tried again later)"
+                    );
+                }
+                // A cursor the journal no longer knows: from now on.
+                positions.journal = None;
+                self.journal_failed = Some(self.collections);
                 return;
             }
         };
@@ -352,7 +416,7 @@ impl LogCollector {
                         attributes.push(label("pid", pid));
                     }
                     LogRecord {
-                        time_unix_nano: e.time_ns,
+                        time_unix_nano: plausible(e.time_ns, now_ns),
                         severity: u32::from(e.severity),
                         severity_text: severity_text(e.severity).to_owned(),
                         trace_id: trace_id(&e.message).map(|t| t.to_vec()).unwrap_or_default(),
@@ -369,7 +433,6 @@ impl LogCollector {
                 records,
                 out,
             );
-            seen.push(id);
         }
     }
 
@@ -384,6 +447,12 @@ impl LogCollector {
         out: &mut LogsCollected,
     ) {
         let max_patterns = self.config.max_patterns_per_source;
+        let now = self.collections;
+        let already: usize = out.logs.iter().map(|l| l.records.len()).sum();
+        let room = self
+            .config
+            .max_records_per_source
+            .min(MAX_RECORDS_PER_BATCH.saturating_sub(already));
         let state = self
             .sources
             .entry(id.to_owned())
@@ -392,18 +461,29 @@ impl LogCollector {
                 drain: Drain::new(id, max_patterns),
                 messages: BTreeMap::new(),
                 dropped: 0,
+                last_read: now,
             });
+        state.last_read = now;
         let mut shipped = Vec::new();
         for mut r in records {
             // JSON logs: the message makes the pattern, not the object.
             let message = json_fields(&r.body).and_then(|f| f.message);
             let (pattern, _) = state.drain.add(message.as_deref().unwrap_or(&r.body));
             r.pattern_id = pattern;
-            *state
+            let entry = state
                 .messages
                 .entry((u8::try_from(r.severity).unwrap_or(0), pattern))
-                .or_default() += 1;
-            if shipped.len() < self.config.max_records_per_source {
+                .or_default();
+            entry.0 += 1;
+            entry.1 = now;
+            if shipped.len() < room {
+                if r.body.len() > MAX_BODY_BYTES {
+                    let mut cut = MAX_BODY_BYTES;
+                    while !r.body.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    r.body.truncate(cut);
+                }
                 shipped.push(r);
             } else {
                 state.dropped += 1;
@@ -433,6 +513,15 @@ impl LogCollector {
 const MAX_AGE_NS: i64 = 6 * 24 * 3600 * 1_000_000_000;
 const MAX_AHEAD_NS: i64 = 5 * 60 * 1_000_000_000;
 
+/// A record's own time if it is plausible, else the time it was read.
+fn plausible(time_ns: i64, now_ns: i64) -> i64 {
+    if (now_ns - MAX_AGE_NS..=now_ns + MAX_AHEAD_NS).contains(&time_ns) {
+        time_ns
+    } else {
+        now_ns
+    }
+}
+
 /// Lines of one read as records: framing removed, CRI partial lines and
 /// continuation lines (stack traces) joined, severity and trace id found.
 fn records(format: Format, lines: &[String], now_ns: i64) -> Vec<LogRecord> {
@@ -456,8 +545,7 @@ fn records(format: Format, lines: &[String], now_ns: i64) -> Vec<LogRecord> {
         let time = line
             .time_ns
             .or_else(|| leading_time_ns(&line.text))
-            .filter(|t| (now_ns - MAX_AGE_NS..=now_ns + MAX_AHEAD_NS).contains(t))
-            .unwrap_or(now_ns);
+            .map_or(now_ns, |t| plausible(t, now_ns));
         out.push(LogRecord {
             time_unix_nano: time,
             body: line.text.clone(),
@@ -573,5 +661,49 @@ mod tests {
                 .attributes
                 .contains(&("pod".into(), "web-7d9f".into()))
         );
+    }
+
+    #[test]
+    fn a_rotated_file_a_glob_matches_is_read_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let log = d.join("app.log");
+        let append = |path: &Path, text: &str| {
+            use std::io::Write;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+        };
+        append(&log, "one\ntwo\nthree\n");
+        let mut c = LogCollector::new(
+            LogsConfig {
+                files: vec![d.join("app*")],
+                pods_dir: d.join("none"),
+                docker_dir: d.join("none"),
+                journal: false,
+                ..LogsConfig::default()
+            },
+            Some(b"{}"),
+        );
+        let mut bodies = Vec::new();
+        let mut collect = |c: &mut LogCollector| {
+            let got = c.collect(1, 1);
+            c.commit();
+            bodies.extend(got.logs.into_iter().flat_map(|l| l.records).map(|r| r.body));
+        };
+        collect(&mut c);
+        append(&log, "four\n");
+        std::fs::rename(&log, d.join("app.log.1")).unwrap();
+        append(&log, "five\n");
+        collect(&mut c);
+        collect(&mut c);
+        append(&d.join("app.log.1"), "late\n");
+        collect(&mut c);
+        bodies.sort();
+        assert_eq!(bodies, ["five", "four", "late", "one", "three", "two"]);
     }
 }
