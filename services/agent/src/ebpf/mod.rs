@@ -401,11 +401,18 @@ impl L7Tracer {
 pub struct Profiler {
     #[cfg(vigil_ebpf)]
     _ebpf: aya::Ebpf,
+    /// The two pairs of (samples, stacks); the kernel writes the one
+    /// `generation` names.
     #[cfg(vigil_ebpf)]
-    samples: aya::maps::HashMap<aya::maps::MapData, [u8; profile::KEY_SIZE], u64>,
+    pairs: [(SampleMap, aya::maps::StackTraceMap<aya::maps::MapData>); 2],
     #[cfg(vigil_ebpf)]
-    stacks: aya::maps::StackTraceMap<aya::maps::MapData>,
+    generation: aya::maps::Array<aya::maps::MapData, u32>,
+    #[cfg(vigil_ebpf)]
+    current: u32,
 }
+
+#[cfg(vigil_ebpf)]
+type SampleMap = aya::maps::HashMap<aya::maps::MapData, [u8; profile::KEY_SIZE], u64>;
 
 impl Profiler {
     /// Loads the program and attaches it to a software CPU clock on every
@@ -451,14 +458,22 @@ impl Profiler {
                 ebpf.take_map(name)
                     .ok_or_else(|| format!("map `{name}` missing from the object"))
             };
-            let samples = aya::maps::HashMap::try_from(take(&mut ebpf, "samples")?)
-                .map_err(|e| format!("map `samples`: {e}"))?;
-            let stacks = aya::maps::StackTraceMap::try_from(take(&mut ebpf, "stacks")?)
-                .map_err(|e| format!("map `stacks`: {e}"))?;
+            let mut pair = |n: u32| -> Result<_, String> {
+                let samples = SampleMap::try_from(take(&mut ebpf, &format!("samples{n}"))?)
+                    .map_err(|e| format!("map `samples{n}`: {e}"))?;
+                let stacks =
+                    aya::maps::StackTraceMap::try_from(take(&mut ebpf, &format!("stacks{n}"))?)
+                        .map_err(|e| format!("map `stacks{n}`: {e}"))?;
+                Ok((samples, stacks))
+            };
+            let pairs = [pair(0)?, pair(1)?];
+            let generation = aya::maps::Array::try_from(take(&mut ebpf, "generation")?)
+                .map_err(|e| format!("map `generation`: {e}"))?;
             Ok(Self {
                 _ebpf: ebpf,
-                samples,
-                stacks,
+                pairs,
+                generation,
+                current: 0,
             })
         }
         #[cfg(not(vigil_ebpf))]
@@ -466,16 +481,25 @@ impl Profiler {
     }
 
     /// The samples taken since the last read, symbolized per process; the
-    /// kernel's maps are emptied for the next window.
+    /// kernel's maps are emptied for the next window. Blocks (10 ms, and
+    /// symbolization): call it off the async runtime.
     pub fn collect(&mut self) -> Vec<profile::ProcessProfile> {
         #[cfg(vigil_ebpf)]
         {
+            // Samples go to the other pair from now on; a sample being
+            // written to this one finishes within microseconds.
+            let idle = self.current as usize;
+            self.current ^= 1;
+            let _ = self.generation.set(0, self.current, 0);
+            // The agent reads the profiler on a blocking thread.
+            #[allow(clippy::disallowed_methods)]
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            let (samples, stacks) = &mut self.pairs[idle];
             let counted: Vec<([u8; profile::KEY_SIZE], u64)> =
-                self.samples.iter().filter_map(Result::ok).collect();
+                samples.iter().filter_map(Result::ok).collect();
             let mut frames: HashMap<u32, Vec<u64>> = HashMap::new();
             let mut raw = Vec::with_capacity(counted.len());
             for (key, count) in &counted {
-                let _ = self.samples.remove(key);
                 let (pid, user, kernel) = profile::parse_key(key);
                 let mut stack = |id: i32| -> Vec<u64> {
                     let Ok(id) = u32::try_from(id) else {
@@ -484,7 +508,7 @@ impl Profiler {
                     frames
                         .entry(id)
                         .or_insert_with(|| {
-                            self.stacks
+                            stacks
                                 .get(&id, 0)
                                 .map(|t| t.frames().iter().map(|f| f.ip).collect())
                                 .unwrap_or_default()
@@ -498,8 +522,17 @@ impl Profiler {
                     count: *count,
                 });
             }
-            for id in frames.keys() {
-                let _ = self.stacks.remove(id);
+            // Empty the idle pair for its next turn: every sample key and
+            // every stack, also those no sample key kept.
+            for (key, _) in &counted {
+                let _ = samples.remove(key);
+            }
+            let ids: Vec<u32> = stacks
+                .iter()
+                .filter_map(|r| r.ok().map(|(id, _)| id))
+                .collect();
+            for id in ids {
+                let _ = stacks.remove(&id);
             }
             // A symbolizer per window: it is not Send, and the profiler is
             // read on a blocking thread.
