@@ -4,7 +4,10 @@
 //! framing), Docker json-file logs, the systemd journal, and the files in
 //! `agent.logs.files`.
 //! Positions are committed with the batch that carries the lines (see
-//! `spool`), so a restart neither re-sends nor skips lines.
+//! `spool`), so a restart neither re-sends nor skips lines (lines of a
+//! batch the full spool later drops are lost, and counted there). A stack
+//! trace cut by the end of a read, or a CRI partial line whose end comes in
+//! the next read, becomes two records.
 
 pub mod drain;
 pub mod journal;
