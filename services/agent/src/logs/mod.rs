@@ -184,10 +184,13 @@ pub fn discover(config: &LogsConfig) -> Vec<SourceFile> {
 struct SourceState {
     attributes: Vec<Label>,
     drain: Drain,
-    /// (severity, pattern id) → messages, and the collection that last
-    /// changed the count.
-    messages: BTreeMap<(u8, u64), (u64, u64)>,
+    /// (severity, pattern id) → messages, in batches that were spooled.
+    messages: BTreeMap<(u8, u64), u64>,
     dropped: u64,
+    /// What the last collection added, until its batch is spooled (if it
+    /// is not, the same lines are read and counted again).
+    pending: BTreeMap<(u8, u64), u64>,
+    pending_dropped: u64,
     /// The collection that last read something from it.
     last_read: u64,
 }
@@ -278,6 +281,10 @@ impl LogCollector {
         }
         self.collections += 1;
         let now = self.collections;
+        for state in self.sources.values_mut() {
+            state.pending.clear();
+            state.pending_dropped = 0;
+        }
         let mut positions = self.committed.clone();
         let files = discover(&self.config);
         // Inodes followed under another path: a rotated file a glob also
@@ -346,21 +353,19 @@ impl LogCollector {
         // Counters that changed now, busiest first, within the bound.
         let mut changed: Vec<(Vec<Label>, u64)> = Vec::new();
         for state in self.sources.values() {
-            for ((severity, pattern), (count, at)) in &state.messages {
-                if *at != now {
-                    continue;
-                }
+            for (key @ (severity, pattern), added) in &state.pending {
+                let count = state.messages.get(key).copied().unwrap_or(0) + added;
                 let mut labels = state.attributes.clone();
                 labels.push(label("level", severity_text(*severity).to_owned()));
                 labels.push(label("pattern_id", format!("{pattern:016x}")));
-                changed.push((labels, *count));
+                changed.push((labels, count));
             }
             if state.last_read == now {
                 out.series.push(crate::series(
                     "log_records_dropped_total",
                     state.attributes.clone(),
                     ts_ms,
-                    state.dropped as f64,
+                    (state.dropped + state.pending_dropped) as f64,
                 ));
             }
         }
@@ -464,6 +469,8 @@ impl LogCollector {
                 drain: Drain::new(id, max_patterns),
                 messages: BTreeMap::new(),
                 dropped: 0,
+                pending: BTreeMap::new(),
+                pending_dropped: 0,
                 last_read: now,
             });
         state.last_read = now;
@@ -473,12 +480,10 @@ impl LogCollector {
             let message = json_fields(&r.body).and_then(|f| f.message);
             let (pattern, _) = state.drain.add(message.as_deref().unwrap_or(&r.body));
             r.pattern_id = pattern;
-            let entry = state
-                .messages
+            *state
+                .pending
                 .entry((u8::try_from(r.severity).unwrap_or(0), pattern))
-                .or_default();
-            entry.0 += 1;
-            entry.1 = now;
+                .or_default() += 1;
             if shipped.len() < room {
                 if r.body.len() > MAX_BODY_BYTES {
                     let mut cut = MAX_BODY_BYTES;
@@ -489,7 +494,7 @@ impl LogCollector {
                 }
                 shipped.push(r);
             } else {
-                state.dropped += 1;
+                state.pending_dropped += 1;
             }
         }
         if !shipped.is_empty() {
@@ -502,10 +507,17 @@ impl LogCollector {
         }
     }
 
-    /// The last collection's batch is spooled: its positions hold.
+    /// The last collection's batch is spooled: its positions and counts
+    /// hold.
     pub fn commit(&mut self) {
         if let Some(p) = self.proposed.take() {
             self.committed = p;
+        }
+        for state in self.sources.values_mut() {
+            for (key, added) in std::mem::take(&mut state.pending) {
+                *state.messages.entry(key).or_default() += added;
+            }
+            state.dropped += std::mem::take(&mut state.pending_dropped);
         }
     }
 }
@@ -708,5 +720,41 @@ mod tests {
         collect(&mut c);
         bodies.sort();
         assert_eq!(bodies, ["five", "four", "late", "one", "three", "two"]);
+    }
+
+    #[test]
+    fn counts_hold_only_once_their_batch_is_spooled() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        std::fs::write(&log, "ERROR disk full\nERROR disk full\n").unwrap();
+        let mut c = LogCollector::new(
+            LogsConfig {
+                files: vec![log.clone()],
+                pods_dir: dir.path().join("none"),
+                docker_dir: dir.path().join("none"),
+                journal: false,
+                ..LogsConfig::default()
+            },
+            Some(b"{}"),
+        );
+        let errors = |got: &LogsCollected| {
+            got.series
+                .iter()
+                .find(|s| {
+                    s.name == "log_messages_total"
+                        && s.labels
+                            .iter()
+                            .any(|l| l.name == "level" && l.value == "error")
+                })
+                .map(|s| s.samples[0].value)
+        };
+        // Not spooled (no commit): read and counted again, not twice.
+        assert_eq!(errors(&c.collect(1, 1)), Some(2.0));
+        assert_eq!(errors(&c.collect(1, 1)), Some(2.0));
+        c.commit();
+        std::fs::write(&log, "ERROR disk full\nERROR disk full\nERROR disk full\n").unwrap();
+        let got = c.collect(1, 1);
+        assert_eq!(errors(&got), Some(3.0), "2 committed + 1 new");
+        assert_eq!(got.logs.iter().map(|l| l.records.len()).sum::<usize>(), 1);
     }
 }
