@@ -20,6 +20,37 @@ use vigil_agent::ebpf::{
     l7::{Protocol, Side},
 };
 
+/// A redis-server of the test's own on a free loopback port, without
+/// persistence, killed when the test ends.
+struct Redis {
+    server: Killed,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    fn start() -> Self {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let server = Killed(
+            Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .current_dir(dir.path())
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        wait_listening(addr);
+        Self {
+            server,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
 #[test]
 fn redis_commands_and_errors_match_ground_truth() {
     if !common::installed("redis-server") || !common::installed("redis-cli") {
@@ -28,27 +59,8 @@ fn redis_commands_and_errors_match_ground_truth() {
     let Some(mut t) = common::started(L7Tracer::start) else {
         return;
     };
-    let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let server = Killed(
-        Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_listening(addr);
+    let server = Redis::start();
+    let addr = server.addr;
     // 10 SET, 5 GET, 3 INCR of a non-number (errors), one redis-cli run.
     let mut script = String::new();
     for i in 0..10 {
@@ -61,7 +73,7 @@ fn redis_commands_and_errors_match_ground_truth() {
         script += "INCR key0\n";
     }
     let mut cli = Command::new("redis-cli")
-        .args(["-p", &port.to_string()])
+        .args(["-p", &addr.port().to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -75,7 +87,7 @@ fn redis_commands_and_errors_match_ground_truth() {
     let replies = String::from_utf8_lossy(&output.stdout);
     assert_eq!(replies.matches("OK").count(), 10, "{replies}");
     assert_eq!(replies.matches("ERR").count(), 3, "{replies}");
-    let redis_pid = server.0.id();
+    let redis_pid = server.server.0.id();
     let server_count = |t: &L7Tracer, op, status| {
         t.stats
             .count(redis_pid, Side::Server, None, Protocol::Redis, op, status)
@@ -202,25 +214,8 @@ fn a_connection_open_before_the_start_is_followed() {
         eprintln!("SKIPPED: eBPF unavailable here: {reason}");
         return;
     }
-    let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let server = Killed(
-        Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_listening(addr);
+    let server = Redis::start();
+    let addr = server.addr;
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -240,7 +235,7 @@ fn a_connection_open_before_the_start_is_followed() {
         ping(&mut stream);
     }
     let me = std::process::id();
-    let redis_pid = server.0.id();
+    let redis_pid = server.server.0.id();
     let count = |t: &L7Tracer, pid, side, destination| {
         t.stats
             .count(pid, side, destination, Protocol::Redis, "PING", "ok")
@@ -271,25 +266,8 @@ fn requests_on_a_duplicated_fd_are_counted() {
     let Some(mut t) = common::started(L7Tracer::start) else {
         return;
     };
-    let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let _server = Killed(
-        Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_listening(addr);
+    let _server = Redis::start();
+    let addr = _server.addr;
     let original = TcpStream::connect(addr).unwrap();
     let mut clone = original.try_clone().unwrap();
     drop(original);
@@ -305,11 +283,12 @@ fn requests_on_a_duplicated_fd_are_counted() {
     // Python: os.dup() of a connected socket, requests through the copy.
     let script = format!(
         "import os, socket\n\
-         s = socket.create_connection(('127.0.0.1', {port}))\n\
+         s = socket.create_connection(('127.0.0.1', {}))\n\
          fd = os.dup(s.fileno())\n\
          s.close()\n\
          for _ in range(3):\n    os.write(fd, b'*1\\r\\n$4\\r\\nPING\\r\\n'); os.read(fd, 7)\n\
-         print(os.getpid())\n"
+         print(os.getpid())\n",
+        addr.port()
     );
     let out = Command::new("python3")
         .args(["-c", &script])

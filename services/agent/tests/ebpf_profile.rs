@@ -11,8 +11,8 @@ mod common;
 
 use std::{process::Command, time::Duration};
 
-use vigil_agent::{AgentConfig, config::ProfilingConfig, logs::LogsConfig};
-use vigil_runtime::{Shutdown, config::HttpServerConfig};
+use vigil_agent::{AgentConfig, config::ProfilingConfig};
+use vigil_runtime::Shutdown;
 use vigil_storage::ProfileQuery;
 
 const PROGRAM: &str = r#"
@@ -62,20 +62,12 @@ async fn the_hot_function_tops_its_profile() {
     let stop = Shutdown::new();
     let agent = tokio::spawn(vigil_agent::run(
         AgentConfig {
-            ingest_endpoint: ingest.config.grpc.listen.to_string(),
-            api_key: common::INGEST_KEY.into(),
-            interval: Duration::from_millis(500),
-            spool_dir: Some(dir.path().join("spool")),
-            http: HttpServerConfig::on(common::free_addr()),
-            logs: LogsConfig {
-                enabled: false,
-                ..LogsConfig::default()
-            },
+            ebpf: true,
             profiling: ProfilingConfig {
                 enabled: true,
                 window: Duration::from_secs(2),
             },
-            ..AgentConfig::default()
+            ..common::agent_config(dir.path(), ingest.config.grpc.listen)
         },
         stop.clone(),
     ));

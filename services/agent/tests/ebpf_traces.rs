@@ -16,7 +16,7 @@ use std::{
 };
 
 use vigil_agent::AgentConfig;
-use vigil_runtime::{Shutdown, config::HttpServerConfig};
+use vigil_runtime::Shutdown;
 use vigil_storage::trace::{SpanKind, hex};
 
 const SDK_CLIENT: &str = r#"
@@ -71,12 +71,8 @@ async fn ebpf_spans_join_the_sdk_trace() {
     let stop = Shutdown::new();
     let agent = tokio::spawn(vigil_agent::run(
         AgentConfig {
-            ingest_endpoint: ingest.config.grpc.listen.to_string(),
-            api_key: common::INGEST_KEY.into(),
-            interval: Duration::from_secs(1),
-            spool_dir: Some(dir.path().join("spool")),
-            http: HttpServerConfig::on(common::free_addr()),
-            ..AgentConfig::default()
+            ebpf: true,
+            ..common::agent_config(dir.path(), ingest.config.grpc.listen)
         },
         stop.clone(),
     ));

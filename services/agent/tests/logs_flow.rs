@@ -14,7 +14,7 @@ mod common;
 use std::{collections::HashSet, path::Path, process::Command, time::Duration};
 
 use vigil_agent::{AgentConfig, logs::LogsConfig};
-use vigil_runtime::{Shutdown, config::HttpServerConfig};
+use vigil_runtime::Shutdown;
 use vigil_storage::{LogEntry, LogQuery, SeriesSelector, TelemetryStore};
 
 const WRITER: &str = r#"
@@ -78,20 +78,14 @@ fn write(dir: &Path, phase: &str) {
 }
 
 fn agent_config(dir: &Path, ingest: &common::Ingest) -> AgentConfig {
+    let base = common::agent_config(dir, ingest.config.grpc.listen);
     AgentConfig {
-        ingest_endpoint: ingest.config.grpc.listen.to_string(),
-        api_key: common::INGEST_KEY.into(),
-        interval: Duration::from_millis(500),
-        spool_dir: Some(dir.join("spool")),
-        ebpf: false,
-        http: HttpServerConfig::on(common::free_addr()),
         logs: LogsConfig {
             files: vec![dir.join("app.log")],
             pods_dir: dir.join("pods"),
-            docker_dir: dir.join("no-docker"),
-            ..LogsConfig::default()
+            ..base.logs.clone()
         },
-        ..AgentConfig::default()
+        ..base
     }
 }
 

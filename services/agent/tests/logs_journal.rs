@@ -16,7 +16,7 @@ use std::{
 };
 
 use vigil_agent::{AgentConfig, logs::LogsConfig};
-use vigil_runtime::{Shutdown, config::HttpServerConfig};
+use vigil_runtime::Shutdown;
 use vigil_storage::LogQuery;
 
 const SOCKET: &str = "/run/systemd/journal/socket";
@@ -87,19 +87,13 @@ async fn journal_messages_arrive_with_their_priorities() {
     let dir = tempfile::tempdir().unwrap();
     let ingest = common::Ingest::start(None);
     let stop = Shutdown::new();
+    let base = common::agent_config(dir.path(), ingest.config.grpc.listen);
     let config = AgentConfig {
-        ingest_endpoint: ingest.config.grpc.listen.to_string(),
-        api_key: common::INGEST_KEY.into(),
-        interval: Duration::from_millis(500),
-        spool_dir: Some(dir.path().join("spool")),
-        ebpf: false,
-        http: HttpServerConfig::on(common::free_addr()),
         logs: LogsConfig {
-            pods_dir: dir.path().join("none"),
-            docker_dir: dir.path().join("none"),
-            ..LogsConfig::default()
+            journal: true,
+            ..base.logs.clone()
         },
-        ..AgentConfig::default()
+        ..base
     };
     let agent = tokio::spawn(vigil_agent::run(config, stop.clone()));
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -59,16 +59,11 @@ async fn thirty_seconds_without_ingest_lose_nothing() {
     let ingest_grpc = common::free_addr();
     let agent_http = common::free_addr();
     let config = AgentConfig {
-        ingest_endpoint: ingest_grpc.to_string(),
-        api_key: common::INGEST_KEY.into(),
         interval: INTERVAL,
         push_timeout: Duration::from_secs(2),
         node: "spool-outage-node".into(),
-        spool_dir: Some(spool_dir.clone()),
-        // The eBPF collectors are not what this test is about.
-        ebpf: false,
         http: HttpServerConfig::on(agent_http),
-        ..AgentConfig::default()
+        ..common::agent_config(dir.path(), ingest_grpc)
     };
     let agent_stop = Shutdown::new();
     let started_ms = now_ms();

@@ -264,3 +264,28 @@ impl Ingest {
         self.server.await.unwrap().unwrap();
     }
 }
+
+/// An agent for an in-process test: pushes to `ingest_grpc` with
+/// [`INGEST_KEY`], spools under `dir`, collects every 500 ms. eBPF, the
+/// host's logs and profiling are off: each test turns on what it is about.
+pub fn agent_config(dir: &Path, ingest_grpc: SocketAddr) -> vigil_agent::AgentConfig {
+    vigil_agent::AgentConfig {
+        ingest_endpoint: ingest_grpc.to_string(),
+        api_key: INGEST_KEY.into(),
+        interval: Duration::from_millis(500),
+        spool_dir: Some(dir.join("spool")),
+        ebpf: false,
+        http: vigil_runtime::config::HttpServerConfig::on(free_addr()),
+        logs: vigil_agent::logs::LogsConfig {
+            pods_dir: dir.join("no-pods"),
+            docker_dir: dir.join("no-docker"),
+            journal: false,
+            ..vigil_agent::logs::LogsConfig::default()
+        },
+        profiling: vigil_agent::config::ProfilingConfig {
+            enabled: false,
+            ..vigil_agent::config::ProfilingConfig::default()
+        },
+        ..vigil_agent::AgentConfig::default()
+    }
+}
