@@ -359,6 +359,24 @@ impl ChunkMeta {
 /// Stores `spans` (not empty) as chunk `chunk` with its index entries: one
 /// per trace it touches, its time range, and per service the range of that
 /// service's spans.
+/// (project, chunk) of the chunks in an "oldest record" index
+/// (`SPAN_CHUNK_OLDEST`, `LOG_CHUNK_OLDEST`) holding a record older than
+/// `cutoff_ns`.
+fn chunks_older_than(
+    txn: &redb::WriteTransaction,
+    oldest: TableDefinition<(i64, &str, u64), ()>,
+    cutoff_ns: i64,
+) -> Result<Vec<(String, u64)>, StorageError> {
+    txn.open_table(oldest)?
+        .range((i64::MIN, "", 0u64)..(cutoff_ns, "", 0u64))?
+        .map(|e| {
+            let (key, _) = e?;
+            let (_, project, chunk) = key.value();
+            Ok((project.to_owned(), chunk))
+        })
+        .collect()
+}
+
 fn put_span_chunk(
     txn: &redb::WriteTransaction,
     project: &str,
@@ -1547,16 +1565,7 @@ impl Core {
                 .saturating_mul(1_000_000);
             // Chunks holding a span past retention lose it; a chunk left
             // empty goes.
-            let old_chunks: Vec<(String, u64)> = txn
-                .open_table(SPAN_CHUNK_OLDEST)?
-                .range((i64::MIN, "", 0u64)..(span_cutoff, "", 0u64))?
-                .map(|e| {
-                    let (key, _) = e?;
-                    let (_, project, chunk) = key.value();
-                    Ok((project.to_owned(), chunk))
-                })
-                .collect::<Result<_, StorageError>>()?;
-            for (project, chunk) in old_chunks {
+            for (project, chunk) in chunks_older_than(&txn, SPAN_CHUNK_OLDEST, span_cutoff)? {
                 let spans = drop_span_chunk(&txn, &project, chunk)?;
                 let before = spans.len();
                 let kept: Vec<Span> = spans
@@ -1572,16 +1581,7 @@ impl Core {
             let log_cutoff = now
                 .saturating_sub(self.options.logs_retention_ms)
                 .saturating_mul(1_000_000);
-            let old_chunks: Vec<(String, u64)> = txn
-                .open_table(LOG_CHUNK_OLDEST)?
-                .range((i64::MIN, "", 0u64)..(log_cutoff, "", 0u64))?
-                .map(|e| {
-                    let (key, _) = e?;
-                    let (_, project, chunk) = key.value();
-                    Ok((project.to_owned(), chunk))
-                })
-                .collect::<Result<_, StorageError>>()?;
-            for (project, chunk) in old_chunks {
+            for (project, chunk) in chunks_older_than(&txn, LOG_CHUNK_OLDEST, log_cutoff)? {
                 let records = drop_log_chunk(&txn, &project, chunk)?;
                 let before = records.len();
                 let kept: Vec<(u64, LogRecord)> = records
