@@ -23,13 +23,18 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod common;
+
+use common::{bpf_run_time, bpf_stats, cpu_seconds, env, rss_mib};
 use vigil_agent::ebpf::{L7_SYSCALLS, L7Tracer, TCP_PROGRAMS, TcpTracer};
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+/// The agent's programs, as the kernel names them.
+fn agent_programs() -> Vec<&'static str> {
+    TCP_PROGRAMS
+        .iter()
+        .map(|(p, _, _)| *p)
+        .chain(L7_SYSCALLS.iter().copied())
+        .collect()
 }
 
 struct Killed(Child);
@@ -39,50 +44,6 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// CPU seconds this process has used (user + system).
-fn own_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let after = stat.rsplit_once(')').unwrap().1;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
-}
-
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-/// Summed run time (ns) and runs of the agent's loaded programs (the
-/// kernel keeps 15 characters of a program's name).
-fn bpf_run_time() -> (u64, u64) {
-    let names: Vec<&str> = TCP_PROGRAMS
-        .iter()
-        .map(|(p, _, _)| *p)
-        .chain(L7_SYSCALLS.iter().copied())
-        .collect();
-    let out = Command::new("bpftool")
-        .args(["prog", "show", "-j"])
-        .output()
-        .unwrap();
-    let progs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    let mut total = (0, 0);
-    for p in progs.as_array().into_iter().flatten() {
-        let name = p["name"].as_str().unwrap_or("");
-        if names
-            .iter()
-            .any(|n| n.starts_with(name) && !name.is_empty())
-        {
-            total.0 += p["run_time_ns"].as_u64().unwrap_or(0);
-            total.1 += p["run_cnt"].as_u64().unwrap_or(0);
-        }
-    }
-    total
 }
 
 struct Wrk {
@@ -195,16 +156,14 @@ fn main() {
         without.p99_ms
     );
 
-    let _ = Command::new("sysctl")
-        .args(["-q", "-w", "kernel.bpf_stats_enabled=1"])
-        .status();
+    bpf_stats(true);
     let mut tcp = match TcpTracer::start() {
         Ok(t) => t,
         Err(reason) => return println!("  eBPF unavailable: {reason}"),
     };
     let mut l7 = L7Tracer::start().unwrap();
-    let (bpf0, _) = bpf_run_time();
-    let cpu0 = own_cpu_seconds();
+    let (bpf0, _) = bpf_run_time(&agent_programs());
+    let cpu0 = cpu_seconds();
     let url2 = url.clone();
     let script2 = script.clone();
     let load =
@@ -218,11 +177,9 @@ fn main() {
     tcp.drain();
     l7.drain();
     let with = load.join().unwrap();
-    let agent_cpu = own_cpu_seconds() - cpu0;
-    let (bpf1, runs) = bpf_run_time();
-    let _ = Command::new("sysctl")
-        .args(["-q", "-w", "kernel.bpf_stats_enabled=0"])
-        .status();
+    let agent_cpu = cpu_seconds() - cpu0;
+    let (bpf1, runs) = bpf_run_time(&agent_programs());
+    bpf_stats(false);
     let seen: u64 = l7
         .stats
         .requests
@@ -246,6 +203,6 @@ fn main() {
         bpf_s * 1e6 / requests,
         (agent_cpu + bpf_s) * 1e6 / requests,
         with.requests,
-        peak_rss_mib()
+        rss_mib("VmHWM:")
     );
 }

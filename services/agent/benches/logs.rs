@@ -22,34 +22,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod common;
+
+use common::{bpf_run_time, bpf_stats, cpu_seconds, env, rss_mib};
 use vigil_agent::logs::{LogCollector, LogsConfig};
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let f: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
-}
-
-fn rss_mib(field: &str) -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
 
 /// Line `i` of a realistic log.
 fn line(i: u64, out: &mut impl Write) {
@@ -197,9 +173,7 @@ fn main() {
         Ok(p) => p,
         Err(reason) => return println!("profiler: not measured: {reason}"),
     };
-    let _ = std::process::Command::new("sysctl")
-        .args(["-q", "-w", "kernel.bpf_stats_enabled=1"])
-        .status();
+    bpf_stats(true);
     let burner = std::thread::spawn(|| {
         let end = Instant::now() + Duration::from_secs(10);
         let mut x = 0u64;
@@ -214,21 +188,11 @@ fn main() {
     let read = profiler.collect();
     let read_cpu = cpu_seconds() - cpu0;
     let samples: u64 = read.iter().flat_map(|p| &p.stacks).map(|s| s.1).sum();
-    let out = std::process::Command::new("bpftool")
-        .args(["prog", "show", "name", "cpu_sample", "-j"])
-        .output();
-    let run_ns = out
-        .ok()
-        .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
-        .and_then(|v| {
-            let v = if v.is_array() { v[0].clone() } else { v };
-            Some((v["run_time_ns"].as_u64()?, v["run_cnt"].as_u64()?))
-        });
-    let _ = std::process::Command::new("sysctl")
-        .args(["-q", "-w", "kernel.bpf_stats_enabled=0"])
-        .status();
-    match run_ns {
-        Some((ns, runs)) if runs > 0 => println!(
+    let (ns, runs) = bpf_run_time(&["cpu_sample"]);
+    bpf_stats(false);
+    match runs {
+        0 => println!("profiler: bpftool gave no run time for cpu_sample"),
+        _ => println!(
             "profiler: 10 s at 99 Hz x {} CPUs: {runs} samples, {:.1} µs eBPF per sample \
              ({:.3} % of a core); reading and symbolizing {samples} samples of {} processes: \
              {:.0} ms CPU ({:.0} ms wall)",
@@ -239,6 +203,5 @@ fn main() {
             read_cpu * 1000.0,
             start.elapsed().as_secs_f64() * 1000.0
         ),
-        _ => println!("profiler: bpftool gave no run time for cpu_sample"),
     }
 }
