@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use common::{Killed, client_count, free_port, settle, wait_listening};
+use common::{Killed, client_count, free_port, settle};
 use vigil_agent::ebpf::{
     L7Tracer,
     l7::{Protocol, Side},
@@ -32,17 +32,13 @@ impl Redis {
     fn start() -> Self {
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
-        let server = Killed(
+        let (server, addr) = common::serve(
             Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--save", "", "--appendonly", "no"])
-                .current_dir(dir.path())
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap(),
+                .current_dir(dir.path()),
+            port,
         );
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        wait_listening(addr);
         Self {
             server,
             addr,
@@ -122,24 +118,19 @@ fn memcached_commands_and_errors_match_ground_truth() {
         return;
     };
     let port = free_port();
-    let server = Killed(
-        Command::new("memcached")
-            .args([
-                "-p",
-                &port.to_string(),
-                "-U",
-                "0",
-                "-l",
-                "127.0.0.1",
-                "-u",
-                "root",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let (server, addr) = common::serve(
+        Command::new("memcached").args([
+            "-p",
+            &port.to_string(),
+            "-U",
+            "0",
+            "-l",
+            "127.0.0.1",
+            "-u",
+            "root",
+        ]),
+        port,
     );
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_listening(addr);
     // One socket for both directions.
     let mut stream = TcpStream::connect(addr).unwrap();
     stream

@@ -14,12 +14,11 @@
 mod common;
 
 use std::{
-    net::SocketAddr,
     path::Path,
     process::{Command, Stdio},
 };
 
-use common::{Killed, client_count, free_port, settle, wait_listening};
+use common::{client_count, free_port, settle};
 use vigil_agent::ebpf::{
     L7Tracer,
     l7::{Protocol, Side},
@@ -107,27 +106,21 @@ fn postgres_queries_and_errors_match_ground_truth() {
         .unwrap();
     assert!(init.success(), "initdb failed");
     let port = free_port();
-    let _server = Killed(
-        as_postgres("postgres")
-            .args([
-                "-D",
-                data.to_str().unwrap(),
-                "-p",
-                &port.to_string(),
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                &format!("unix_socket_directories={}", dir.path().display()),
-                "-c",
-                "fsync=off",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let (_server, addr) = common::serve(
+        as_postgres("postgres").args([
+            "-D",
+            data.to_str().unwrap(),
+            "-p",
+            &port.to_string(),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            &format!("unix_socket_directories={}", dir.path().display()),
+            "-c",
+            "fsync=off",
+        ]),
+        port,
     );
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_listening(addr);
     let (sql, expected) = script();
     let output = run(
         "psql",
@@ -184,28 +177,22 @@ fn mariadb_queries_and_errors_match_ground_truth() {
     let port = free_port();
     // The server's own record of every statement it received.
     let general_log = dir.path().join("general.log");
-    let server = Killed(
-        Command::new("mariadbd")
-            .args([
-                "--no-defaults",
-                &format!("--datadir={}", data.display()),
-                &format!("--port={port}"),
-                "--bind-address=127.0.0.1",
-                &format!("--socket={}", dir.path().join("sock").display()),
-                "--user=root",
-                "--skip-grant-tables",
-                "--skip-log-bin",
-                "--innodb-buffer-pool-size=16M",
-                "--general-log",
-                &format!("--general-log-file={}", general_log.display()),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let (server, addr) = common::serve(
+        Command::new("mariadbd").args([
+            "--no-defaults",
+            &format!("--datadir={}", data.display()),
+            &format!("--port={port}"),
+            "--bind-address=127.0.0.1",
+            &format!("--socket={}", dir.path().join("sock").display()),
+            "--user=root",
+            "--skip-grant-tables",
+            "--skip-log-bin",
+            "--innodb-buffer-pool-size=16M",
+            "--general-log",
+            &format!("--general-log-file={}", general_log.display()),
+        ]),
+        port,
     );
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_listening(addr);
     let (sql, expected) = script();
     let output = run(
         "mariadb",

@@ -11,12 +11,11 @@
 mod common;
 
 use std::{
-    net::SocketAddr,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use common::{Killed, client_count, free_port, settle};
+use common::{client_count, free_port, settle};
 use vigil_agent::ebpf::{
     L7Tracer,
     l7::{Protocol, Side},
@@ -70,19 +69,14 @@ fn https_requests_match_ground_truth_on_both_sides() {
     assert!(made.success(), "openssl req");
     std::fs::write(dir.path().join("index.txt"), "hello").unwrap();
     let port = free_port();
-    let server = Killed(
+    let (server, addr) = common::serve(
         Command::new("python3")
             .args(["-c", HTTPS_SERVER, &port.to_string()])
             .arg(&cert)
             .arg(&key)
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .current_dir(dir.path()),
+        port,
     );
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    common::wait_listening(addr);
     let curl = |path: &str| -> u16 {
         let out = Command::new("curl")
             .args([

@@ -78,6 +78,21 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Starts a server that is to listen on 127.0.0.1:`port` (its output
+/// discarded) and waits until it does.
+pub fn serve(command: &mut std::process::Command, port: u16) -> (Killed, SocketAddr) {
+    let server = Killed(
+        command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_listening(addr);
+    (server, addr)
+}
+
 pub fn wait_listening(addr: SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(addr).is_err() {
