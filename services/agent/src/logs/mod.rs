@@ -683,16 +683,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let log = d.join("app.log");
-        let append = |path: &Path, text: &str| {
-            use std::io::Write;
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .unwrap()
-                .write_all(text.as_bytes())
-                .unwrap();
-        };
+        let append = super::tail::tests::append;
         append(&log, "one\ntwo\nthree\n");
         let mut c = LogCollector::new(
             LogsConfig {

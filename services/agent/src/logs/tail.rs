@@ -161,7 +161,7 @@ fn read_lines(path: &Path, offset: u64, budget: u64) -> io::Result<(Vec<String>,
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::io::Write;
 
@@ -169,7 +169,7 @@ mod tests {
         (r.lines, r.position)
     }
 
-    fn append(path: &Path, text: &str) {
+    pub(in crate::logs) fn append(path: &Path, text: &str) {
         fs::OpenOptions::new()
             .create(true)
             .append(true)
