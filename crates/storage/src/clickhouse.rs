@@ -122,6 +122,8 @@ const SQL_SCHEMA_VERSION: &str = "SELECT max(version) FROM {db}.schema_migration
 const SQL_SELECT_SERIES: &str = "SELECT series_id, any(label_names) AS label_names, \
      any(label_values) AS label_values FROM {db}.metric_series \
      WHERE project = ? AND metric = ? AND day >= toDate(?) AND day <= toDate(?) GROUP BY series_id";
+const SQL_METRIC_NAMES: &str = "SELECT DISTINCT metric FROM {db}.metric_series \
+     WHERE project = ? AND day >= toDate(?) ORDER BY metric";
 const SQL_SAMPLES_RANGE: &str = "SELECT series_id, ts_ms, argMax(value, version) AS value \
      FROM {db}.metric_samples WHERE project = ? AND series_id IN ({ids}) \
      AND day >= toDate(?) AND day <= toDate(?) AND ts_ms >= ? AND ts_ms <= ? \
@@ -1072,6 +1074,36 @@ impl TelemetryStore for ClickHouseStore {
         since_ms: i64,
     ) -> Result<Vec<SeriesData>, StorageError> {
         self.read(project, selector, since_ms, i64::MAX, true).await
+    }
+
+    async fn metric_names(
+        &self,
+        project: &str,
+        start_ms: i64,
+    ) -> Result<Vec<String>, StorageError> {
+        self.client
+            .query(&self.sql(SQL_METRIC_NAMES))
+            .bind(project)
+            .bind(date_of(
+                start_ms.clamp(0, crate::model::MAX_TIMESTAMP_MS - 1),
+            ))
+            .fetch_all::<String>()
+            .await
+            .map_err(ch_err)
+    }
+
+    async fn series(
+        &self,
+        project: &str,
+        selector: &SeriesSelector,
+        start_ms: i64,
+    ) -> Result<Vec<Labels>, StorageError> {
+        let end_ms = crate::model::MAX_TIMESTAMP_MS - 1;
+        Ok(self
+            .matching_series(project, selector, start_ms, end_ms)
+            .await?
+            .into_values()
+            .collect())
     }
 
     async fn write_spans(&self, batch: SpanBatch) -> Result<WriteOutcome, StorageError> {

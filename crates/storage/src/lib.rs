@@ -58,6 +58,22 @@ pub trait TelemetryStore: Send + Sync + std::fmt::Debug {
         since_ms: i64,
     ) -> Result<Vec<SeriesData>, StorageError>;
 
+    /// Names of the metrics that have a series with samples at or after
+    /// `start_ms` (coarse: a backend may keep a series a little longer than
+    /// its samples, never shorter), sorted.
+    async fn metric_names(&self, project: &str, start_ms: i64)
+    -> Result<Vec<String>, StorageError>;
+
+    /// Labels of every series the selector matches that has samples at or
+    /// after `start_ms` (as coarse as [`Self::metric_names`]); no samples
+    /// are read.
+    async fn series(
+        &self,
+        project: &str,
+        selector: &SeriesSelector,
+        start_ms: i64,
+    ) -> Result<Vec<Labels>, StorageError>;
+
     /// Stores spans atomically; a batch id already stored for the project
     /// is not written again (span and metric batch ids are separate).
     async fn write_spans(&self, batch: SpanBatch) -> Result<WriteOutcome, StorageError>;

@@ -1372,6 +1372,55 @@ impl Core {
         Ok(out)
     }
 
+    /// Whether series `id` has a sample at or after `start_ms`.
+    fn active_since(
+        series_last: &impl ReadableTable<u64, i64>,
+        id: u64,
+        start_ms: i64,
+    ) -> Result<bool, StorageError> {
+        Ok(series_last
+            .get(id)?
+            .is_some_and(|last| last.value() >= start_ms))
+    }
+
+    fn metric_names_blocking(
+        &self,
+        project: &str,
+        start_ms: i64,
+    ) -> Result<Vec<String>, StorageError> {
+        let txn = self.db.begin_read()?;
+        let postings = txn.open_table(POSTINGS)?;
+        let series_last = txn.open_table(SERIES_LAST)?;
+        let mut names = BTreeSet::new();
+        let from = (project, NAME_LABEL, "", 0u64);
+        let to = (project, NAME_LABEL, "\u{10ffff}", u64::MAX);
+        for entry in postings.range(from..=to)? {
+            let (key, _) = entry?;
+            let (_, _, metric, id) = key.value();
+            if !names.contains(metric) && Self::active_since(&series_last, id, start_ms)? {
+                names.insert(metric.to_owned());
+            }
+        }
+        Ok(names.into_iter().collect())
+    }
+
+    fn series_blocking(
+        &self,
+        project: &str,
+        selector: &SeriesSelector,
+        start_ms: i64,
+    ) -> Result<Vec<Labels>, StorageError> {
+        let txn = self.db.begin_read()?;
+        let series_last = txn.open_table(SERIES_LAST)?;
+        let mut out = Vec::new();
+        for (id, labels) in Self::select_series(&txn, project, selector)? {
+            if Self::active_since(&series_last, id, start_ms)? {
+                out.push(labels);
+            }
+        }
+        Ok(out)
+    }
+
     /// The first and last block windows present, to bound window walks.
     fn block_span(blocks: &BlocksTable) -> Result<Option<(i64, i64)>, StorageError> {
         let first = blocks.first()?.map(|(k, _)| k.value().0);
@@ -1814,6 +1863,25 @@ impl TelemetryStore for RedbStore {
     ) -> Result<Vec<SeriesData>, StorageError> {
         let (core, project, selector) = (self.core.clone(), project.to_owned(), selector.clone());
         blocking(move || core.read_blocking(&project, &selector, since_ms, i64::MAX, true)).await
+    }
+
+    async fn metric_names(
+        &self,
+        project: &str,
+        start_ms: i64,
+    ) -> Result<Vec<String>, StorageError> {
+        let (core, project) = (self.core.clone(), project.to_owned());
+        blocking(move || core.metric_names_blocking(&project, start_ms)).await
+    }
+
+    async fn series(
+        &self,
+        project: &str,
+        selector: &SeriesSelector,
+        start_ms: i64,
+    ) -> Result<Vec<Labels>, StorageError> {
+        let (core, project, selector) = (self.core.clone(), project.to_owned(), selector.clone());
+        blocking(move || core.series_blocking(&project, &selector, start_ms)).await
     }
 
     async fn maintain(&self, now_ms: i64) -> Result<MaintenanceReport, StorageError> {

@@ -185,6 +185,52 @@ macro_rules! conformance {
     };
 }
 
+conformance!(metric_names_and_series_listing, |store, backend| {
+    let day_ago = now_ms() - DAY - 3_600_000;
+    let t = now_ms() - 60_000;
+    store
+        .write_metrics(batch(
+            "p1",
+            "names",
+            vec![
+                series("up", &[("job", "api"), ("node", "a")], &[(t, 1.0)]),
+                series("up", &[("job", "db"), ("node", "b")], &[(t, 0.0)]),
+                series("http_requests_total", &[("job", "api")], &[(t, 5.0)]),
+                series("old_metric", &[("job", "api")], &[(day_ago - 3 * DAY, 1.0)]),
+            ],
+        ))
+        .await
+        .unwrap();
+    store
+        .write_metrics(batch(
+            "p2",
+            "names",
+            vec![series("p2_only", &[], &[(t, 1.0)])],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.metric_names("p1", day_ago).await.unwrap(),
+        ["http_requests_total", "up"],
+        "{backend}: names of recent series, sorted, this project only"
+    );
+    let all = store.metric_names("p1", 0).await.unwrap();
+    assert!(all.contains(&"old_metric".to_owned()), "{backend}: {all:?}");
+    let selector = SeriesSelector::metric("up")
+        .with(Matcher::new("job", MatcherOp::RegexMatch, "a.*").unwrap());
+    let found = store.series("p1", &selector, day_ago).await.unwrap();
+    assert_eq!(found.len(), 1, "{backend}: {found:?}");
+    assert_eq!(found[0]["node"], "a", "{backend}");
+    assert!(
+        store
+            .series("p2", &SeriesSelector::metric("up"), 0)
+            .await
+            .unwrap()
+            .is_empty(),
+        "{backend}: another project's series"
+    );
+});
+
 conformance!(
     write_select_latest_and_project_isolation,
     |store, backend| {
