@@ -230,9 +230,15 @@ async fn run_suite(mut suite: SuiteConfig, services: &[Service]) -> anyhow::Resu
     let alerting_grpc = reachable(suite.alerting.grpc.listen);
     suite.alerting.query_endpoint = query_grpc.to_string();
     suite.alerting.project.clone_from(&project);
+    if suite.alerting.api_key.0.is_empty() && suite.alerting.api_key_file.is_none() {
+        suite.alerting.api_key.0.clone_from(&api_key);
+    }
     suite.ui_gateway.query_endpoint = query_grpc.to_string();
     suite.ui_gateway.alerting_endpoint = alerting_grpc.to_string();
     suite.ui_gateway.project.clone_from(&project);
+    if suite.ui_gateway.api_key.0.is_empty() && suite.ui_gateway.api_key_file.is_none() {
+        suite.ui_gateway.api_key.0.clone_from(&api_key);
+    }
     suite.agent.ingest_endpoint = ingest_grpc.to_string();
     if suite.agent.spool_dir.is_none() {
         suite.agent.spool_dir = Some(suite.data_dir.join("agent-spool"));
@@ -276,11 +282,18 @@ async fn run_suite(mut suite: SuiteConfig, services: &[Service]) -> anyhow::Resu
         });
     }
     if let (true, Some(store)) = (wants(Service::Query), &store) {
-        let (config, store, s) = (suite.query.clone(), store.clone(), shutdown.clone());
+        let (config, store, keys, s) = (
+            suite.query.clone(),
+            store.clone(),
+            keys.clone(),
+            shutdown.clone(),
+        );
         tasks.spawn(async move {
             (
                 "query",
-                vigil_query::run(config, store, s).await.map_err(Into::into),
+                vigil_query::run(config, store, keys, s)
+                    .await
+                    .map_err(Into::into),
             )
         });
     }

@@ -251,6 +251,85 @@ impl ApiKeys {
     }
 }
 
+/// A secret from configuration (an API key a client sends): never shown by
+/// `Debug`, so it stays out of logs.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "[empty]"
+        } else {
+            "[redacted]"
+        })
+    }
+}
+
+/// The API key a client sends: from `file` (a mounted secret) if set, else
+/// `inline`. `field` names the inline key in errors (e.g. `agent.api_key`).
+pub fn resolve_api_key(
+    field: &str,
+    inline: &str,
+    file: Option<&std::path::Path>,
+) -> Result<String, ConfigError> {
+    let api_key = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| {
+                ConfigError::invalid(format!("{field}_file"), format!("{}: {e}", path.display()))
+            })?
+            .trim()
+            .to_owned(),
+        None => inline.trim().to_owned(),
+    };
+    if api_key.is_empty() {
+        return Err(ConfigError::invalid(
+            field,
+            format!("an API key of the project is needed ({field} or {field}_file)"),
+        ));
+    }
+    if api_key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ConfigError::invalid(
+            field,
+            "an API key cannot hold whitespace",
+        ));
+    }
+    Ok(api_key)
+}
+
+/// A tonic interceptor that sends `authorization: Bearer <api key>` on
+/// every call.
+#[derive(Clone)]
+pub struct BearerAuth(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl std::fmt::Debug for BearerAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerAuth([redacted])")
+    }
+}
+
+impl BearerAuth {
+    pub fn new(api_key: &str) -> Result<Self, ConfigError> {
+        format!("Bearer {api_key}")
+            .parse()
+            .map(Self)
+            .map_err(|_| ConfigError::invalid("api_key", "not a valid header value"))
+    }
+}
+
+impl tonic::service::Interceptor for BearerAuth {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
 /// A fresh random API key: `vgl_` and 32 bytes from a CSPRNG, in hex.
 pub fn generate_api_key() -> String {
     let bytes: [u8; 32] = rand::random();

@@ -161,21 +161,10 @@ impl AgentConfig {
 
     /// The API key, from `api_key` or `api_key_file`.
     pub fn resolve_api_key(&self) -> Result<String, ConfigError> {
-        let api_key = match &self.api_key_file {
-            Some(path) => std::fs::read_to_string(path)
-                .map_err(|e| {
-                    ConfigError::invalid("agent.api_key_file", format!("{}: {e}", path.display()))
-                })?
-                .trim()
-                .to_owned(),
-            None => self.api_key.clone(),
-        };
-        if api_key.is_empty() {
-            return Err(ConfigError::invalid(
-                "agent.api_key",
-                "the agent needs its project's API key (agent.api_key or agent.api_key_file)",
-            ));
-        }
-        Ok(api_key)
+        vigil_runtime::auth::resolve_api_key(
+            "agent.api_key",
+            &self.api_key,
+            self.api_key_file.as_deref(),
+        )
     }
 }

@@ -2,7 +2,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 use vigil_runtime::{
-    auth::is_valid_project_name,
+    auth::{Secret, is_valid_project_name},
     config::{ConfigError, GrpcServerConfig, HttpServerConfig, Validate, key},
 };
 
@@ -18,6 +18,10 @@ pub struct AlertingConfig {
     pub query_endpoint: String,
     /// The project inspected.
     pub project: String,
+    /// An API key of that project, sent to the query API. Prefer
+    /// `api_key_file` (a mounted secret) outside of tests.
+    pub api_key: Secret,
+    pub api_key_file: Option<std::path::PathBuf>,
     /// How often inspections run.
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
@@ -62,6 +66,8 @@ impl Default for AlertingConfig {
             http: HttpServerConfig::on(SocketAddr::from(([127, 0, 0, 1], 7421))),
             query_endpoint: "127.0.0.1:7410".into(),
             project: "default".into(),
+            api_key: Secret::default(),
+            api_key_file: None,
             interval: Duration::from_secs(30),
             state_path: None,
             inspections: InspectionsConfig::default(),
@@ -89,6 +95,17 @@ impl Validate for ThresholdConfig {
             ));
         }
         Ok(())
+    }
+}
+
+impl AlertingConfig {
+    /// The API key sent to the query API.
+    pub fn resolve_api_key(&self) -> Result<String, ConfigError> {
+        vigil_runtime::auth::resolve_api_key(
+            "alerting.api_key",
+            &self.api_key.0,
+            self.api_key_file.as_deref(),
+        )
     }
 }
 

@@ -25,8 +25,10 @@ use vigil_proto::{
     query::v1::{ListHostsRequest, query_service_client::QueryServiceClient},
 };
 use vigil_runtime::{
-    Metrics, Readiness, RuntimeError, ServiceError, Shutdown, auth::is_valid_project_name,
-    grpc::GrpcServer, http::HttpServer,
+    Metrics, Readiness, RuntimeError, ServiceError, Shutdown,
+    auth::{BearerAuth, is_valid_project_name},
+    grpc::GrpcServer,
+    http::HttpServer,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +37,8 @@ pub enum AlertingError {
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
     Store(#[from] vigil_storage::StorageError),
+    #[error(transparent)]
+    Config(#[from] vigil_runtime::config::ConfigError),
 }
 
 /// Runs the worker and its API until `shutdown`.
@@ -64,7 +68,10 @@ pub async fn run(
     let channel =
         vigil_runtime::grpc::channel(&config.query_endpoint, config.grpc.request_timeout)?;
     let worker = Worker {
-        query: QueryServiceClient::new(channel),
+        query: QueryServiceClient::with_interceptor(
+            channel,
+            BearerAuth::new(&config.resolve_api_key()?)?,
+        ),
         store,
         config: config.clone(),
         runs: Family::default(),
@@ -99,7 +106,9 @@ pub async fn run(
 }
 
 struct Worker {
-    query: QueryServiceClient<tonic::transport::Channel>,
+    query: QueryServiceClient<
+        tonic::service::interceptor::InterceptedService<tonic::transport::Channel, BearerAuth>,
+    >,
     store: IncidentStore,
     config: AlertingConfig,
     runs: Family<[(&'static str, &'static str); 1], Counter>,

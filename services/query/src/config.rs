@@ -19,8 +19,18 @@ pub struct QueryConfig {
     /// Longest time range one query may span.
     #[serde(with = "humantime_serde")]
     pub max_range: Duration,
-    /// Most series one query may return.
+    /// Most series one query may read or return.
     pub max_series: usize,
+    /// Most samples one PromQL query may read plus produce.
+    pub max_samples: usize,
+    /// Most steps of one range query (Prometheus: 11 000).
+    pub max_steps: usize,
+    /// How far back an instant selector looks for a sample.
+    #[serde(with = "humantime_serde")]
+    pub lookback_delta: Duration,
+    /// Step of a subquery that names none.
+    #[serde(with = "humantime_serde")]
+    pub subquery_step: Duration,
 }
 
 impl Default for QueryConfig {
@@ -31,6 +41,10 @@ impl Default for QueryConfig {
             default_lookback: Duration::from_secs(300),
             max_range: Duration::from_secs(31 * 24 * 3600),
             max_series: 10_000,
+            max_samples: 50_000_000,
+            max_steps: 11_000,
+            lookback_delta: Duration::from_secs(300),
+            subquery_step: Duration::from_secs(60),
         }
     }
 }
@@ -41,6 +55,25 @@ impl Validate for QueryConfig {
         self.http.validate(&key(prefix, "http"))?;
         nonzero_duration(prefix, "default_lookback", self.default_lookback)?;
         nonzero_duration(prefix, "max_range", self.max_range)?;
-        positive(prefix, "max_series", self.max_series)
+        positive(prefix, "max_series", self.max_series)?;
+        positive(prefix, "max_samples", self.max_samples)?;
+        positive(prefix, "max_steps", self.max_steps)?;
+        nonzero_duration(prefix, "lookback_delta", self.lookback_delta)?;
+        nonzero_duration(prefix, "subquery_step", self.subquery_step)
+    }
+}
+
+impl QueryConfig {
+    /// The PromQL limits this configuration sets.
+    pub fn limits(&self) -> crate::promql::Limits {
+        use vigil_runtime::time::millis;
+        crate::promql::Limits {
+            max_series: self.max_series,
+            max_samples: self.max_samples,
+            max_steps: self.max_steps,
+            max_range_ms: millis(self.max_range),
+            lookback_ms: millis(self.lookback_delta),
+            subquery_step_ms: millis(self.subquery_step),
+        }
     }
 }

@@ -4,6 +4,8 @@
 //! profiles and a Prometheus-compatible HTTP API grow from here.
 
 mod config;
+pub mod prom_api;
+pub mod promql;
 mod service;
 
 use std::sync::Arc;
@@ -11,31 +13,53 @@ use std::sync::Arc;
 pub use config::QueryConfig;
 use vigil_proto::query::v1::query_service_server::QueryServiceServer;
 use vigil_runtime::{
-    Metrics, Readiness, RuntimeError, Shutdown, grpc::GrpcServer, http::HttpServer,
+    Metrics, Readiness, RuntimeError, Shutdown, auth::ApiKeys, config::ConfigError,
+    grpc::GrpcServer, http::HttpServer,
 };
 use vigil_storage::TelemetryStore;
 
 pub use service::QueryApi;
 
 /// Serves the query API until `shutdown`, then drains.
+///
+/// Every call names its project with one of the project's API keys
+/// (`authorization: Bearer <key>` or `x-api-key`), on gRPC and HTTP alike.
 pub async fn run(
     config: QueryConfig,
     store: Arc<dyn TelemetryStore>,
+    keys: ApiKeys,
     shutdown: Shutdown,
 ) -> Result<(), RuntimeError> {
+    if keys.is_empty() {
+        return Err(ConfigError::invalid(
+            "projects",
+            "no project has an API key, so the query API would refuse every call; add [[projects]] with api_keys",
+        )
+        .into());
+    }
     let metrics = Metrics::new("query");
     let readiness = Readiness::default();
     let mut grpc = GrpcServer::bind("query", &config.grpc).await?;
     let http = HttpServer::bind("query-http", &config.http).await?;
-    let api = QueryApi::new(store, &config);
-    grpc.add_service(
+    let api = QueryApi::new(store.clone(), &config);
+    let intercept = {
+        let keys = keys.clone();
+        move |request| keys.intercept(request)
+    };
+    grpc.add_service(tonic::service::interceptor::InterceptedService::new(
         QueryServiceServer::new(api).max_decoding_message_size(config.grpc.max_message_bytes),
-    )
+        intercept,
+    ))
     .add_descriptor_set(vigil_proto::FILE_DESCRIPTOR_SET);
+    let prometheus = prom_api::router(Arc::new(prom_api::PromApi {
+        store,
+        keys,
+        limits: config.limits(),
+    }));
     readiness.set_ready(true);
     tokio::try_join!(
         grpc.serve(&metrics, &shutdown),
-        http.serve(axum::Router::new(), &metrics, &readiness, &shutdown),
+        http.serve(prometheus, &metrics, &readiness, &shutdown),
     )?;
     Ok(())
 }

@@ -16,7 +16,7 @@ use vigil_proto::{
         query_service_server::QueryService,
     },
 };
-use vigil_runtime::{ServiceError, auth::is_valid_project_name};
+use vigil_runtime::{ServiceError, auth::Project};
 use vigil_storage::{
     Matcher, MatcherOp, SeriesData, SeriesSelector, TelemetryStore, model::is_valid_metric_name,
 };
@@ -31,15 +31,22 @@ pub struct QueryApi {
     max_series: usize,
 }
 
+/// The project a call reads: the one its API key belongs to (put there by
+/// the authenticating interceptor). A request naming another project is
+/// refused; one naming none reads the key's project.
 #[allow(clippy::result_large_err)]
-fn check_project(project: &str) -> Result<(), Status> {
-    if is_valid_project_name(project) {
-        Ok(())
-    } else {
-        Err(Status::invalid_argument(format!(
-            "project {project:?} is not a valid project name"
-        )))
+pub fn project_of<T>(request: &Request<T>, named: &str) -> Result<String, Status> {
+    let Some(Project(project)) = request.extensions().get::<Project>() else {
+        return Err(Status::unauthenticated(
+            "missing API key: send `authorization: Bearer <api key>`",
+        ));
+    };
+    if !named.is_empty() && named != project {
+        return Err(Status::permission_denied(format!(
+            "the API key belongs to project {project:?}, not {named:?}"
+        )));
     }
+    Ok(project.clone())
 }
 
 impl QueryApi {
@@ -88,8 +95,8 @@ impl QueryService for QueryApi {
         &self,
         request: Request<ListHostsRequest>,
     ) -> Result<Response<ListHostsResponse>, Status> {
+        let project = project_of(&request, &request.get_ref().project)?;
         let request = request.into_inner();
-        check_project(&request.project)?;
         let since = self.since(request.lookback_ms)?;
         let mut hosts: BTreeMap<(String, String), Host> = BTreeMap::new();
         for metric in [
@@ -100,7 +107,7 @@ impl QueryService for QueryApi {
             names::HOST_LOAD1,
         ] {
             for series in self
-                .latest(&request.project, SeriesSelector::metric(metric), since)
+                .latest(&project, SeriesSelector::metric(metric), since)
                 .await?
             {
                 let Some(sample) = series.samples.last() else {
@@ -148,8 +155,8 @@ impl QueryService for QueryApi {
         &self,
         request: Request<ListProcessesRequest>,
     ) -> Result<Response<ListProcessesResponse>, Status> {
+        let project = project_of(&request, &request.get_ref().project)?;
         let request = request.into_inner();
-        check_project(&request.project)?;
         if request.node.is_empty() {
             return Err(Status::invalid_argument("node is required"));
         }
@@ -161,7 +168,7 @@ impl QueryService for QueryApi {
         ] {
             let selector = SeriesSelector::metric(metric)
                 .with(Matcher::equal(names::LABEL_NODE, &request.node));
-            for series in self.latest(&request.project, selector, since).await? {
+            for series in self.latest(&project, selector, since).await? {
                 let (Some(sample), Ok(pid)) = (
                     series.samples.last(),
                     label(&series, names::LABEL_PID).parse::<u32>(),
@@ -207,8 +214,8 @@ impl QueryService for QueryApi {
         &self,
         request: Request<QueryRangeRequest>,
     ) -> Result<Response<QueryRangeResponse>, Status> {
+        let project = project_of(&request, &request.get_ref().project)?;
         let request = request.into_inner();
-        check_project(&request.project)?;
         if !is_valid_metric_name(&request.metric) {
             return Err(Status::invalid_argument(format!(
                 "metric {:?} is not a valid metric name",
@@ -244,12 +251,7 @@ impl QueryService for QueryApi {
         }
         let found = self
             .store
-            .select(
-                &request.project,
-                &selector,
-                request.start_ms,
-                request.end_ms,
-            )
+            .select(&project, &selector, request.start_ms, request.end_ms)
             .await
             .map_err(|e| e.to_status())?;
         if found.len() > self.max_series {
@@ -289,6 +291,13 @@ mod tests {
 
     type Point<'a> = (&'a str, &'a [(&'a str, &'a str)], f64);
 
+    /// A request as the interceptor passes it on for an API key of "p".
+    fn authed<T>(message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request.extensions_mut().insert(Project("p".into()));
+        request
+    }
+
     async fn api_with(series: Vec<Point<'_>>) -> (QueryApi, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(RedbStore::open(&dir.path().join("t.redb")).unwrap());
@@ -325,7 +334,7 @@ mod tests {
         ])
         .await;
         let hosts = api
-            .list_hosts(Request::new(ListHostsRequest {
+            .list_hosts(authed(ListHostsRequest {
                 project: "p".into(),
                 lookback_ms: 0,
             }))
@@ -366,7 +375,7 @@ mod tests {
         ])
         .await;
         let processes = api
-            .list_processes(Request::new(ListProcessesRequest {
+            .list_processes(authed(ListProcessesRequest {
                 project: "p".into(),
                 node: "a".into(),
                 lookback_ms: 0,
@@ -385,15 +394,20 @@ mod tests {
     async fn bad_requests_say_why() {
         let (api, _dir) = api_with(vec![]).await;
         let err = api
-            .list_hosts(Request::new(ListHostsRequest {
-                project: "".into(),
+            .list_hosts(authed(ListHostsRequest {
+                project: "other".into(),
                 lookback_ms: 0,
             }))
             .await
             .unwrap_err();
-        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert_eq!(err.code(), tonic::Code::PermissionDenied);
         let err = api
-            .query_range(Request::new(QueryRangeRequest {
+            .list_hosts(Request::new(ListHostsRequest::default()))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated);
+        let err = api
+            .query_range(authed(QueryRangeRequest {
                 project: "p".into(),
                 metric: "m".into(),
                 matchers: vec![],
@@ -404,7 +418,7 @@ mod tests {
             .unwrap_err();
         assert!(err.message().contains("before"), "{err:?}");
         let err = api
-            .query_range(Request::new(QueryRangeRequest {
+            .query_range(authed(QueryRangeRequest {
                 project: "p".into(),
                 metric: "m".into(),
                 matchers: vec![pb::LabelMatcher {

@@ -2,7 +2,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use serde::Deserialize;
 use vigil_runtime::{
-    auth::is_valid_project_name,
+    auth::{Secret, is_valid_project_name},
     config::{ConfigError, HttpServerConfig, Validate, key, positive},
 };
 
@@ -18,6 +18,10 @@ pub struct UiGatewayConfig {
     pub alerting_endpoint: String,
     /// The project shown.
     pub project: String,
+    /// An API key of that project, sent to the query API. Prefer
+    /// `api_key_file` (a mounted secret) outside of tests.
+    pub api_key: Secret,
+    pub api_key_file: Option<std::path::PathBuf>,
     /// Processes listed per host, busiest first.
     pub processes_per_host: u32,
     /// Longest wait for a backend call.
@@ -32,9 +36,22 @@ impl Default for UiGatewayConfig {
             query_endpoint: "127.0.0.1:7410".into(),
             alerting_endpoint: "127.0.0.1:7420".into(),
             project: "default".into(),
+            api_key: Secret::default(),
+            api_key_file: None,
             processes_per_host: 15,
             backend_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+impl UiGatewayConfig {
+    /// The API key sent to the query API.
+    pub fn resolve_api_key(&self) -> Result<String, ConfigError> {
+        vigil_runtime::auth::resolve_api_key(
+            "ui_gateway.api_key",
+            &self.api_key.0,
+            self.api_key_file.as_deref(),
+        )
     }
 }
 

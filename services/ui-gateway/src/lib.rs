@@ -19,7 +19,7 @@ use axum::{
 };
 pub use config::UiGatewayConfig;
 use serde::Serialize;
-use tonic::transport::Channel;
+use tonic::{service::interceptor::InterceptedService, transport::Channel};
 use vigil_proto::{
     alerting::v1::{
         IncidentState, ListIncidentsRequest, Severity,
@@ -27,11 +27,13 @@ use vigil_proto::{
     },
     query::v1::{ListHostsRequest, ListProcessesRequest, query_service_client::QueryServiceClient},
 };
-use vigil_runtime::{Metrics, Readiness, RuntimeError, Shutdown, http::HttpServer};
+use vigil_runtime::{
+    Metrics, Readiness, RuntimeError, Shutdown, auth::BearerAuth, http::HttpServer,
+};
 
 #[derive(Clone)]
 struct Backends {
-    query: QueryServiceClient<Channel>,
+    query: QueryServiceClient<InterceptedService<Channel, BearerAuth>>,
     alerting: AlertingServiceClient<Channel>,
     project: String,
     processes_per_host: u32,
@@ -44,10 +46,10 @@ pub async fn run(config: UiGatewayConfig, shutdown: Shutdown) -> Result<(), Runt
     let readiness = Readiness::default();
     let http = HttpServer::bind("ui-gateway", &config.http).await?;
     let backends = Backends {
-        query: QueryServiceClient::new(vigil_runtime::grpc::channel(
-            &config.query_endpoint,
-            config.backend_timeout,
-        )?),
+        query: QueryServiceClient::with_interceptor(
+            vigil_runtime::grpc::channel(&config.query_endpoint, config.backend_timeout)?,
+            BearerAuth::new(&config.resolve_api_key()?)?,
+        ),
         alerting: AlertingServiceClient::new(vigil_runtime::grpc::channel(
             &config.alerting_endpoint,
             config.backend_timeout,

@@ -66,6 +66,7 @@ listen = "127.0.0.1:{query_http}"
 
 [alerting]
 query_endpoint = "127.0.0.1:{query_grpc}"
+api_key = "{API_KEY}"
 interval = "1s"
 [alerting.grpc]
 listen = "127.0.0.1:{alerting_grpc}"
@@ -77,6 +78,7 @@ critical_percent = 100.0
 
 [ui_gateway]
 processes_per_host = 1000
+api_key = "{API_KEY}"
 query_endpoint = "127.0.0.1:{query_grpc}"
 alerting_endpoint = "127.0.0.1:{alerting_grpc}"
 [ui_gateway.http]

@@ -1,0 +1,685 @@
+//! Evaluating PromQL over the store with Prometheus 2.x semantics: an
+//! instant vector selector takes the newest sample in the lookback window
+//! (both ends included), a range selector every sample in `[t - range, t]`,
+//! subquery steps are aligned to multiples of their step.
+//!
+//! A query runs in two phases: first every selector's series are read once
+//! for the whole time span the query needs (so a range query costs one
+//! storage read per selector, not one per step), then the expression is
+//! evaluated step by step in memory.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::Arc,
+    time::SystemTime,
+};
+
+use promql_parser::{
+    label::{METRIC_NAME, MatchOp},
+    parser::{AtModifier, Expr, Offset, VectorSelector, value::ValueType},
+};
+use vigil_storage::{Matcher, MatcherOp, Sample, SeriesSelector, StorageError, TelemetryStore};
+
+use super::{aggregate, binary, functions, parse::ParseError};
+
+/// Label names and values, the metric name as `__name__`.
+pub type Labels = BTreeMap<String, String>;
+
+/// One element of an instant vector. `t` is the sample's own timestamp for
+/// raw selectors (what `timestamp()` reads), else the evaluation time.
+#[derive(Debug, Clone)]
+pub struct Element {
+    pub labels: Arc<Labels>,
+    pub t: i64,
+    pub v: f64,
+}
+
+/// One series of a range vector or of a range query's result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RangeSeries {
+    pub labels: Arc<Labels>,
+    pub samples: Vec<Sample>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Value {
+    Scalar(f64),
+    String(String),
+    Vector(Vec<Element>),
+    /// A range vector over `[start, end]` (both in ms).
+    Matrix {
+        series: Vec<RangeSeries>,
+        start: i64,
+        end: i64,
+    },
+}
+
+impl Value {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Scalar(_) => "scalar",
+            Value::String(_) => "string",
+            Value::Vector(_) => "vector",
+            Value::Matrix { .. } => "matrix",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    /// Bad parameters or an expression of the wrong type.
+    #[error("{0}")]
+    BadData(String),
+    /// The query is valid but cannot be evaluated on this data.
+    #[error("{0}")]
+    Execution(String),
+    /// A limit on series, samples, points or time range.
+    #[error("{0}")]
+    Limit(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+pub type Result<T, E = QueryError> = std::result::Result<T, E>;
+
+/// What one query may cost.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Series read from storage, over all selectors.
+    pub max_series: usize,
+    /// Samples read from storage plus points produced, over the query.
+    pub max_samples: usize,
+    /// Steps of a range query (Prometheus: 11 000).
+    pub max_steps: usize,
+    /// Longest time span a query may read.
+    pub max_range_ms: i64,
+    /// How far back an instant selector looks for a sample (Prometheus: 5m).
+    pub lookback_ms: i64,
+    /// Step of a subquery that names none (Prometheus: the global
+    /// evaluation interval, 1m by default).
+    pub subquery_step_ms: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_series: 10_000,
+            max_samples: 50_000_000,
+            max_steps: 11_000,
+            max_range_ms: 31 * 86_400_000,
+            lookback_ms: 300_000,
+            subquery_step_ms: 60_000,
+        }
+    }
+}
+
+/// One series as read from storage, with `__name__` among its labels.
+#[derive(Debug)]
+struct Loaded {
+    labels: Arc<Labels>,
+    samples: Vec<Sample>,
+}
+
+/// An instant query's answer at `time`.
+pub async fn instant(
+    store: &dyn TelemetryStore,
+    project: &str,
+    expr: &Expr,
+    time: i64,
+    limits: &Limits,
+) -> Result<Value> {
+    let ctx = Ctx::load(store, project, expr, time, time, limits).await?;
+    let value = ctx.eval(expr, time)?;
+    if let Value::Vector(v) = &value {
+        check_unique(v)?;
+    }
+    Ok(value)
+}
+
+/// A range query's answer: one series per label set, points at every step
+/// from `start` to `end` where the expression had a value.
+pub async fn range(
+    store: &dyn TelemetryStore,
+    project: &str,
+    expr: &Expr,
+    start: i64,
+    end: i64,
+    step: i64,
+    limits: &Limits,
+) -> Result<Vec<RangeSeries>> {
+    match expr.value_type() {
+        ValueType::Vector | ValueType::Scalar => {}
+        other => {
+            return Err(QueryError::BadData(format!(
+                "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+                type_label(other)
+            )));
+        }
+    }
+    if step <= 0 {
+        return Err(QueryError::BadData(
+            "zero or negative query resolution step widths are not accepted. Try a positive integer"
+                .into(),
+        ));
+    }
+    if end < start {
+        return Err(QueryError::BadData(
+            "end timestamp must not be before start time".into(),
+        ));
+    }
+    let steps = (end - start) / step + 1;
+    if steps as u64 > limits.max_steps as u64 {
+        return Err(QueryError::Limit(format!(
+            "exceeded maximum resolution of {} points per timeseries: this query has {steps}. \
+             Try decreasing the query resolution (?step=XX)",
+            limits.max_steps
+        )));
+    }
+    let ctx = Ctx::load(store, project, expr, start, end, limits).await?;
+    let mut out: BTreeMap<Arc<Labels>, Vec<Sample>> = BTreeMap::new();
+    let mut points = ctx.loaded_samples;
+    let mut ts = start;
+    while ts <= end {
+        match ctx.eval(expr, ts)? {
+            Value::Scalar(v) => out.entry(Arc::default()).or_default().push(Sample {
+                timestamp_ms: ts,
+                value: v,
+            }),
+            Value::Vector(elements) => {
+                check_unique(&elements)?;
+                points += elements.len();
+                for e in elements {
+                    out.entry(e.labels).or_default().push(Sample {
+                        timestamp_ms: ts,
+                        value: e.v,
+                    });
+                }
+            }
+            other => {
+                return Err(QueryError::BadData(format!(
+                    "a range query needs a scalar or an instant vector, got {}",
+                    other.type_name()
+                )));
+            }
+        }
+        if points > limits.max_samples {
+            return Err(too_many_samples(limits));
+        }
+        ts += step;
+    }
+    Ok(out
+        .into_iter()
+        .map(|(labels, samples)| RangeSeries { labels, samples })
+        .collect())
+}
+
+fn too_many_samples(limits: &Limits) -> QueryError {
+    QueryError::Limit(format!(
+        "query processing would load too many samples into memory (more than {})",
+        limits.max_samples
+    ))
+}
+
+pub fn type_label(t: ValueType) -> &'static str {
+    match t {
+        ValueType::Vector => "instant vector",
+        ValueType::Scalar => "scalar",
+        ValueType::Matrix => "range vector",
+        ValueType::String => "string",
+    }
+}
+
+/// Refuses an instant vector holding one label set twice.
+pub fn check_unique(elements: &[Element]) -> Result<()> {
+    let mut seen = HashSet::with_capacity(elements.len());
+    for e in elements {
+        if !seen.insert(&*e.labels) {
+            return Err(QueryError::Execution(
+                "vector cannot contain metrics with the same labelset".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The evaluation context: the query's times, limits and loaded series.
+pub struct Ctx {
+    start: i64,
+    end: i64,
+    pub limits: Limits,
+    data: HashMap<String, Vec<Loaded>>,
+    loaded_samples: usize,
+}
+
+/// What storage must return for one selector (offset and `@` removed).
+struct Needed {
+    selector: VectorSelector,
+    min: i64,
+    max: i64,
+}
+
+fn offset_ms(offset: Option<&Offset>) -> i64 {
+    match offset {
+        None => 0,
+        Some(Offset::Pos(d)) => d.as_millis() as i64,
+        Some(Offset::Neg(d)) => -(d.as_millis() as i64),
+    }
+}
+
+fn system_time_ms(t: SystemTime) -> i64 {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => d.as_millis() as i64,
+        Err(e) => -(e.duration().as_millis() as i64),
+    }
+}
+
+/// A selector's identity for loading: matchers only.
+fn selector_key(vs: &VectorSelector) -> String {
+    let mut bare = vs.clone();
+    bare.offset = None;
+    bare.at = None;
+    bare.to_string()
+}
+
+impl Ctx {
+    async fn load(
+        store: &dyn TelemetryStore,
+        project: &str,
+        expr: &Expr,
+        start: i64,
+        end: i64,
+        limits: &Limits,
+    ) -> Result<Self> {
+        let mut ctx = Self {
+            start,
+            end,
+            limits: *limits,
+            data: HashMap::new(),
+            loaded_samples: 0,
+        };
+        let mut needed = HashMap::new();
+        ctx.collect(expr, start, end, &mut needed)?;
+        let mut series_count = 0usize;
+        for (key, need) in needed {
+            if need.max - need.min > limits.max_range_ms {
+                return Err(QueryError::Limit(format!(
+                    "the query reads {} of {}; at most {} may be read",
+                    humantime::format_duration(std::time::Duration::from_millis(
+                        (need.max - need.min).unsigned_abs()
+                    )),
+                    need.selector,
+                    humantime::format_duration(std::time::Duration::from_millis(
+                        limits.max_range_ms.unsigned_abs()
+                    )),
+                )));
+            }
+            let loaded = read_selector(store, project, &need).await?;
+            series_count += loaded.len();
+            ctx.loaded_samples += loaded.iter().map(|s| s.samples.len()).sum::<usize>();
+            if series_count > limits.max_series {
+                return Err(QueryError::Limit(format!(
+                    "the query selects more than {} series; narrow its label matchers",
+                    limits.max_series
+                )));
+            }
+            if ctx.loaded_samples > limits.max_samples {
+                return Err(too_many_samples(limits));
+            }
+            ctx.data.insert(key, loaded);
+        }
+        Ok(ctx)
+    }
+
+    /// The evaluation time of a selector or subquery evaluated at `ts`.
+    fn effective(&self, at: Option<&AtModifier>, offset: Option<&Offset>, ts: i64) -> i64 {
+        let base = match at {
+            None => ts,
+            Some(AtModifier::Start) => self.start,
+            Some(AtModifier::End) => self.end,
+            Some(AtModifier::At(t)) => system_time_ms(*t),
+        };
+        base - offset_ms(offset)
+    }
+
+    /// The evaluation times `[lo, hi]` of a node with `at`/`offset` whose
+    /// parent is evaluated over `[lo, hi]`.
+    fn effective_span(
+        &self,
+        at: Option<&AtModifier>,
+        offset: Option<&Offset>,
+        lo: i64,
+        hi: i64,
+    ) -> (i64, i64) {
+        (
+            self.effective(at, offset, lo),
+            self.effective(at, offset, hi),
+        )
+    }
+
+    /// Records the time span every selector is read over when `expr` is
+    /// evaluated at times in `[lo, hi]`.
+    fn collect(
+        &self,
+        expr: &Expr,
+        lo: i64,
+        hi: i64,
+        out: &mut HashMap<String, Needed>,
+    ) -> Result<()> {
+        let mut need = |vs: &VectorSelector, back: i64| {
+            let (a, b) = self.effective_span(vs.at.as_ref(), vs.offset.as_ref(), lo, hi);
+            let (min, max) = (a.min(b) - back, a.max(b));
+            let entry = out.entry(selector_key(vs)).or_insert_with(|| Needed {
+                selector: vs.clone(),
+                min,
+                max,
+            });
+            entry.min = entry.min.min(min);
+            entry.max = entry.max.max(max);
+        };
+        match expr {
+            Expr::VectorSelector(vs) => need(vs, self.limits.lookback_ms),
+            Expr::MatrixSelector(ms) => need(&ms.vs, ms.range.as_millis() as i64),
+            Expr::Subquery(sq) => {
+                let (a, b) = self.effective_span(sq.at.as_ref(), sq.offset.as_ref(), lo, hi);
+                let range = sq.range.as_millis() as i64;
+                self.collect(&sq.expr, a.min(b) - range, a.max(b), out)?;
+            }
+            Expr::Aggregate(a) => {
+                self.collect(&a.expr, lo, hi, out)?;
+                if let Some(p) = &a.param {
+                    self.collect(p, lo, hi, out)?;
+                }
+            }
+            Expr::Unary(u) => self.collect(&u.expr, lo, hi, out)?,
+            Expr::Paren(p) => self.collect(&p.expr, lo, hi, out)?,
+            Expr::Binary(b) => {
+                self.collect(&b.lhs, lo, hi, out)?;
+                self.collect(&b.rhs, lo, hi, out)?;
+            }
+            Expr::Call(c) => {
+                for arg in &c.args.args {
+                    self.collect(arg, lo, hi, out)?;
+                }
+            }
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) => {}
+            Expr::Extension(_) => {
+                return Err(QueryError::BadData(
+                    "extension expressions are not supported".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Evaluates `expr` at `ts` (ms).
+    pub fn eval(&self, expr: &Expr, ts: i64) -> Result<Value> {
+        match expr {
+            Expr::NumberLiteral(n) => Ok(Value::Scalar(n.val)),
+            Expr::StringLiteral(s) => Ok(Value::String(s.val.clone())),
+            Expr::Paren(p) => self.eval(&p.expr, ts),
+            Expr::Unary(u) => match self.eval(&u.expr, ts)? {
+                Value::Scalar(v) => Ok(Value::Scalar(-v)),
+                Value::Vector(elements) => {
+                    let out: Vec<Element> = elements
+                        .into_iter()
+                        .map(|e| Element {
+                            labels: drop_name(&e.labels),
+                            t: e.t,
+                            v: -e.v,
+                        })
+                        .collect();
+                    check_unique(&out)?;
+                    Ok(Value::Vector(out))
+                }
+                other => Err(QueryError::BadData(format!(
+                    "unary minus needs a scalar or an instant vector, got {}",
+                    other.type_name()
+                ))),
+            },
+            Expr::VectorSelector(vs) => Ok(Value::Vector(self.instant_selector(vs, ts))),
+            Expr::MatrixSelector(ms) => {
+                let end = self.effective(ms.vs.at.as_ref(), ms.vs.offset.as_ref(), ts);
+                let start = end - ms.range.as_millis() as i64;
+                let series = self
+                    .series_of(&ms.vs)
+                    .iter()
+                    .filter_map(|s| {
+                        let from = s.samples.partition_point(|p| p.timestamp_ms < start);
+                        let to = s.samples.partition_point(|p| p.timestamp_ms <= end);
+                        (to > from).then(|| RangeSeries {
+                            labels: s.labels.clone(),
+                            samples: s.samples[from..to].to_vec(),
+                        })
+                    })
+                    .collect();
+                Ok(Value::Matrix { series, start, end })
+            }
+            Expr::Subquery(sq) => {
+                let end = self.effective(sq.at.as_ref(), sq.offset.as_ref(), ts);
+                let start = end - sq.range.as_millis() as i64;
+                let step = sq
+                    .step
+                    .map_or(self.limits.subquery_step_ms, |s| s.as_millis() as i64);
+                if step <= 0 {
+                    return Err(QueryError::BadData(
+                        "a subquery step must be positive".into(),
+                    ));
+                }
+                if (end - start) / step > self.limits.max_steps as i64 {
+                    return Err(QueryError::Limit(format!(
+                        "a subquery of {} steps exceeds the limit of {}",
+                        (end - start) / step,
+                        self.limits.max_steps
+                    )));
+                }
+                let mut t = start.div_euclid(step) * step;
+                if t < start {
+                    t += step;
+                }
+                let mut out: BTreeMap<Arc<Labels>, Vec<Sample>> = BTreeMap::new();
+                while t <= end {
+                    match self.eval(&sq.expr, t)? {
+                        Value::Scalar(v) => out.entry(Arc::default()).or_default().push(Sample {
+                            timestamp_ms: t,
+                            value: v,
+                        }),
+                        Value::Vector(elements) => {
+                            for e in elements {
+                                out.entry(e.labels).or_default().push(Sample {
+                                    timestamp_ms: t,
+                                    value: e.v,
+                                });
+                            }
+                        }
+                        other => {
+                            return Err(QueryError::BadData(format!(
+                                "a subquery needs a scalar or an instant vector, got {}",
+                                other.type_name()
+                            )));
+                        }
+                    }
+                    t += step;
+                }
+                let series = out
+                    .into_iter()
+                    .map(|(labels, samples)| RangeSeries { labels, samples })
+                    .collect();
+                Ok(Value::Matrix { series, start, end })
+            }
+            Expr::Aggregate(a) => {
+                let input = self.eval(&a.expr, ts)?;
+                let param = a.param.as_ref().map(|p| self.eval(p, ts)).transpose()?;
+                aggregate::apply(a, param, input, ts)
+            }
+            Expr::Binary(b) => {
+                let lhs = self.eval(&b.lhs, ts)?;
+                let rhs = self.eval(&b.rhs, ts)?;
+                binary::apply(b, lhs, rhs, ts)
+            }
+            Expr::Call(c) => functions::call(self, c, ts),
+            Expr::Extension(_) => Err(QueryError::BadData(
+                "extension expressions are not supported".into(),
+            )),
+        }
+    }
+
+    fn series_of(&self, vs: &VectorSelector) -> &[Loaded] {
+        self.data.get(&selector_key(vs)).map_or(&[], Vec::as_slice)
+    }
+
+    /// The newest sample of each series within the lookback window.
+    pub fn instant_selector(&self, vs: &VectorSelector, ts: i64) -> Vec<Element> {
+        let t = self.effective(vs.at.as_ref(), vs.offset.as_ref(), ts);
+        self.series_of(vs)
+            .iter()
+            .filter_map(|s| {
+                let i = s.samples.partition_point(|p| p.timestamp_ms <= t);
+                let sample = s.samples.get(i.checked_sub(1)?)?;
+                (sample.timestamp_ms >= t - self.limits.lookback_ms).then(|| Element {
+                    labels: s.labels.clone(),
+                    t: sample.timestamp_ms,
+                    v: sample.value,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A selector split for storage: its metric name if it fixes one, the
+/// matchers on `__name__` and the matchers on other labels.
+struct Plan {
+    name: Option<String>,
+    name_matchers: Vec<Matcher>,
+    matchers: Vec<Matcher>,
+}
+
+impl Plan {
+    fn of(vs: &VectorSelector) -> Result<Self> {
+        if !vs.matchers.or_matchers.is_empty() {
+            return Err(QueryError::BadData(format!(
+                "{vs}: `or` between label matchers is not supported"
+            )));
+        }
+        let mut plan = Plan {
+            name: vs.name.clone(),
+            name_matchers: Vec::new(),
+            matchers: Vec::new(),
+        };
+        for m in &vs.matchers.matchers {
+            let op = match &m.op {
+                MatchOp::Equal => MatcherOp::Equal,
+                MatchOp::NotEqual => MatcherOp::NotEqual,
+                MatchOp::Re(_) => MatcherOp::RegexMatch,
+                MatchOp::NotRe(_) => MatcherOp::RegexNoMatch,
+            };
+            let matcher = Matcher::new(&m.name, op, &m.value)
+                .map_err(|e| QueryError::BadData(e.to_string()))?;
+            if m.name == METRIC_NAME {
+                plan.name_matchers.push(matcher);
+            } else {
+                plan.matchers.push(matcher);
+            }
+        }
+        if plan.name.is_none() {
+            plan.name = plan
+                .name_matchers
+                .iter()
+                .find(|m| m.op == MatcherOp::Equal)
+                .map(|m| m.value.clone());
+        }
+        Ok(plan)
+    }
+
+    /// Storage selectors, one per metric the selector can match.
+    async fn selectors(
+        &self,
+        store: &dyn TelemetryStore,
+        project: &str,
+        start_ms: i64,
+    ) -> Result<Vec<SeriesSelector>> {
+        let names = match &self.name {
+            Some(name) => vec![name.clone()],
+            None => store.metric_names(project, start_ms).await?,
+        };
+        Ok(names
+            .into_iter()
+            .filter(|name| self.name_matchers.iter().all(|m| m.matches_value(name)))
+            .map(|metric| SeriesSelector {
+                metric,
+                matchers: self.matchers.clone(),
+            })
+            .collect())
+    }
+}
+
+/// Reads one selector's series over its span. A selector without a metric
+/// name reads every metric whose name its `__name__` matchers accept.
+async fn read_selector(
+    store: &dyn TelemetryStore,
+    project: &str,
+    need: &Needed,
+) -> Result<Vec<Loaded>> {
+    let plan = Plan::of(&need.selector)?;
+    let mut out = Vec::new();
+    for selector in plan.selectors(store, project, need.min).await? {
+        for series in store.select(project, &selector, need.min, need.max).await? {
+            let mut labels = series.labels;
+            labels.insert(METRIC_NAME.to_owned(), selector.metric.clone());
+            out.push(Loaded {
+                labels: Arc::new(labels),
+                samples: series.samples,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Labels (with `__name__`) of the series a selector matches that have
+/// samples at or after `start_ms`; at most `limit`, else a limit error.
+pub async fn series_labels(
+    store: &dyn TelemetryStore,
+    project: &str,
+    vs: &VectorSelector,
+    start_ms: i64,
+    limit: usize,
+) -> Result<Vec<Labels>> {
+    let mut out = Vec::new();
+    for selector in Plan::of(vs)?.selectors(store, project, start_ms).await? {
+        for mut labels in store.series(project, &selector, start_ms).await? {
+            labels.insert(METRIC_NAME.to_owned(), selector.metric.clone());
+            out.push(labels);
+        }
+        if out.len() > limit {
+            return Err(QueryError::Limit(format!(
+                "more than {limit} series match; narrow the selector"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// The labels without the metric name.
+pub fn drop_name(labels: &Arc<Labels>) -> Arc<Labels> {
+    if labels.contains_key(METRIC_NAME) {
+        let mut l = (**labels).clone();
+        l.remove(METRIC_NAME);
+        Arc::new(l)
+    } else {
+        labels.clone()
+    }
+}
+
+/// Formats a float as Prometheus does (Go's `FormatFloat(v, 'f', -1, 64)`).
+pub fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        v.to_string()
+    }
+}
