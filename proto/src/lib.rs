@@ -61,6 +61,9 @@ pub mod names {
     pub const L7_REQUESTS_TOTAL: &str = "process_l7_requests_total";
     /// Their summed latency (request sent/read to response read/sent).
     pub const L7_REQUEST_SECONDS_TOTAL: &str = "process_l7_request_seconds_total";
+    /// Their latency as a cumulative histogram (`le`), per process, side,
+    /// destination and protocol (not per operation or status).
+    pub const L7_REQUEST_DURATION_BUCKET: &str = "process_l7_request_duration_seconds_bucket";
     /// Processes the kernel's OOM killer killed on the node.
     pub const NODE_OOM_KILLS_TOTAL: &str = "node_oom_kills_total";
     /// Connections accepted on a listening address of the node.

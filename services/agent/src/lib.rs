@@ -941,6 +941,43 @@ pub fn l7_series(
     ts: i64,
 ) -> Vec<TimeSeries> {
     let mut out = Vec::new();
+    // The histogram leaves out operation and status, to keep series few.
+    let mut histograms: std::collections::BTreeMap<_, ebpf::l7::Counts> = Default::default();
+    for (key, counts) in &stats.requests {
+        histograms
+            .entry((
+                key.pid,
+                key.side.as_str(),
+                key.destination,
+                key.protocol.as_str(),
+            ))
+            .or_default()
+            .merge(counts);
+    }
+    for ((pid, side, destination, protocol), counts) in histograms {
+        let mut labels = who.labels(pid).to_vec();
+        labels.extend([
+            label(names::LABEL_SIDE, side.to_owned()),
+            label(names::LABEL_PROTOCOL, protocol.to_owned()),
+        ]);
+        if let Some(destination) = destination {
+            labels.push(label(names::LABEL_DESTINATION, destination.to_string()));
+            labels.extend(who.destination_application(peers, destination));
+        }
+        let mut cumulative = 0;
+        let bounds = ebpf::l7::LATENCY_BUCKETS.iter().map(|b| b.to_string());
+        for (le, count) in bounds.chain(["+Inf".to_owned()]).zip(counts.buckets) {
+            cumulative += count;
+            let mut labels = labels.clone();
+            labels.push(label("le", le));
+            out.push(series(
+                names::L7_REQUEST_DURATION_BUCKET,
+                labels,
+                ts,
+                cumulative as f64,
+            ));
+        }
+    }
     for (key, counts) in &stats.requests {
         let mut labels = who.labels(key.pid).to_vec();
         labels.extend([
@@ -1161,7 +1198,20 @@ mod tests {
             &listen::Listeners::new(std::path::Path::new("/nonexistent")),
             1_000,
         );
-        assert_eq!(out.len(), 2);
+        // requests, seconds, and 12 histogram buckets.
+        assert_eq!(out.len(), 14);
+        let bucket = |le: &str| {
+            out.iter()
+                .find(|s| {
+                    s.name == names::L7_REQUEST_DURATION_BUCKET
+                        && s.labels.iter().any(|l| l.name == "le" && l.value == le)
+                })
+                .map(|s| s.samples[0].value)
+        };
+        // 2 ms each: below 0.005 and every larger bound, cumulative.
+        assert_eq!(bucket("0.005"), Some(3.0));
+        assert_eq!(bucket("10"), Some(3.0));
+        assert_eq!(bucket("+Inf"), Some(3.0));
         let requests = out
             .iter()
             .find(|s| s.name == names::L7_REQUESTS_TOTAL)

@@ -476,10 +476,37 @@ pub struct L7Key {
     pub status: String,
 }
 
+/// Upper bounds (seconds) of the latency histogram's buckets: Prometheus'
+/// default buckets. A last, unbounded bucket is implied.
+pub const LATENCY_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
     pub requests: u64,
     pub latency_ns: u64,
+    /// Requests per latency bucket (not cumulative); index
+    /// `LATENCY_BUCKETS.len()` holds those slower than the last bound.
+    pub buckets: [u64; LATENCY_BUCKETS.len() + 1],
+}
+
+impl Counts {
+    pub fn add(&mut self, latency_ns: u64) {
+        self.requests += 1;
+        self.latency_ns = self.latency_ns.saturating_add(latency_ns);
+        let seconds = latency_ns as f64 / 1e9;
+        let bucket = LATENCY_BUCKETS.partition_point(|bound| *bound < seconds);
+        self.buckets[bucket] += 1;
+    }
+
+    pub fn merge(&mut self, other: &Counts) {
+        self.requests += other.requests;
+        self.latency_ns = self.latency_ns.saturating_add(other.latency_ns);
+        for (a, b) in self.buckets.iter_mut().zip(other.buckets) {
+            *a += b;
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -621,9 +648,7 @@ impl L7Stats {
                     operation,
                     status,
                 };
-                let c = self.requests.entry(key).or_default();
-                c.requests += 1;
-                c.latency_ns = c.latency_ns.saturating_add(e.latency_ns);
+                self.requests.entry(key).or_default().add(e.latency_ns);
             }
             None => self.unparsed += 1,
         }
@@ -661,6 +686,23 @@ impl L7Stats {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_lands_in_its_bucket() {
+        let mut c = Counts::default();
+        for ms in [1, 5, 6, 300, 20_000] {
+            c.add(ms * 1_000_000);
+        }
+        // <=0.005: 1 ms and 5 ms (bounds are inclusive); <=0.01: 6 ms;
+        // <=0.5: 300 ms; beyond 10 s: 20 s.
+        assert_eq!(c.buckets[0], 2);
+        assert_eq!(c.buckets[1], 1);
+        assert_eq!(c.buckets[6], 1);
+        assert_eq!(c.buckets[LATENCY_BUCKETS.len()], 1);
+        assert_eq!(c.requests, 5);
+    }
+
     use super::*;
 
     fn raw(role: u32, request: &[u8], response: &[u8]) -> Vec<u8> {
