@@ -31,6 +31,121 @@ pub struct QueryConfig {
     /// Step of a subquery that names none.
     #[serde(with = "humantime_serde")]
     pub subquery_step: Duration,
+    /// Service level objectives of applications.
+    pub slo: SloConfig,
+    /// Most log records one search returns, and most a pattern summary reads.
+    pub max_log_records: usize,
+    pub max_pattern_scan: usize,
+    /// Most spans one trace search returns.
+    pub max_spans: usize,
+}
+
+/// `[query.slo]`: objectives every application gets, and per-application
+/// overrides (`[[query.slo.overrides]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SloConfig {
+    pub availability_percent: f64,
+    pub latency_percent: f64,
+    #[serde(with = "humantime_serde")]
+    pub latency_threshold: Duration,
+    pub overrides: Vec<SloOverride>,
+}
+
+impl Default for SloConfig {
+    fn default() -> Self {
+        let d = SloObjectives::default();
+        Self {
+            availability_percent: d.availability_percent,
+            latency_percent: d.latency_percent,
+            latency_threshold: d.latency_threshold,
+            overrides: Vec::new(),
+        }
+    }
+}
+
+/// An availability objective (share of requests without errors) and a
+/// latency objective (share of requests faster than a threshold).
+#[derive(Debug, Clone, Copy)]
+pub struct SloObjectives {
+    pub availability_percent: f64,
+    pub latency_percent: f64,
+    pub latency_threshold: Duration,
+}
+
+impl Default for SloObjectives {
+    fn default() -> Self {
+        Self {
+            availability_percent: 99.0,
+            latency_percent: 95.0,
+            latency_threshold: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Objectives for one application; unset ones are the defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SloOverride {
+    pub application: String,
+    pub availability_percent: Option<f64>,
+    pub latency_percent: Option<f64>,
+    #[serde(with = "humantime_serde::option")]
+    pub latency_threshold: Option<Duration>,
+}
+
+impl SloConfig {
+    pub fn for_application(&self, application: &str) -> SloObjectives {
+        let mut objectives = SloObjectives {
+            availability_percent: self.availability_percent,
+            latency_percent: self.latency_percent,
+            latency_threshold: self.latency_threshold,
+        };
+        if let Some(o) = self.overrides.iter().find(|o| o.application == application) {
+            objectives.availability_percent = o
+                .availability_percent
+                .unwrap_or(objectives.availability_percent);
+            objectives.latency_percent = o.latency_percent.unwrap_or(objectives.latency_percent);
+            objectives.latency_threshold =
+                o.latency_threshold.unwrap_or(objectives.latency_threshold);
+        }
+        objectives
+    }
+
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        let check = |field: String, v: f64| {
+            if v > 0.0 && v < 100.0 {
+                Ok(())
+            } else {
+                Err(ConfigError::invalid(
+                    field,
+                    format!("{v} is not a percentage between 0 and 100 (exclusive)"),
+                ))
+            }
+        };
+        check(
+            key(prefix, "availability_percent"),
+            self.availability_percent,
+        )?;
+        check(key(prefix, "latency_percent"), self.latency_percent)?;
+        nonzero_duration(prefix, "latency_threshold", self.latency_threshold)?;
+        for (i, o) in self.overrides.iter().enumerate() {
+            let p = format!("{prefix}.overrides[{i}]");
+            if o.application.is_empty() {
+                return Err(ConfigError::invalid(
+                    key(&p, "application"),
+                    "must name an application",
+                ));
+            }
+            if let Some(v) = o.availability_percent {
+                check(key(&p, "availability_percent"), v)?;
+            }
+            if let Some(v) = o.latency_percent {
+                check(key(&p, "latency_percent"), v)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for QueryConfig {
@@ -45,6 +160,10 @@ impl Default for QueryConfig {
             max_steps: 11_000,
             lookback_delta: Duration::from_secs(300),
             subquery_step: Duration::from_secs(60),
+            slo: SloConfig::default(),
+            max_log_records: 1000,
+            max_pattern_scan: 10_000,
+            max_spans: 1000,
         }
     }
 }
@@ -59,7 +178,11 @@ impl Validate for QueryConfig {
         positive(prefix, "max_samples", self.max_samples)?;
         positive(prefix, "max_steps", self.max_steps)?;
         nonzero_duration(prefix, "lookback_delta", self.lookback_delta)?;
-        nonzero_duration(prefix, "subquery_step", self.subquery_step)
+        nonzero_duration(prefix, "subquery_step", self.subquery_step)?;
+        positive(prefix, "max_log_records", self.max_log_records)?;
+        positive(prefix, "max_pattern_scan", self.max_pattern_scan)?;
+        positive(prefix, "max_spans", self.max_spans)?;
+        self.slo.validate(&key(prefix, "slo"))
     }
 }
 

@@ -3,14 +3,16 @@
 //! range (`vigil.query.v1`). Service map, RED/SLO figures, logs, traces,
 //! profiles and a Prometheus-compatible HTTP API grow from here.
 
+mod apps;
 mod config;
 pub mod prom_api;
 pub mod promql;
 mod service;
+mod signals;
 
 use std::sync::Arc;
 
-pub use config::QueryConfig;
+pub use config::{QueryConfig, SloConfig, SloObjectives, SloOverride};
 use vigil_proto::query::v1::query_service_server::QueryServiceServer;
 use vigil_runtime::{
     Metrics, Readiness, RuntimeError, Shutdown, auth::ApiKeys, config::ConfigError,

@@ -7,6 +7,11 @@ use std::{
 };
 use vigil_runtime::time::{millis, now_ms};
 
+use crate::{
+    apps::{Model, Window},
+    promql::{self, Limits, QueryError, Value},
+    signals,
+};
 use tonic::{Request, Response, Status};
 use vigil_proto::{
     names,
@@ -29,6 +34,20 @@ pub struct QueryApi {
     default_lookback: Duration,
     max_range: Duration,
     max_series: usize,
+    limits: Limits,
+    config: QueryConfig,
+}
+
+/// A query error as a gRPC status: what the caller got wrong (a malformed
+/// query, a limit) is INVALID_ARGUMENT, with the message.
+pub fn query_status(e: QueryError) -> Status {
+    match e {
+        QueryError::Storage(e) => e.to_status(),
+        QueryError::Parse(_) | QueryError::BadData(_) | QueryError::Limit(_) => {
+            Status::invalid_argument(e.to_string())
+        }
+        QueryError::Execution(_) => Status::failed_precondition(e.to_string()),
+    }
 }
 
 /// The project a call reads: the one its API key belongs to (put there by
@@ -56,7 +75,21 @@ impl QueryApi {
             default_lookback: config.default_lookback,
             max_range: config.max_range,
             max_series: config.max_series,
+            limits: config.limits(),
+            config: config.clone(),
         }
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn window(&self, window: Option<&pb::TimeWindow>) -> Result<Window, Status> {
+        Window::of(window, now_ms(), self.limits.max_range_ms).map_err(query_status)
+    }
+
+    async fn model(&self, project: &str, window: Option<&pb::TimeWindow>) -> Result<Model, Status> {
+        let window = self.window(window)?;
+        Model::load(&*self.store, project, window, &self.limits)
+            .await
+            .map_err(query_status)
     }
 
     #[allow(clippy::result_large_err)]
@@ -281,6 +314,373 @@ impl QueryService for QueryApi {
             })
             .collect();
         Ok(Response::new(QueryRangeResponse { series }))
+    }
+
+    async fn query(
+        &self,
+        request: Request<pb::PromQueryRequest>,
+    ) -> Result<Response<pb::PromQueryResponse>, Status> {
+        let project = project_of(&request, &request.get_ref().project)?;
+        let r = request.into_inner();
+        let expr = promql::parse(&r.query).map_err(|e| query_status(e.into()))?;
+        let series_pb = |labels: &promql::Labels, samples: Vec<pb::Sample>| pb::Series {
+            metric: labels.get("__name__").cloned().unwrap_or_default(),
+            labels: labels
+                .iter()
+                .filter(|(k, _)| *k != "__name__")
+                .map(|(name, value)| pb::Label {
+                    name: name.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+            samples,
+        };
+        if r.step_ms == 0 {
+            let at = if r.end_ms != 0 {
+                r.end_ms
+            } else if r.start_ms != 0 {
+                r.start_ms
+            } else {
+                now_ms()
+            };
+            let value = promql::instant(&*self.store, &project, &expr, at, &self.limits)
+                .await
+                .map_err(query_status)?;
+            let mut out = pb::PromQueryResponse {
+                result_type: value.type_name().into(),
+                ..Default::default()
+            };
+            match value {
+                Value::Scalar(v) => out.scalar = v,
+                Value::String(s) => out.string_value = s,
+                Value::Vector(elements) => {
+                    out.series = elements
+                        .iter()
+                        .map(|e| {
+                            series_pb(
+                                &e.labels,
+                                vec![pb::Sample {
+                                    timestamp_ms: at,
+                                    value: e.v,
+                                }],
+                            )
+                        })
+                        .collect();
+                }
+                Value::Matrix { series, .. } => {
+                    out.series = series
+                        .iter()
+                        .map(|s| {
+                            series_pb(
+                                &s.labels,
+                                s.samples
+                                    .iter()
+                                    .map(|p| pb::Sample {
+                                        timestamp_ms: p.timestamp_ms,
+                                        value: p.value,
+                                    })
+                                    .collect(),
+                            )
+                        })
+                        .collect();
+                }
+            }
+            return Ok(Response::new(out));
+        }
+        if r.end_ms.saturating_sub(r.start_ms) > self.limits.max_range_ms {
+            return Err(Status::invalid_argument(format!(
+                "time range is longer than the {} allowed",
+                humantime::format_duration(self.max_range)
+            )));
+        }
+        let series = promql::range(
+            &*self.store,
+            &project,
+            &expr,
+            r.start_ms,
+            r.end_ms,
+            r.step_ms,
+            &self.limits,
+        )
+        .await
+        .map_err(query_status)?;
+        Ok(Response::new(pb::PromQueryResponse {
+            result_type: "matrix".into(),
+            series: series
+                .iter()
+                .map(|s| {
+                    series_pb(
+                        &s.labels,
+                        s.samples
+                            .iter()
+                            .map(|p| pb::Sample {
+                                timestamp_ms: p.timestamp_ms,
+                                value: p.value,
+                            })
+                            .collect(),
+                    )
+                })
+                .collect(),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_applications(
+        &self,
+        request: Request<pb::ListApplicationsRequest>,
+    ) -> Result<Response<pb::ListApplicationsResponse>, Status> {
+        let project = project_of(&request, &request.get_ref().project)?;
+        let model = self
+            .model(&project, request.get_ref().window.as_ref())
+            .await?;
+        let applications = model
+            .applications()
+            .into_iter()
+            .map(|app| model.summary(app, &self.config.slo))
+            .collect();
+        Ok(Response::new(pb::ListApplicationsResponse { applications }))
+    }
+
+    async fn get_application(
+        &self,
+        request: Request<pb::GetApplicationRequest>,
+    ) -> Result<Response<pb::GetApplicationResponse>, Status> {
+        let project = project_of(&request, &request.get_ref().project)?;
+        let r = request.into_inner();
+        if r.name.is_empty() {
+            return Err(Status::invalid_argument("name is required"));
+        }
+        let model = self.model(&project, r.window.as_ref()).await?;
+        if !model.applications().contains(r.name.as_str()) {
+            return Err(Status::not_found(format!(
+                "no application {:?} was seen in the window",
+                r.name
+            )));
+        }
+        Ok(Response::new(model.application(&r.name, &self.config.slo)))
+    }
+
+    async fn service_map(
+        &self,
+        request: Request<pb::ServiceMapRequest>,
+    ) -> Result<Response<pb::ServiceMapResponse>, Status> {
+        let project = project_of(&request, &request.get_ref().project)?;
+        let model = self
+            .model(&project, request.get_ref().window.as_ref())
+            .await?;
+        Ok(Response::new(model.service_map(&self.config.slo)))
+    }
+
+    async fn search_logs(
+        &self,
+        request: Request<pb::SearchLogsRequest>,
+    ) -> Result<Response<pb::SearchLogsResponse>, Status> {
+        let project = project_of(&request, &request.get_ref().project)?;
+        let r = request.into_inner();
+        let window = self.window(r.window.as_ref())?;
+        let query = signals::log_query(
+            &r,
+            window.start_ms,
+            window.end_ms,
+            self.config.max_log_records,
+        )?;
+        let page = self
+            .store
+            .search_logs(&project, &query)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(pb::SearchLogsResponse {
+            records: page.entries.iter().map(signals::log_record_pb).collect(),
+            next_cursor: page
+                .next
+                .as_ref()
+                .map(signals::encode_cursor)
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn log_patterns(
+        &self,
+        request: Request<pb::SearchLogsRequest>,
+    ) -> Result<Response<pb::LogPatternsResponse>, Status> {
+        let project = project_of(&request, &request.get_ref().project)?;
+        let mut r = request.into_inner();
+        r.limit = 0;
+        let window = self.window(r.window.as_ref())?;
+        let mut query = signals::log_query(
+            &r,
+            window.start_ms,
+            window.end_ms,
+            self.config.max_log_records,
+        )?;
+        query.limit = self.config.max_log_records;
+        let mut entries = Vec::new();
+        let truncated = loop {
+            let page = self
+                .store
+                .search_logs(&project, &query)
+                .await
+                .map_err(|e| e.to_status())?;
+            entries.extend(page.entries);
+            match page.next {
+                Some(next) if entries.len() < self.config.max_pattern_scan => {
+                    query.after = Some(next)
+                }
+                Some(_) => break true,
+                None => break false,
+            }
+        };
+        Ok(Response::new(pb::LogPatternsResponse {
+            patterns: signals::patterns(&entries),
+            records: entries.len() as u64,
+            truncated,
+        }))
+    }
+
+    async fn get_trace(
+        &self,
+        request: Request<pb::GetTraceRequest>,
+    ) -> Result<Response<pb::GetTraceResponse>, Status> {
+        let project = project_of(&request, &request.get_ref().project)?;
+        let id = signals::trace_id(&request.get_ref().trace_id)?;
+        let spans = self
+            .store
+            .trace(&project, id)
+            .await
+            .map_err(|e| e.to_status())?;
+        if spans.is_empty() {
+            return Err(Status::not_found(format!(
+                "no trace {} is stored",
+                request.get_ref().trace_id
+            )));
+        }
+        Ok(Response::new(signals::waterfall(spans)))
+    }
+
+    async fn search_traces(
+        &self,
+        request: Request<pb::SearchTracesRequest>,
+    ) -> Result<Response<pb::SearchTracesResponse>, Status> {
+        let project = project_of(&request, &request.get_ref().project)?;
+        let r = request.into_inner();
+        let window = self.window(r.window.as_ref())?;
+        let query =
+            signals::trace_query(&r, window.start_ms, window.end_ms, self.config.max_spans)?;
+        let spans = self
+            .store
+            .search_spans(&project, &query)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(pb::SearchTracesResponse {
+            spans: spans.iter().map(signals::span_summary_pb).collect(),
+        }))
+    }
+
+    async fn flamegraph(
+        &self,
+        request: Request<pb::FlamegraphRequest>,
+    ) -> Result<Response<pb::FlamegraphResponse>, Status> {
+        let project = project_of(&request, &request.get_ref().project)?;
+        let r = request.into_inner();
+        let window = self.window(r.window.as_ref())?;
+        let query = signals::profile_query(
+            &r.application,
+            &r.profile_type,
+            &r.resource,
+            window.start_ms,
+            window.end_ms,
+        );
+        let stacks = self
+            .store
+            .merge_profiles(&project, &query)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(pb::FlamegraphResponse {
+            root: Some(signals::flame_tree(&stacks)),
+            stacks: stacks.len() as u64,
+        }))
+    }
+
+    async fn flamegraph_diff(
+        &self,
+        request: Request<pb::FlamegraphDiffRequest>,
+    ) -> Result<Response<pb::FlamegraphDiffResponse>, Status> {
+        let project = project_of(&request, &request.get_ref().project)?;
+        let r = request.into_inner();
+        let (Some(baseline), Some(comparison)) = (r.baseline.as_ref(), r.comparison.as_ref())
+        else {
+            return Err(Status::invalid_argument(
+                "baseline and comparison windows are required",
+            ));
+        };
+        let mut merged = Vec::new();
+        for w in [baseline, comparison] {
+            let window = self.window(Some(w))?;
+            let query = signals::profile_query(
+                &r.application,
+                &r.profile_type,
+                &[],
+                window.start_ms,
+                window.end_ms,
+            );
+            merged.push(
+                self.store
+                    .merge_profiles(&project, &query)
+                    .await
+                    .map_err(|e| e.to_status())?,
+            );
+        }
+        Ok(Response::new(signals::diff_tree(&merged[0], &merged[1])))
+    }
+
+    async fn export_pprof(
+        &self,
+        request: Request<pb::FlamegraphRequest>,
+    ) -> Result<Response<pb::ExportPprofResponse>, Status> {
+        let project = project_of(&request, &request.get_ref().project)?;
+        let r = request.into_inner();
+        let window = self.window(r.window.as_ref())?;
+        let query = signals::profile_query(
+            &r.application,
+            &r.profile_type,
+            &r.resource,
+            window.start_ms,
+            window.end_ms,
+        );
+        let stacks = self
+            .store
+            .merge_profiles(&project, &query)
+            .await
+            .map_err(|e| e.to_status())?;
+        let pprof_gzip = signals::pprof(&stacks, window.start_ms, window.end_ms)
+            .map_err(|e| Status::internal(format!("cannot write the profile: {e}")))?;
+        Ok(Response::new(pb::ExportPprofResponse { pprof_gzip }))
+    }
+
+    async fn list_events(
+        &self,
+        request: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        let project = project_of(&request, &request.get_ref().project)?;
+        let r = request.into_inner();
+        if r.limit as usize > self.config.max_log_records {
+            return Err(Status::invalid_argument(format!(
+                "limit {} is over the {} events one call may return",
+                r.limit, self.config.max_log_records
+            )));
+        }
+        let window = self.window(r.window.as_ref())?;
+        let events = self
+            .store
+            .list_events(
+                &project,
+                &signals::event_query(&r, window.start_ms, window.end_ms),
+            )
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(pb::ListEventsResponse {
+            events: events.iter().map(signals::event_pb).collect(),
+        }))
     }
 }
 

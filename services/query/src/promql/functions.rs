@@ -229,7 +229,7 @@ fn calendar(seconds: f64, part: &str) -> f64 {
 }
 
 /// `histogram_quantile` over one group of classic buckets.
-fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> f64 {
+pub fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> f64 {
     if q.is_nan() {
         return f64::NAN;
     }
@@ -662,7 +662,7 @@ pub fn call(ctx: &Ctx, call: &Call, ts: i64) -> Result<Value> {
 }
 
 /// A bucket bound as Prometheus parses it (`+Inf`, `1e3`, `0.5`).
-fn parse_bound(le: &str) -> Result<f64, std::num::ParseFloatError> {
+pub fn parse_bound(le: &str) -> Result<f64, std::num::ParseFloatError> {
     match le {
         "+Inf" | "Inf" | "+inf" | "inf" => Ok(f64::INFINITY),
         "-Inf" | "-inf" => Ok(f64::NEG_INFINITY),

@@ -11,4 +11,5 @@ pub use eval::{
     Element, Labels, Limits, QueryError, RangeSeries, Value, format_value, instant, range,
     series_labels,
 };
+pub use functions::{bucket_quantile, parse_bound};
 pub use parse::{ParseError, parse};
