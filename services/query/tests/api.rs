@@ -244,22 +244,14 @@ fn agent_metrics(now: i64) -> Vec<SeriesWrite> {
     out
 }
 
-fn span(
-    trace: u8,
-    id: u8,
-    parent: u8,
-    service: &str,
-    name: &str,
-    start: i64,
-    ms: i64,
-    error: bool,
-) -> Span {
+/// A span; `ids` is (trace, span, parent) as repeated bytes.
+fn span(ids: (u8, u8, u8), service: &str, name: &str, start: i64, ms: i64, error: bool) -> Span {
     Span {
-        trace_id: [trace; 16],
-        span_id: [id; 8],
-        parent_span_id: [parent; 8],
+        trace_id: [ids.0; 16],
+        span_id: [ids.1; 8],
+        parent_span_id: [ids.2; 8],
         name: name.into(),
-        kind: if parent == 0 {
+        kind: if ids.2 == 0 {
             SpanKind::Server
         } else {
             SpanKind::Client
@@ -310,8 +302,15 @@ async fn fill(store: &dyn TelemetryStore, now: i64) {
             project: PROJECT.into(),
             batch_id: "spans".into(),
             spans: vec![
-                span(1, 1, 0, "shop.service", "GET /cart", t, 120, false),
-                span(1, 2, 1, "shop.service", "SELECT", t + 10_000_000, 30, false),
+                span((1, 1, 0), "shop.service", "GET /cart", t, 120, false),
+                span(
+                    (1, 2, 1),
+                    "shop.service",
+                    "SELECT",
+                    t + 10_000_000,
+                    30,
+                    false,
+                ),
                 span(
                     1,
                     3,
