@@ -312,9 +312,7 @@ async fn fill(store: &dyn TelemetryStore, now: i64) {
                     false,
                 ),
                 span(
-                    1,
-                    3,
-                    2,
+                    (1, 3, 2),
                     "postgres.service",
                     "SELECT",
                     t + 12_000_000,
@@ -322,9 +320,7 @@ async fn fill(store: &dyn TelemetryStore, now: i64) {
                     false,
                 ),
                 span(
-                    2,
-                    4,
-                    0,
+                    (2, 4, 0),
                     "shop.service",
                     "GET /pay",
                     t + 60_000_000_000,

@@ -703,8 +703,6 @@ mod tests {
         assert_eq!(c.requests, 5);
     }
 
-    use super::*;
-
     fn raw(role: u32, request: &[u8], response: &[u8]) -> Vec<u8> {
         let mut b = vec![0u8; EVENT_SIZE];
         b[0..8].copy_from_slice(&7_000u64.to_ne_bytes());
