@@ -8,7 +8,7 @@
 //! expression over the window, evaluated by the same engine as
 //! `/api/v1/query`, then summed per application in Rust.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use vigil_proto::{names, query::v1 as pb};
 use vigil_storage::TelemetryStore;
@@ -207,6 +207,34 @@ async fn vector(
     }
 }
 
+/// The figures read, as (metric, PromQL function over the window).
+const LISTEN: (&str, &str) = (names::TCP_LISTEN_INFO, "last_over_time");
+const L7: [(&str, &str); 3] = [
+    (names::L7_REQUESTS_TOTAL, "increase"),
+    (names::L7_REQUEST_SECONDS_TOTAL, "increase"),
+    (names::L7_REQUEST_DURATION_BUCKET, "increase"),
+];
+const TCP: [(&str, &str); 5] = [
+    (names::TCP_SUCCESSFUL_CONNECTS_TOTAL, "increase"),
+    (names::TCP_FAILED_CONNECTS_TOTAL, "increase"),
+    (names::TCP_RETRANSMITS_TOTAL, "increase"),
+    (names::TCP_CONNECT_SECONDS_TOTAL, "increase"),
+    (names::TCP_ACTIVE_CONNECTIONS, "last_over_time"),
+];
+const CONTAINERS: [(&str, &str); 7] = [
+    (names::CONTAINER_CPU_USAGE_SECONDS_TOTAL, "rate"),
+    (names::CONTAINER_CPU_LIMIT_CORES, "last_over_time"),
+    (names::CONTAINER_CPU_THROTTLED_SECONDS_TOTAL, "increase"),
+    (names::CONTAINER_MEMORY_RSS_BYTES, "last_over_time"),
+    (names::CONTAINER_MEMORY_LIMIT_BYTES, "last_over_time"),
+    (names::CONTAINER_OOM_KILLS_TOTAL, "increase"),
+    (names::CONTAINER_RESTARTS_TOTAL, "increase"),
+];
+const PROCESSES: [(&str, &str); 2] = [
+    (names::PROCESS_CPU_USAGE_CORES, "avg_over_time"),
+    (names::PROCESS_MEMORY_RSS_BYTES, "last_over_time"),
+];
+
 impl Model {
     /// Reads every figure for the window.
     pub async fn load(
@@ -221,11 +249,29 @@ impl Model {
             seconds: (window.end_ms - window.start_ms) as f64 / 1e3,
             ..Model::default()
         };
-        let q = |expr: String| async move { vector(store, project, &expr, at, limits).await };
+        // Every figure at once: they do not depend on each other.
+        let exprs: Vec<String> = [LISTEN]
+            .iter()
+            .chain(&L7)
+            .chain(&TCP)
+            .chain(&CONTAINERS)
+            .chain(&PROCESSES)
+            .map(|(metric, f)| format!("{f}({metric}[{w}])"))
+            .collect();
+        let results = futures::future::try_join_all(
+            exprs.iter().map(|e| vector(store, project, e, at, limits)),
+        )
+        .await?;
+        let mut fetched: HashMap<String, Vec<Element>> = exprs.into_iter().zip(results).collect();
+        let mut q = |(metric, f): (&str, &str)| {
+            fetched
+                .remove(&format!("{f}({metric}[{w}])"))
+                .unwrap_or_default()
+        };
 
         // Who listens where, for destinations on other nodes.
         let mut listeners: BTreeMap<String, String> = BTreeMap::new();
-        for e in q(format!("last_over_time({}[{w}])", names::TCP_LISTEN_INFO)).await? {
+        for e in q(LISTEN) {
             if let (Some(listen), Some(app)) =
                 (e.labels.get(names::LABEL_LISTEN), application_of(&e.labels))
             {
@@ -245,17 +291,7 @@ impl Model {
         };
         let side = |labels: &Labels| labels.get(names::LABEL_SIDE).cloned().unwrap_or_default();
 
-        let requests = q(format!("increase({}[{w}])", names::L7_REQUESTS_TOTAL)).await?;
-        let seconds = q(format!(
-            "increase({}[{w}])",
-            names::L7_REQUEST_SECONDS_TOTAL
-        ))
-        .await?;
-        let buckets = q(format!(
-            "increase({}[{w}])",
-            names::L7_REQUEST_DURATION_BUCKET
-        ))
-        .await?;
+        let [requests, seconds, buckets] = L7.map(&mut q);
         for (elements, what) in [(requests, 0), (seconds, 1), (buckets, 2)] {
             for e in elements {
                 let Some(app) = application_of(&e.labels).map(str::to_owned) else {
@@ -280,14 +316,8 @@ impl Model {
             }
         }
 
-        for (metric, expr) in [
-            (names::TCP_SUCCESSFUL_CONNECTS_TOTAL, "increase"),
-            (names::TCP_FAILED_CONNECTS_TOTAL, "increase"),
-            (names::TCP_RETRANSMITS_TOTAL, "increase"),
-            (names::TCP_CONNECT_SECONDS_TOTAL, "increase"),
-            (names::TCP_ACTIVE_CONNECTIONS, "last_over_time"),
-        ] {
-            for e in q(format!("{expr}({metric}[{w}])")).await? {
+        for (metric, f) in TCP {
+            for e in q((metric, f)) {
                 let (Some(app), Some((to, external))) = (
                     application_of(&e.labels).map(str::to_owned),
                     destination_of(&e.labels),
@@ -308,16 +338,8 @@ impl Model {
             }
         }
 
-        for (metric, expr) in [
-            (names::CONTAINER_CPU_USAGE_SECONDS_TOTAL, "rate"),
-            (names::CONTAINER_CPU_LIMIT_CORES, "last_over_time"),
-            (names::CONTAINER_CPU_THROTTLED_SECONDS_TOTAL, "increase"),
-            (names::CONTAINER_MEMORY_RSS_BYTES, "last_over_time"),
-            (names::CONTAINER_MEMORY_LIMIT_BYTES, "last_over_time"),
-            (names::CONTAINER_OOM_KILLS_TOTAL, "increase"),
-            (names::CONTAINER_RESTARTS_TOTAL, "increase"),
-        ] {
-            for e in q(format!("{expr}({metric}[{w}])")).await? {
+        for (metric, f) in CONTAINERS {
+            for e in q((metric, f)) {
                 let Some(app) = application_of(&e.labels).map(str::to_owned) else {
                     continue;
                 };
@@ -335,11 +357,8 @@ impl Model {
         }
         // Applications known by process name only take the processes' figures.
         let from_containers: BTreeSet<String> = model.resources.keys().cloned().collect();
-        for (metric, expr) in [
-            (names::PROCESS_CPU_USAGE_CORES, "avg_over_time"),
-            (names::PROCESS_MEMORY_RSS_BYTES, "last_over_time"),
-        ] {
-            for e in q(format!("{expr}({metric}[{w}])")).await? {
+        for (metric, f) in PROCESSES {
+            for e in q((metric, f)) {
                 let Some(process) = e.labels.get(names::LABEL_PROCESS) else {
                     continue;
                 };
