@@ -461,8 +461,9 @@ fn print_summary(
     }
     if wants(Service::Query) {
         out += &format!(
-            "  Query:      gRPC {}\n",
-            reachable(suite.query.grpc.listen)
+            "  Query:      gRPC {}, Prometheus API http://{}/api/v1/\n",
+            reachable(suite.query.grpc.listen),
+            reachable(suite.query.http.listen)
         );
     }
     if wants(Service::Heartbeat) {

@@ -7,8 +7,9 @@
 //! ```sh
 //! CLICKHOUSE_TEST_URL=http://127.0.0.1:8123 cargo bench -p vigil-query --bench query
 //! ```
-//! Env: TRACES (100000, 10 spans each), LINES (1000000), NODES (100: node
-//! CPU series, 64 each), APPS (50), RUNS (20 per query).
+//! Env: TRACES (100000, 10 spans each), LINES (1000000), NODES (130: node
+//! CPU series, 64 each: with the applications, over 10 000 series), APPS
+//! (50), RUNS (20 per query).
 
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::expect_used)]
 
@@ -433,12 +434,48 @@ where
 }
 
 /// Raw SQL over ClickHouse's HTTP interface.
-fn sql(url: &str, query: &str) {
-    let mut r = ureq::post(url)
-        .send(query.as_bytes())
-        .expect("clickhouse answers");
-    let body = r.body_mut().read_to_vec().expect("body");
-    std::hint::black_box(body);
+fn sql(url: &str, statements: &str) -> String {
+    let mut last = String::new();
+    for query in statements.split(";\n") {
+        let mut r = ureq::post(url)
+            .send(query.as_bytes())
+            .expect("clickhouse answers");
+        let body = r
+            .body_mut()
+            .with_config()
+            .limit(u64::MAX)
+            .read_to_vec()
+            .expect("body");
+        last = String::from_utf8_lossy(&body).into_owned();
+    }
+    last
+}
+
+/// The statements the store runs for a trace: where the trace lives, then
+/// its spans there (as `ClickHouseStore::trace` builds them).
+fn trace_sql(url: &str, db: &str, id: &str) -> String {
+    let lookup = format!(
+        "SELECT day, service, min(start_min), max(start_max) FROM {db}.trace_lookup \
+         WHERE project = 'bench' AND trace_id = unhex('{id}') GROUP BY day, service FORMAT TSV"
+    );
+    let found = sql(url, &lookup);
+    let places: Vec<String> = found
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f.len() == 4).then(|| {
+                format!(
+                    "(day = toDate('{}') AND service = '{}' AND start_ns >= {} AND start_ns <= {})",
+                    f[0], f[1], f[2], f[3]
+                )
+            })
+        })
+        .collect();
+    format!(
+        "{lookup};\nSELECT * FROM {db}.spans PREWHERE trace_id = unhex('{id}') WHERE project = 'bench' \
+         AND ({}) ORDER BY span_id, version DESC LIMIT 1 BY span_id FORMAT Native",
+        places.join(" OR ")
+    )
 }
 
 const PROMQL: &[(&str, &str, i64, i64)] = &[
@@ -509,7 +546,7 @@ async fn measure(
                     async move {
                         tokio::task::spawn_blocking(move || sql(&url, &q))
                             .await
-                            .unwrap()
+                            .unwrap();
                     }
                 })
                 .await,
@@ -532,13 +569,20 @@ async fn measure(
         }
     })
     .await;
-    let raw_by_id = raw(Box::new(move |i| {
-        format!(
-            "SELECT * FROM {{db}}.spans WHERE project = 'bench' AND trace_id = unhex('{}') FORMAT Native",
-            hex::encode(trace_id(i * 7919 % traces))
-        )
-    }))
-    .await;
+    let statements: Vec<String> = match clickhouse {
+        Some((url, db)) => {
+            let (url, db) = (url.to_owned(), db.to_owned());
+            tokio::task::spawn_blocking(move || {
+                (0..=runs)
+                    .map(|i| trace_sql(&url, &db, &hex::encode(trace_id(i * 7919 % traces))))
+                    .collect()
+            })
+            .await
+            .unwrap()
+        }
+        None => Vec::new(),
+    };
+    let raw_by_id = raw(Box::new(move |i| statements[i].clone())).await;
     row("trace by id", by_id, raw_by_id);
 
     let (start_ns, end_ns) = ((s.end - 3_600_000) * 1_000_000, s.end * 1_000_000);
@@ -558,7 +602,7 @@ async fn measure(
     })
     .await;
     let raw_search = raw(Box::new(move |_| {
-        format!("SELECT trace_id, span_id, service, name, start_ns, duration_ns, status_code FROM {{db}}.spans WHERE project = 'bench' AND service = 'api' AND start_ns >= {start_ns} AND start_ns <= {end_ns} AND duration_ns >= 40000000 ORDER BY start_ns DESC LIMIT 100 FORMAT Native")
+        format!("SELECT trace_id, span_id, service, name, start_ns, duration_ns, status_code FROM {{db}}.spans WHERE project = 'bench' AND day >= toDate({}) AND day <= toDate({}) AND start_ns >= {start_ns} AND start_ns <= {end_ns} AND service = 'api' AND duration_ns >= 40000000 ORDER BY start_ns DESC, trace_id, span_id LIMIT 1 BY trace_id, span_id LIMIT 100 FORMAT Native", start_ns / 1_000_000_000, end_ns / 1_000_000_000)
     }))
     .await;
     row("trace search (service, >40ms, 1h)", search, raw_search);
@@ -579,7 +623,8 @@ async fn measure(
     })
     .await;
     let raw_logs = raw(Box::new(move |_| {
-        format!("SELECT * FROM {{db}}.logs WHERE project = 'bench' AND time_ns >= {day_start_ns} AND time_ns <= {day_end_ns} AND has(tokens, 'needle-7f3a') ORDER BY time_ns DESC, id DESC LIMIT 100 FORMAT Native")
+        // The store's statement: versions collapsed per record.
+        format!("SELECT * FROM {{db}}.logs WHERE project = 'bench' AND day >= toDate({}) AND day <= toDate({}) AND time_ns >= {day_start_ns} AND time_ns <= {day_end_ns} AND hasAll(tokens, ['needle-7f3a']) ORDER BY time_ns DESC, id DESC, version DESC LIMIT 1 BY id LIMIT 101 FORMAT Native", day_start_ns / 1_000_000_000, day_end_ns / 1_000_000_000)
     }))
     .await;
     row("log text search (rare token, 24h)", logs, raw_logs);
@@ -655,7 +700,7 @@ async fn main() {
     let s = Setup {
         traces: env("TRACES", 100_000),
         lines: env("LINES", 1_000_000),
-        nodes: env("NODES", 100),
+        nodes: env("NODES", 130),
         apps: env("APPS", 50),
         runs: env("RUNS", 20),
         end: now - now % STEP - STEP,

@@ -332,13 +332,15 @@ async fn series(
     )))
 }
 
-/// Every series of the project (for label listings without `match[]`).
+/// Every series of the project (for label listings without `match[]`),
+/// up to ten times the per-query series limit.
 async fn all_series(api: &PromApi, project: &str, start: i64) -> Result<Vec<Labels>, ApiError> {
     let any = promql::parse("{__name__=~\".+\"}").map_err(QueryError::from)?;
     let Expr::VectorSelector(vs) = any else {
         return Err(ApiError::bad_data("internal selector did not parse"));
     };
-    Ok(promql::series_labels(&*api.store, project, &vs, start, api.limits.max_series).await?)
+    let limit = api.limits.max_series.saturating_mul(10);
+    Ok(promql::series_labels(&*api.store, project, &vs, start, limit).await?)
 }
 
 async fn labels(

@@ -202,6 +202,35 @@ fn assert_incident_opened(p: &Ports) {
     );
 }
 
+/// What Grafana does: PromQL through the query service's Prometheus API,
+/// answered from what the real agent shipped; without a key, 401.
+fn assert_prometheus_api(p: &Ports) {
+    let url = format!(
+        "http://127.0.0.1:{}/api/v1/query?query=sum(host_cpu_cores)",
+        p.query_http
+    );
+    eventually(
+        Duration::from_secs(30),
+        "host_cpu_cores through the Prometheus API",
+        || {
+            let out = std::process::Command::new("curl")
+                .args(["-sS", "--max-time", "10", "-H"])
+                .arg(format!("x-api-key: {API_KEY}"))
+                .arg(&url)
+                .output()
+                .ok()?;
+            let body = json(&String::from_utf8_lossy(&out.stdout));
+            let cores: f64 = body["data"]["result"][0]["value"][1]
+                .as_str()?
+                .parse()
+                .ok()?;
+            (body["status"] == "success" && cores >= 1.0).then_some(())
+        },
+    );
+    let (status, body) = curl(&url);
+    assert_eq!(status, 401, "{body}");
+}
+
 fn check_status(p: &Ports) -> String {
     let (status, body) = http_get(&format!(
         "http://127.0.0.1:{}/api/v1/checks",
@@ -301,7 +330,10 @@ fn monolith_walking_skeleton() {
         "says how the agent collects: {summary}"
     );
 
+    assert!(summary.contains("Prometheus API"), "{summary}");
+
     assert_ui_shows_host(&p, vigil.pid());
+    assert_prometheus_api(&p);
     assert_incident_opened(&p);
     assert_heartbeat_up_then_down(&p);
 
@@ -486,6 +518,7 @@ fn split_mode() {
     }
     let agent_pid = others[3].0.pid();
     assert_ui_shows_host(&p, agent_pid);
+    assert_prometheus_api(&p);
     assert_incident_opened(&p);
     assert_heartbeat_up_then_down(&p);
 

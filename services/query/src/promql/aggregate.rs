@@ -8,7 +8,7 @@ use promql_parser::{
     parser::{AggregateExpr, LabelModifier, token},
 };
 
-use super::eval::{Element, Labels, QueryError, Result, Value, format_value};
+use super::eval::{Element, Labels, Memo, QueryError, Result, Value, format_value};
 
 /// The labels a group is known by: `by` keeps the listed labels, `without`
 /// drops them and the metric name, no clause drops everything.
@@ -57,7 +57,13 @@ fn scalar_param(param: Option<Value>, op: &str) -> Result<f64> {
     }
 }
 
-pub fn apply(a: &AggregateExpr, param: Option<Value>, input: Value, ts: i64) -> Result<Value> {
+pub fn apply(
+    a: &AggregateExpr,
+    param: Option<Value>,
+    input: Value,
+    ts: i64,
+    memo: &Memo,
+) -> Result<Value> {
     let Value::Vector(input) = input else {
         return Err(QueryError::BadData(format!(
             "aggregation needs an instant vector, got {}",
@@ -66,12 +72,11 @@ pub fn apply(a: &AggregateExpr, param: Option<Value>, input: Value, ts: i64) -> 
     };
     let op = a.op.id();
     let modifier = a.modifier.as_ref();
-    let mut groups: BTreeMap<Labels, Vec<Element>> = BTreeMap::new();
+    let node = std::ptr::from_ref(a) as usize;
+    let mut groups: BTreeMap<Arc<Labels>, Vec<Element>> = BTreeMap::new();
     for e in input {
-        groups
-            .entry(group_labels(&e.labels, modifier))
-            .or_default()
-            .push(e);
+        let key = memo.derive(&e.labels, node, |l| group_labels(l, modifier));
+        groups.entry(key).or_default().push(e);
     }
     let mut out = Vec::new();
     let mut emit = |labels: Labels, v: f64| {
@@ -117,7 +122,8 @@ pub fn apply(a: &AggregateExpr, param: Option<Value>, input: Value, ts: i64) -> 
                 )));
             }
             let mut counts: BTreeMap<Labels, f64> = BTreeMap::new();
-            for (mut key, elements) in groups {
+            for (key, elements) in groups {
+                let mut key = (*key).clone();
                 for e in elements {
                     key.insert(label.clone(), format_value(e.v));
                     *counts.entry(key.clone()).or_default() += 1.0;
@@ -168,7 +174,7 @@ pub fn apply(a: &AggregateExpr, param: Option<Value>, input: Value, ts: i64) -> 
                 )));
             }
         };
-        emit(labels, v);
+        out.push(Element { labels, t: ts, v });
     }
     Ok(Value::Vector(out))
 }

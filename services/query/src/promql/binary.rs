@@ -12,7 +12,7 @@ use promql_parser::{
     parser::{BinModifier, BinaryExpr, LabelModifier, VectorMatchCardinality, token},
 };
 
-use super::eval::{Element, Labels, QueryError, Result, Value, drop_name};
+use super::eval::{Element, Labels, Memo, QueryError, Result, Value};
 
 fn is_comparison(op: u16) -> bool {
     matches!(
@@ -47,7 +47,7 @@ fn operate(op: u16, lhs: f64, rhs: f64) -> Result<(f64, bool)> {
     })
 }
 
-pub fn apply(b: &BinaryExpr, lhs: Value, rhs: Value, ts: i64) -> Result<Value> {
+pub fn apply(b: &BinaryExpr, lhs: Value, rhs: Value, ts: i64, memo: &Memo) -> Result<Value> {
     let op = b.op.id();
     let modifier = b.modifier.as_ref();
     if modifier.is_some_and(|m| m.fill_values.lhs.is_some() || m.fill_values.rhs.is_some()) {
@@ -65,9 +65,12 @@ pub fn apply(b: &BinaryExpr, lhs: Value, rhs: Value, ts: i64) -> Result<Value> {
                 v
             }))
         }
-        (Value::Vector(l), Value::Scalar(r)) => vector_scalar(op, l, r, false, return_bool),
-        (Value::Scalar(l), Value::Vector(r)) => vector_scalar(op, r, l, true, return_bool),
-        (Value::Vector(l), Value::Vector(r)) => vector_vector(op, l, r, modifier, return_bool, ts),
+        (Value::Vector(l), Value::Scalar(r)) => vector_scalar(op, l, r, false, return_bool, memo),
+        (Value::Scalar(l), Value::Vector(r)) => vector_scalar(op, r, l, true, return_bool, memo),
+        (Value::Vector(l), Value::Vector(r)) => {
+            let node = std::ptr::from_ref(b) as usize;
+            vector_vector(op, l, r, modifier, return_bool, ts, (memo, node))
+        }
         (l, r) => Err(QueryError::BadData(format!(
             "binary operator {} is not defined between {} and {}",
             b.op,
@@ -88,6 +91,7 @@ fn vector_scalar(
     scalar: f64,
     swapped: bool,
     return_bool: bool,
+    memo: &Memo,
 ) -> Result<Value> {
     let mut out = Vec::with_capacity(vector.len());
     for e in vector {
@@ -107,7 +111,7 @@ fn vector_scalar(
             continue;
         }
         let labels = if drops_name(op, return_bool) {
-            drop_name(&e.labels)
+            memo.drop_name(&e.labels)
         } else {
             e.labels
         };
@@ -117,7 +121,7 @@ fn vector_scalar(
 }
 
 /// The labels two elements are matched on.
-fn signature(labels: &Labels, matching: Option<&LabelModifier>) -> Vec<(String, String)> {
+fn signature(labels: &Labels, matching: Option<&LabelModifier>) -> Labels {
     labels
         .iter()
         .filter(|(k, _)| match matching {
@@ -138,25 +142,28 @@ fn vector_vector(
     modifier: Option<&BinModifier>,
     return_bool: bool,
     ts: i64,
+    (memo, node): (&Memo, usize),
 ) -> Result<Value> {
     let matching = modifier.and_then(|m| m.matching.as_ref());
+    let signature =
+        |labels: &std::sync::Arc<Labels>| memo.derive(labels, node, |l| signature(l, matching));
     let card = modifier.map_or(&VectorMatchCardinality::OneToOne, |m| &m.card);
     match op {
         token::T_LAND | token::T_LUNLESS => {
-            let right: HashSet<_> = rhs.iter().map(|e| signature(&e.labels, matching)).collect();
+            let right: HashSet<_> = rhs.iter().map(|e| signature(&e.labels)).collect();
             let keep_matched = op == token::T_LAND;
             return Ok(Value::Vector(
                 lhs.into_iter()
-                    .filter(|e| right.contains(&signature(&e.labels, matching)) == keep_matched)
+                    .filter(|e| right.contains(&signature(&e.labels)) == keep_matched)
                     .collect(),
             ));
         }
         token::T_LOR => {
-            let left: HashSet<_> = lhs.iter().map(|e| signature(&e.labels, matching)).collect();
+            let left: HashSet<_> = lhs.iter().map(|e| signature(&e.labels)).collect();
             let mut out = lhs;
             out.extend(
                 rhs.into_iter()
-                    .filter(|e| !left.contains(&signature(&e.labels, matching))),
+                    .filter(|e| !left.contains(&signature(&e.labels))),
             );
             return Ok(Value::Vector(out));
         }
@@ -168,9 +175,9 @@ fn vector_vector(
         VectorMatchCardinality::ManyToOne(include) => (lhs, rhs, false, Some(include)),
         _ => (lhs, rhs, false, None),
     };
-    let mut one_by_sig: HashMap<Vec<(String, String)>, Element> = HashMap::new();
+    let mut one_by_sig: HashMap<Arc<Labels>, Element> = HashMap::new();
     for e in one {
-        let sig = signature(&e.labels, matching);
+        let sig = signature(&e.labels);
         if one_by_sig.contains_key(&sig) {
             let side = if swapped { "left" } else { "right" };
             return Err(QueryError::Execution(format!(
@@ -181,11 +188,11 @@ fn vector_vector(
         }
         one_by_sig.insert(sig, e);
     }
-    let mut matched: HashSet<Vec<(String, String)>> = HashSet::new();
+    let mut matched: HashSet<Arc<Labels>> = HashSet::new();
     let mut produced: HashSet<Arc<Labels>> = HashSet::new();
     let mut out = Vec::new();
     for e in many {
-        let sig = signature(&e.labels, matching);
+        let sig = signature(&e.labels);
         let Some(other) = one_by_sig.get(&sig) else {
             continue;
         };
@@ -242,7 +249,7 @@ fn vector_vector(
     Ok(Value::Vector(out))
 }
 
-fn format_labels(labels: &[(String, String)]) -> String {
+fn format_labels(labels: &Labels) -> String {
     let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
     format!("{{{}}}", inner.join(", "))
 }

@@ -251,6 +251,7 @@ pub struct Ctx {
     pub limits: Limits,
     data: HashMap<String, Vec<Loaded>>,
     loaded_samples: usize,
+    pub memo: Memo,
 }
 
 /// What storage must return for one selector (offset and `@` removed).
@@ -298,6 +299,7 @@ impl Ctx {
             limits: *limits,
             data: HashMap::new(),
             loaded_samples: 0,
+            memo: Memo::default(),
         };
         let mut needed = HashMap::new();
         ctx.collect(expr, start, end, &mut needed)?;
@@ -425,7 +427,7 @@ impl Ctx {
                     let out: Vec<Element> = elements
                         .into_iter()
                         .map(|e| Element {
-                            labels: drop_name(&e.labels),
+                            labels: self.memo.drop_name(&e.labels),
                             t: e.t,
                             v: -e.v,
                         })
@@ -511,12 +513,12 @@ impl Ctx {
             Expr::Aggregate(a) => {
                 let input = self.eval(&a.expr, ts)?;
                 let param = a.param.as_ref().map(|p| self.eval(p, ts)).transpose()?;
-                aggregate::apply(a, param, input, ts)
+                aggregate::apply(a, param, input, ts, &self.memo)
             }
             Expr::Binary(b) => {
                 let lhs = self.eval(&b.lhs, ts)?;
                 let rhs = self.eval(&b.rhs, ts)?;
-                binary::apply(b, lhs, rhs, ts)
+                binary::apply(b, lhs, rhs, ts, &self.memo)
             }
             Expr::Call(c) => functions::call(self, c, ts),
             Expr::Extension(_) => Err(QueryError::BadData(
@@ -660,14 +662,61 @@ pub async fn series_labels(
     Ok(out)
 }
 
-/// The labels without the metric name.
-pub fn drop_name(labels: &Arc<Labels>) -> Arc<Labels> {
-    if labels.contains_key(METRIC_NAME) {
-        let mut l = (**labels).clone();
-        l.remove(METRIC_NAME);
-        Arc::new(l)
-    } else {
-        labels.clone()
+/// Labels derived from labels (without the metric name, a group's labels, a
+/// matching signature), remembered for the query: a range query derives
+/// the same ones at every step. Keyed by the source's address; the map
+/// holds the source, so the address cannot be reused while it is in use.
+#[derive(Default)]
+pub struct Memo {
+    derived: std::cell::RefCell<HashMap<MemoKey, Derived>>,
+}
+
+/// The source labels' address and what was derived from them.
+type MemoKey = (usize, usize);
+/// The source (kept alive) and what was derived.
+type Derived = (Arc<Labels>, Arc<Labels>);
+
+/// Entries kept before the memo starts over (bounds its memory).
+const MEMO_ENTRIES: usize = 1 << 20;
+
+impl Memo {
+    /// `derive(labels)`, remembered per labels and `kind` (0 for dropping
+    /// the name, else the address of the expression that derives).
+    pub fn derive(
+        &self,
+        labels: &Arc<Labels>,
+        kind: usize,
+        derive: impl FnOnce(&Labels) -> Labels,
+    ) -> Arc<Labels> {
+        let key = (Arc::as_ptr(labels) as usize, kind);
+        if let Some((_, derived)) = self.derived.borrow().get(&key) {
+            return derived.clone();
+        }
+        let derived = Arc::new(derive(labels));
+        let mut map = self.derived.borrow_mut();
+        if map.len() >= MEMO_ENTRIES {
+            map.clear();
+        }
+        map.insert(key, (labels.clone(), derived.clone()));
+        derived
+    }
+
+    /// The labels without the metric name.
+    pub fn drop_name(&self, labels: &Arc<Labels>) -> Arc<Labels> {
+        if !labels.contains_key(METRIC_NAME) {
+            return labels.clone();
+        }
+        self.derive(labels, 0, |l| {
+            let mut l = l.clone();
+            l.remove(METRIC_NAME);
+            l
+        })
+    }
+}
+
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Memo({} entries)", self.derived.borrow().len())
     }
 }
 

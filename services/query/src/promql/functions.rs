@@ -10,7 +10,7 @@ use vigil_storage::Sample;
 
 use super::{
     aggregate::quantile,
-    eval::{Ctx, Element, Labels, QueryError, RangeSeries, Result, Value, check_unique, drop_name},
+    eval::{Ctx, Element, Labels, Memo, QueryError, RangeSeries, Result, Value, check_unique},
 };
 
 fn bad(message: impl Into<String>) -> QueryError {
@@ -58,11 +58,11 @@ fn matrix(v: Value, what: &str) -> Result<(Vec<RangeSeries>, i64, i64)> {
 }
 
 /// Applies `f` to every element's value; the metric name is dropped.
-fn map_values(elements: Vec<Element>, f: impl Fn(f64) -> f64) -> Vec<Element> {
+fn map_values(memo: &Memo, elements: Vec<Element>, f: impl Fn(f64) -> f64) -> Vec<Element> {
     elements
         .into_iter()
         .map(|e| Element {
-            labels: drop_name(&e.labels),
+            labels: memo.drop_name(&e.labels),
             t: e.t,
             v: f(e.v),
         })
@@ -72,6 +72,7 @@ fn map_values(elements: Vec<Element>, f: impl Fn(f64) -> f64) -> Vec<Element> {
 /// Applies `f` to every series of a range vector that has samples; the
 /// metric name is dropped unless `keep_name`.
 fn over_time(
+    memo: &Memo,
     series: Vec<RangeSeries>,
     ts: i64,
     keep_name: bool,
@@ -84,7 +85,7 @@ fn over_time(
             let labels = if keep_name {
                 s.labels
             } else {
-                drop_name(&s.labels)
+                memo.drop_name(&s.labels)
             };
             Some(Element { labels, t: ts, v })
         })
@@ -379,7 +380,7 @@ pub fn call(ctx: &Ctx, call: &Call, ts: i64) -> Result<Value> {
                 "deg" => f64::to_degrees,
                 _ => f64::to_radians,
             };
-            map_values(vector(arg(0)?, name)?, f)
+            map_values(&ctx.memo, vector(arg(0)?, name)?, f)
         }
         "round" => {
             let to = if args.len() > 1 {
@@ -388,7 +389,7 @@ pub fn call(ctx: &Ctx, call: &Call, ts: i64) -> Result<Value> {
                 1.0
             };
             let inverse = 1.0 / to;
-            map_values(vector(arg(0)?, name)?, |v| {
+            map_values(&ctx.memo, vector(arg(0)?, name)?, |v| {
                 (v * inverse + 0.5).floor() / inverse
             })
         }
@@ -402,13 +403,13 @@ pub fn call(ctx: &Ctx, call: &Call, ts: i64) -> Result<Value> {
             if name == "clamp" && hi < lo {
                 Vec::new()
             } else {
-                map_values(input, |v| v.max(lo).min(hi))
+                map_values(&ctx.memo, input, |v| v.max(lo).min(hi))
             }
         }
         "timestamp" => vector(arg(0)?, name)?
             .into_iter()
             .map(|e| Element {
-                labels: drop_name(&e.labels),
+                labels: ctx.memo.drop_name(&e.labels),
                 t: ts,
                 v: e.t as f64 / 1e3,
             })
@@ -422,7 +423,7 @@ pub fn call(ctx: &Ctx, call: &Call, ts: i64) -> Result<Value> {
                     v: calendar(time_s, name),
                 }]
             } else {
-                map_values(vector(arg(0)?, name)?, |v| calendar(v, name))
+                map_values(&ctx.memo, vector(arg(0)?, name)?, |v| calendar(v, name))
             }
         }
         "sort" | "sort_desc" => {
@@ -564,25 +565,25 @@ pub fn call(ctx: &Ctx, call: &Call, ts: i64) -> Result<Value> {
             let (series, start, end) = matrix(arg(0)?, name)?;
             let counter = name != "delta";
             let is_rate = name == "rate";
-            over_time(series, ts, false, |s| {
+            over_time(&ctx.memo, series, ts, false, |s| {
                 extrapolated(s, start, end, counter, is_rate)
             })
         }
         "irate" | "idelta" => {
             let (series, _, _) = matrix(arg(0)?, name)?;
             let is_rate = name == "irate";
-            over_time(series, ts, false, |s| instant_delta(s, is_rate))
+            over_time(&ctx.memo, series, ts, false, |s| instant_delta(s, is_rate))
         }
         "deriv" => {
             let (series, _, _) = matrix(arg(0)?, name)?;
-            over_time(series, ts, false, |s| {
+            over_time(&ctx.memo, series, ts, false, |s| {
                 (s.len() >= 2).then(|| linear_regression(s, s[0].timestamp_ms).0)
             })
         }
         "predict_linear" => {
             let (series, _, _) = matrix(arg(0)?, name)?;
             let duration = scalar(&arg(1)?, name)?;
-            over_time(series, ts, false, |s| {
+            over_time(&ctx.memo, series, ts, false, |s| {
                 (s.len() >= 2).then(|| {
                     let (slope, intercept) = linear_regression(s, ts);
                     intercept + slope * duration
@@ -603,12 +604,12 @@ pub fn call(ctx: &Ctx, call: &Call, ts: i64) -> Result<Value> {
                     "invalid trend factor. Expected: 0 < tf < 1, got: {tf}"
                 )));
             }
-            over_time(series, ts, false, |s| holt_winters(s, sf, tf))
+            over_time(&ctx.memo, series, ts, false, |s| holt_winters(s, sf, tf))
         }
         "changes" | "resets" => {
             let (series, _, _) = matrix(arg(0)?, name)?;
             let resets = name == "resets";
-            over_time(series, ts, false, |s| {
+            over_time(&ctx.memo, series, ts, false, |s| {
                 Some(
                     s.windows(2)
                         .filter(|w| {
@@ -627,7 +628,7 @@ pub fn call(ctx: &Ctx, call: &Call, ts: i64) -> Result<Value> {
         | "max_over_time" | "stddev_over_time" | "stdvar_over_time" | "last_over_time"
         | "present_over_time" => {
             let (series, _, _) = matrix(arg(0)?, name)?;
-            over_time(series, ts, name == "last_over_time", |s| {
+            over_time(&ctx.memo, series, ts, name == "last_over_time", |s| {
                 let n = s.len() as f64;
                 Some(match name {
                     "avg_over_time" => values(s).sum::<f64>() / n,
@@ -649,7 +650,7 @@ pub fn call(ctx: &Ctx, call: &Call, ts: i64) -> Result<Value> {
         "quantile_over_time" => {
             let q = scalar(&arg(0)?, name)?;
             let (series, _, _) = matrix(arg(1)?, name)?;
-            over_time(series, ts, false, |s| {
+            over_time(&ctx.memo, series, ts, false, |s| {
                 Some(quantile(q, &mut values(s).collect::<Vec<_>>()))
             })
         }
