@@ -18,6 +18,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
+pub mod rate;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;

@@ -24,8 +24,7 @@ use vigil_runtime::time::now_ms;
 pub use config::AgentConfig;
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 use tonic::{
-    Code, codec::CompressionEncoding, metadata::MetadataValue,
-    service::interceptor::InterceptedService, transport::Channel,
+    Code, codec::CompressionEncoding, service::interceptor::InterceptedService, transport::Channel,
 };
 use vigil_proto::{
     names,
@@ -35,7 +34,8 @@ use vigil_proto::{
     },
 };
 use vigil_runtime::{
-    Metrics, Readiness, RuntimeError, Shutdown, config::ConfigError, http::HttpServer,
+    Metrics, Readiness, RuntimeError, Shutdown, auth::BearerAuth, config::ConfigError,
+    http::HttpServer,
 };
 
 use crate::{
@@ -49,27 +49,9 @@ pub enum AgentError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
-    #[error("the API key cannot be sent as gRPC metadata (non-ASCII characters?)")]
-    BadApiKey,
 }
 
-/// Puts the project's API key on every push.
-#[derive(Clone)]
-struct Bearer(MetadataValue<tonic::metadata::Ascii>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
-
-type Client = TelemetryServiceClient<InterceptedService<Channel, Bearer>>;
+type Client = TelemetryServiceClient<InterceptedService<Channel, BearerAuth>>;
 
 struct AgentMetrics {
     batches_spooled: Counter,
@@ -139,9 +121,7 @@ impl AgentMetrics {
 /// Runs the agent until `shutdown`.
 pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentError> {
     let api_key = config.resolve_api_key()?;
-    let bearer: MetadataValue<_> = format!("Bearer {api_key}")
-        .parse()
-        .map_err(|_| AgentError::BadApiKey)?;
+    let bearer = BearerAuth::new(&api_key)?;
     let node = if config.node.is_empty() {
         proc::hostname(&config.proc_root)
     } else {
@@ -199,7 +179,7 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
     let readiness = Readiness::default();
     let http = HttpServer::bind("agent-http", &config.http).await?;
     let channel = vigil_runtime::grpc::channel(&config.ingest_endpoint, config.push_timeout)?;
-    let client = TelemetryServiceClient::with_interceptor(channel, Bearer(bearer))
+    let client = TelemetryServiceClient::with_interceptor(channel, bearer)
         .send_compressed(CompressionEncoding::Zstd);
 
     let spool_dir = config.spool_dir();

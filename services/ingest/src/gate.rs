@@ -4,17 +4,18 @@
 //! the mapping of storage failures to retryable answers.
 
 use std::{
-    num::NonZeroU32,
     sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use axum::response::{IntoResponse, Response};
-use governor::{Quota, RateLimiter, clock::Clock};
 use prometheus_client::metrics::{counter::Counter, family::Family};
 use tokio::sync::Semaphore;
 use tonic_types::{ErrorDetails, StatusExt};
-use vigil_runtime::Metrics;
+use vigil_runtime::{
+    Metrics,
+    rate::{ProjectRate, RateDenied},
+};
 use vigil_storage::{StorageError, WriteOutcome};
 
 use crate::config::LimitsConfig;
@@ -162,12 +163,6 @@ impl std::fmt::Display for Refusal {
     }
 }
 
-type ProjectLimiter = RateLimiter<
-    String,
-    governor::state::keyed::DefaultKeyedStateStore<String>,
-    governor::clock::DefaultClock,
->;
-
 /// The oldest and newest timestamps (ms since the epoch) accepted now.
 #[derive(Debug, Clone, Copy)]
 pub struct TimeWindow {
@@ -207,7 +202,7 @@ impl TimeWindow {
 /// Shared by every protocol of one ingest server.
 pub struct Gate {
     pub limits: LimitsConfig,
-    rate: ProjectLimiter,
+    rate: ProjectRate,
     slots: Arc<Semaphore>,
     /// The memory budget, in KiB.
     memory: Arc<Semaphore>,
@@ -243,10 +238,8 @@ impl Gate {
             "Retried requests acknowledged without storing again, by protocol",
             duplicates.clone(),
         );
-        let rate = NonZeroU32::new(limits.project_rate).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(limits.project_burst).unwrap_or(rate);
         Self {
-            rate: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+            rate: ProjectRate::new(limits.project_rate, limits.project_burst),
             slots: Arc::new(Semaphore::new(limits.max_inflight_writes)),
             memory: Arc::new(Semaphore::new(
                 (limits.max_inflight_bytes / 1024).min(Semaphore::MAX_PERMITS),
@@ -362,25 +355,19 @@ impl Gate {
 
     /// Takes `items` from the project's rate budget.
     fn check_rate(&self, project: &str, items: u64) -> Result<(), Refusal> {
-        let Some(n) = NonZeroU32::new(u32::try_from(items).unwrap_or(u32::MAX)) else {
-            return Ok(());
-        };
-        match self.rate.check_key_n(&project.to_owned(), n) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(not_until)) => {
-                let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
-                Err(Refusal {
-                    kind: RefusalKind::RateLimited,
-                    reason: "project_rate",
-                    message: format!(
-                        "project {project:?} is over its rate of {} items/s (limits.project_rate); retry in {} ms",
-                        self.limits.project_rate,
-                        wait.as_millis().max(1)
-                    ),
-                    retry_after: Some(wait.max(Duration::from_secs(1))),
-                })
-            }
-            Err(_) => Err(Refusal::too_large(
+        match self.rate.check(project, items) {
+            Ok(()) => Ok(()),
+            Err(RateDenied::Wait(wait)) => Err(Refusal {
+                kind: RefusalKind::RateLimited,
+                reason: "project_rate",
+                message: format!(
+                    "project {project:?} is over its rate of {} items/s (limits.project_rate); retry in {} ms",
+                    self.limits.project_rate,
+                    wait.as_millis().max(1)
+                ),
+                retry_after: Some(wait.max(Duration::from_secs(1))),
+            }),
+            Err(RateDenied::OverBurst) => Err(Refusal::too_large(
                 "project_burst",
                 format!(
                     "request carries {items} items, more than project {project:?} may send at once (limits.project_burst = {})",

@@ -38,6 +38,10 @@ pub struct QueryConfig {
     pub max_pattern_scan: usize,
     /// Most spans one trace search returns.
     pub max_spans: usize,
+    /// Requests per second each project may make (gRPC and HTTP together),
+    /// and how many at once; over it: 429 / RESOURCE_EXHAUSTED.
+    pub rate_per_project: u32,
+    pub burst_per_project: u32,
 }
 
 /// `[query.slo]`: objectives every application gets, and per-application
@@ -164,6 +168,8 @@ impl Default for QueryConfig {
             max_log_records: 1000,
             max_pattern_scan: 10_000,
             max_spans: 1000,
+            rate_per_project: 100,
+            burst_per_project: 200,
         }
     }
 }
@@ -182,6 +188,8 @@ impl Validate for QueryConfig {
         positive(prefix, "max_log_records", self.max_log_records)?;
         positive(prefix, "max_pattern_scan", self.max_pattern_scan)?;
         positive(prefix, "max_spans", self.max_spans)?;
+        positive(prefix, "rate_per_project", self.rate_per_project as usize)?;
+        positive(prefix, "burst_per_project", self.burst_per_project as usize)?;
         self.slo.validate(&key(prefix, "slo"))
     }
 }

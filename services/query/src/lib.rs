@@ -43,7 +43,11 @@ pub async fn run(
     let readiness = Readiness::default();
     let mut grpc = GrpcServer::bind("query", &config.grpc).await?;
     let http = HttpServer::bind("query-http", &config.http).await?;
-    let api = QueryApi::new(store.clone(), &config);
+    let rate = Arc::new(vigil_runtime::rate::ProjectRate::new(
+        config.rate_per_project,
+        config.burst_per_project,
+    ));
+    let api = QueryApi::new(store.clone(), &config, rate.clone());
     let intercept = {
         let keys = keys.clone();
         move |request| keys.intercept(request)
@@ -57,6 +61,7 @@ pub async fn run(
         store,
         keys,
         limits: config.limits(),
+        rate,
     }));
     readiness.set_ready(true);
     tokio::try_join!(

@@ -25,6 +25,8 @@ pub struct PromApi {
     pub store: Arc<dyn TelemetryStore>,
     pub keys: ApiKeys,
     pub limits: Limits,
+    /// Requests per project, shared with the gRPC API.
+    pub rate: Arc<vigil_runtime::rate::ProjectRate>,
 }
 
 pub fn router(api: Arc<PromApi>) -> Router {
@@ -168,14 +170,21 @@ pub fn parse_step(v: &str) -> Option<i64> {
 
 impl PromApi {
     fn project(&self, headers: &HeaderMap) -> Result<String, ApiError> {
-        self.keys
+        let project = self
+            .keys
             .authenticate_headers(headers)
             .map(|p| p.0)
             .map_err(|e| ApiError {
                 status: StatusCode::UNAUTHORIZED,
                 kind: "unauthorized",
                 message: e.to_string(),
-            })
+            })?;
+        crate::service::check_rate(&self.rate, &project).map_err(|message| ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            kind: "too_many_requests",
+            message,
+        })?;
+        Ok(project)
     }
 }
 

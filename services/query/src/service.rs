@@ -21,7 +21,11 @@ use vigil_proto::{
         query_service_server::QueryService,
     },
 };
-use vigil_runtime::{ServiceError, auth::Project};
+use vigil_runtime::{
+    ServiceError,
+    auth::Project,
+    rate::{ProjectRate, RateDenied},
+};
 use vigil_storage::{
     Matcher, MatcherOp, SeriesData, SeriesSelector, TelemetryStore, model::is_valid_metric_name,
 };
@@ -36,6 +40,21 @@ pub struct QueryApi {
     max_series: usize,
     limits: Limits,
     config: QueryConfig,
+    rate: Arc<ProjectRate>,
+}
+
+/// Takes one request from the project's budget, or says why not.
+pub fn check_rate(rate: &ProjectRate, project: &str) -> Result<(), String> {
+    let wait = match rate.check(project, 1) {
+        Ok(()) => return Ok(()),
+        Err(RateDenied::Wait(wait)) => wait,
+        Err(RateDenied::OverBurst) => Duration::from_secs(1),
+    };
+    Err(format!(
+        "project {project:?} is over its {} query requests/s (query.rate_per_project); retry in {} ms",
+        rate.rate,
+        wait.as_millis().max(1)
+    ))
 }
 
 /// A query error as a gRPC status: what the caller got wrong (a malformed
@@ -69,7 +88,11 @@ pub fn project_of<T>(request: &Request<T>, named: &str) -> Result<String, Status
 }
 
 impl QueryApi {
-    pub fn new(store: Arc<dyn TelemetryStore>, config: &QueryConfig) -> Self {
+    pub fn new(
+        store: Arc<dyn TelemetryStore>,
+        config: &QueryConfig,
+        rate: Arc<ProjectRate>,
+    ) -> Self {
         Self {
             store,
             default_lookback: config.default_lookback,
@@ -77,12 +100,44 @@ impl QueryApi {
             max_series: config.max_series,
             limits: config.limits(),
             config: config.clone(),
+            rate,
         }
+    }
+
+    /// The call's project (see [`project_of`]), within its request rate.
+    #[allow(clippy::result_large_err)]
+    fn project<T>(&self, request: &Request<T>, named: &str) -> Result<String, Status> {
+        let project = project_of(request, named)?;
+        check_rate(&self.rate, &project).map_err(Status::resource_exhausted)?;
+        Ok(project)
     }
 
     #[allow(clippy::result_large_err)]
     fn window(&self, window: Option<&pb::TimeWindow>) -> Result<Window, Status> {
         Window::of(window, now_ms(), self.limits.max_range_ms).map_err(query_status)
+    }
+
+    /// The profiles a flame graph request selects, merged.
+    async fn merged_stacks(
+        &self,
+        request: Request<pb::FlamegraphRequest>,
+    ) -> Result<(Window, Vec<vigil_storage::StackSample>), Status> {
+        let project = self.project(&request, &request.get_ref().project)?;
+        let r = request.into_inner();
+        let window = self.window(r.window.as_ref())?;
+        let query = signals::profile_query(
+            &r.application,
+            &r.profile_type,
+            &r.resource,
+            window.start_ms,
+            window.end_ms,
+        );
+        let stacks = self
+            .store
+            .merge_profiles(&project, &query)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok((window, stacks))
     }
 
     async fn model(&self, project: &str, window: Option<&pb::TimeWindow>) -> Result<Model, Status> {
@@ -128,7 +183,7 @@ impl QueryService for QueryApi {
         &self,
         request: Request<ListHostsRequest>,
     ) -> Result<Response<ListHostsResponse>, Status> {
-        let project = project_of(&request, &request.get_ref().project)?;
+        let project = self.project(&request, &request.get_ref().project)?;
         let request = request.into_inner();
         let since = self.since(request.lookback_ms)?;
         let mut hosts: BTreeMap<(String, String), Host> = BTreeMap::new();
@@ -188,7 +243,7 @@ impl QueryService for QueryApi {
         &self,
         request: Request<ListProcessesRequest>,
     ) -> Result<Response<ListProcessesResponse>, Status> {
-        let project = project_of(&request, &request.get_ref().project)?;
+        let project = self.project(&request, &request.get_ref().project)?;
         let request = request.into_inner();
         if request.node.is_empty() {
             return Err(Status::invalid_argument("node is required"));
@@ -247,7 +302,7 @@ impl QueryService for QueryApi {
         &self,
         request: Request<QueryRangeRequest>,
     ) -> Result<Response<QueryRangeResponse>, Status> {
-        let project = project_of(&request, &request.get_ref().project)?;
+        let project = self.project(&request, &request.get_ref().project)?;
         let request = request.into_inner();
         if !is_valid_metric_name(&request.metric) {
             return Err(Status::invalid_argument(format!(
@@ -320,7 +375,7 @@ impl QueryService for QueryApi {
         &self,
         request: Request<pb::PromQueryRequest>,
     ) -> Result<Response<pb::PromQueryResponse>, Status> {
-        let project = project_of(&request, &request.get_ref().project)?;
+        let project = self.project(&request, &request.get_ref().project)?;
         let r = request.into_inner();
         let expr = promql::parse(&r.query).map_err(|e| query_status(e.into()))?;
         let series_pb = |labels: &promql::Labels, samples: Vec<pb::Sample>| pb::Series {
@@ -429,7 +484,7 @@ impl QueryService for QueryApi {
         &self,
         request: Request<pb::ListApplicationsRequest>,
     ) -> Result<Response<pb::ListApplicationsResponse>, Status> {
-        let project = project_of(&request, &request.get_ref().project)?;
+        let project = self.project(&request, &request.get_ref().project)?;
         let model = self
             .model(&project, request.get_ref().window.as_ref())
             .await?;
@@ -445,7 +500,7 @@ impl QueryService for QueryApi {
         &self,
         request: Request<pb::GetApplicationRequest>,
     ) -> Result<Response<pb::GetApplicationResponse>, Status> {
-        let project = project_of(&request, &request.get_ref().project)?;
+        let project = self.project(&request, &request.get_ref().project)?;
         let r = request.into_inner();
         if r.name.is_empty() {
             return Err(Status::invalid_argument("name is required"));
@@ -464,7 +519,7 @@ impl QueryService for QueryApi {
         &self,
         request: Request<pb::ServiceMapRequest>,
     ) -> Result<Response<pb::ServiceMapResponse>, Status> {
-        let project = project_of(&request, &request.get_ref().project)?;
+        let project = self.project(&request, &request.get_ref().project)?;
         let model = self
             .model(&project, request.get_ref().window.as_ref())
             .await?;
@@ -475,7 +530,7 @@ impl QueryService for QueryApi {
         &self,
         request: Request<pb::SearchLogsRequest>,
     ) -> Result<Response<pb::SearchLogsResponse>, Status> {
-        let project = project_of(&request, &request.get_ref().project)?;
+        let project = self.project(&request, &request.get_ref().project)?;
         let r = request.into_inner();
         let window = self.window(r.window.as_ref())?;
         let query = signals::log_query(
@@ -503,7 +558,7 @@ impl QueryService for QueryApi {
         &self,
         request: Request<pb::SearchLogsRequest>,
     ) -> Result<Response<pb::LogPatternsResponse>, Status> {
-        let project = project_of(&request, &request.get_ref().project)?;
+        let project = self.project(&request, &request.get_ref().project)?;
         let mut r = request.into_inner();
         r.limit = 0;
         let window = self.window(r.window.as_ref())?;
@@ -541,7 +596,7 @@ impl QueryService for QueryApi {
         &self,
         request: Request<pb::GetTraceRequest>,
     ) -> Result<Response<pb::GetTraceResponse>, Status> {
-        let project = project_of(&request, &request.get_ref().project)?;
+        let project = self.project(&request, &request.get_ref().project)?;
         let id = signals::trace_id(&request.get_ref().trace_id)?;
         let spans = self
             .store
@@ -561,7 +616,7 @@ impl QueryService for QueryApi {
         &self,
         request: Request<pb::SearchTracesRequest>,
     ) -> Result<Response<pb::SearchTracesResponse>, Status> {
-        let project = project_of(&request, &request.get_ref().project)?;
+        let project = self.project(&request, &request.get_ref().project)?;
         let r = request.into_inner();
         let window = self.window(r.window.as_ref())?;
         let query =
@@ -580,21 +635,7 @@ impl QueryService for QueryApi {
         &self,
         request: Request<pb::FlamegraphRequest>,
     ) -> Result<Response<pb::FlamegraphResponse>, Status> {
-        let project = project_of(&request, &request.get_ref().project)?;
-        let r = request.into_inner();
-        let window = self.window(r.window.as_ref())?;
-        let query = signals::profile_query(
-            &r.application,
-            &r.profile_type,
-            &r.resource,
-            window.start_ms,
-            window.end_ms,
-        );
-        let stacks = self
-            .store
-            .merge_profiles(&project, &query)
-            .await
-            .map_err(|e| e.to_status())?;
+        let (_, stacks) = self.merged_stacks(request).await?;
         Ok(Response::new(pb::FlamegraphResponse {
             root: Some(signals::flame_tree(&stacks)),
             stacks: stacks.len() as u64,
@@ -605,7 +646,7 @@ impl QueryService for QueryApi {
         &self,
         request: Request<pb::FlamegraphDiffRequest>,
     ) -> Result<Response<pb::FlamegraphDiffResponse>, Status> {
-        let project = project_of(&request, &request.get_ref().project)?;
+        let project = self.project(&request, &request.get_ref().project)?;
         let r = request.into_inner();
         let (Some(baseline), Some(comparison)) = (r.baseline.as_ref(), r.comparison.as_ref())
         else {
@@ -637,21 +678,7 @@ impl QueryService for QueryApi {
         &self,
         request: Request<pb::FlamegraphRequest>,
     ) -> Result<Response<pb::ExportPprofResponse>, Status> {
-        let project = project_of(&request, &request.get_ref().project)?;
-        let r = request.into_inner();
-        let window = self.window(r.window.as_ref())?;
-        let query = signals::profile_query(
-            &r.application,
-            &r.profile_type,
-            &r.resource,
-            window.start_ms,
-            window.end_ms,
-        );
-        let stacks = self
-            .store
-            .merge_profiles(&project, &query)
-            .await
-            .map_err(|e| e.to_status())?;
+        let (window, stacks) = self.merged_stacks(request).await?;
         let pprof_gzip = signals::pprof(&stacks, window.start_ms, window.end_ms)
             .map_err(|e| Status::internal(format!("cannot write the profile: {e}")))?;
         Ok(Response::new(pb::ExportPprofResponse { pprof_gzip }))
@@ -661,7 +688,7 @@ impl QueryService for QueryApi {
         &self,
         request: Request<pb::ListEventsRequest>,
     ) -> Result<Response<pb::ListEventsResponse>, Status> {
-        let project = project_of(&request, &request.get_ref().project)?;
+        let project = self.project(&request, &request.get_ref().project)?;
         let r = request.into_inner();
         if r.limit as usize > self.config.max_log_records {
             return Err(Status::invalid_argument(format!(
@@ -721,7 +748,20 @@ mod tests {
                 .collect(),
         };
         store.write_metrics(batch).await.unwrap();
-        (QueryApi::new(store, &QueryConfig::default()), dir)
+        let rate = Arc::new(ProjectRate::new(1000, 1000));
+        (QueryApi::new(store, &QueryConfig::default(), rate), dir)
+    }
+
+    #[tokio::test]
+    async fn requests_over_the_project_rate_are_refused() {
+        let (mut api, _dir) = api_with(vec![]).await;
+        api.rate = Arc::new(ProjectRate::new(1, 2));
+        let call = || api.list_hosts(authed(ListHostsRequest::default()));
+        call().await.expect("first");
+        call().await.expect("second, within the burst");
+        let err = call().await.expect_err("third");
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+        assert!(err.message().contains("query.rate_per_project"), "{err:?}");
     }
 
     #[tokio::test]

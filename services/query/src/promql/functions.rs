@@ -311,6 +311,20 @@ fn absent_labels(arg: &Expr) -> Labels {
     labels
 }
 
+/// `e` with label `dst` set to `value`, or without it when `value` is empty.
+fn set_label(e: Element, dst: &str, value: String) -> Element {
+    let mut labels = (*e.labels).clone();
+    if value.is_empty() {
+        labels.remove(dst);
+    } else {
+        labels.insert(dst.to_owned(), value);
+    }
+    Element {
+        labels: Arc::new(labels),
+        ..e
+    }
+}
+
 /// Expands `$1`, `${1}`, `$name` and `${name}` in a replacement.
 fn expand(replacement: &str, captures: &regex::Captures<'_>) -> String {
     let mut out = String::new();
@@ -463,16 +477,7 @@ pub fn call(ctx: &Ctx, call: &Call, ts: i64) -> Result<Value> {
                         return e;
                     };
                     let value = expand(&replacement, &captures);
-                    let mut labels = (*e.labels).clone();
-                    if value.is_empty() {
-                        labels.remove(&dst);
-                    } else {
-                        labels.insert(dst.clone(), value);
-                    }
-                    Element {
-                        labels: Arc::new(labels),
-                        ..e
-                    }
+                    set_label(e, &dst, value)
                 })
                 .collect();
             check_unique(&out)?;
@@ -498,16 +503,7 @@ pub fn call(ctx: &Ctx, call: &Call, ts: i64) -> Result<Value> {
                         .map(|s| e.labels.get(s).map_or("", String::as_str))
                         .collect::<Vec<_>>()
                         .join(&separator);
-                    let mut labels = (*e.labels).clone();
-                    if joined.is_empty() {
-                        labels.remove(&dst);
-                    } else {
-                        labels.insert(dst.clone(), joined);
-                    }
-                    Element {
-                        labels: Arc::new(labels),
-                        ..e
-                    }
+                    set_label(e, &dst, joined)
                 })
                 .collect()
         }
@@ -537,28 +533,20 @@ pub fn call(ctx: &Ctx, call: &Call, ts: i64) -> Result<Value> {
                 })
                 .collect()
         }
-        "absent" => {
-            let input = vector(arg(0)?, name)?;
-            if input.is_empty() {
+        "absent" | "absent_over_time" => {
+            let present = match arg(0)? {
+                Value::Vector(v) => !v.is_empty(),
+                Value::Matrix { series, .. } => !series.is_empty(),
+                other => return Err(bad(format!("{name}: got a {}", other.type_name()))),
+            };
+            if present {
+                Vec::new()
+            } else {
                 vec![Element {
                     labels: Arc::new(absent_labels(&args[0])),
                     t: ts,
                     v: 1.0,
                 }]
-            } else {
-                Vec::new()
-            }
-        }
-        "absent_over_time" => {
-            let (series, _, _) = matrix(arg(0)?, name)?;
-            if series.is_empty() {
-                vec![Element {
-                    labels: Arc::new(absent_labels(&args[0])),
-                    t: ts,
-                    v: 1.0,
-                }]
-            } else {
-                Vec::new()
             }
         }
         "rate" | "increase" | "delta" => {
