@@ -478,37 +478,44 @@ fn trace_sql(url: &str, db: &str, id: &str) -> String {
     )
 }
 
-const PROMQL: &[(&str, &str, i64, i64)] = &[
-    // name, query, range (0: instant), step
+const PROMQL: &[(&str, &str, i64, i64, &str)] = &[
+    // name, query, range (0: instant), step, the label filter of its
+    // selectors in SQL (for the raw statement)
     (
         "cpu by mode, 1h",
         "sum by (mode) (rate(node_cpu_seconds_total[5m]))",
         3_600_000,
         60_000,
+        "",
     ),
     (
         "p99 by app, 1h",
         "histogram_quantile(0.99, sum by (le, systemd_service) (rate(process_l7_request_duration_seconds_bucket[5m])))",
         3_600_000,
         60_000,
+        "",
     ),
     (
         "topk busy nodes, instant",
         "topk(5, sum by (instance) (rate(node_cpu_seconds_total{mode!=\"idle\"}[5m])))",
         0,
         0,
+        "AND label_values[indexOf(label_names, 'mode')] != 'idle'",
     ),
     (
         "error ratio, 24h",
         "sum(rate(process_l7_requests_total{side=\"server\",status=~\"5..\"}[5m])) / sum(rate(process_l7_requests_total{side=\"server\"}[5m]))",
         DAY - 600_000,
         300_000,
+        "AND label_values[indexOf(label_names, 'side')] = 'server'",
     ),
     (
         "one node's cpu, 6h",
         "sum(rate(node_cpu_seconds_total{instance=\"node-7\",mode!=\"idle\"}[5m]))",
         6 * 3_600_000,
         60_000,
+        "AND label_values[indexOf(label_names, 'instance')] = 'node-7' \
+         AND label_values[indexOf(label_names, 'mode')] != 'idle'",
     ),
 ];
 
@@ -657,7 +664,7 @@ async fn measure(
     .await;
     row("application overview (1h)", app, None);
 
-    for (what, query, range, step) in PROMQL {
+    for (what, query, range, step, filter) in PROMQL {
         let promql = time(runs, |_| {
             let mut c = c.clone();
             async move {
@@ -686,7 +693,7 @@ async fn measure(
             .unwrap_or("");
         let (from, to) = (s.end - range - 300_000, s.end);
         let raw_promql = raw(Box::new(move |_| {
-            format!("SELECT series_id, ts_ms, argMax(value, version) FROM {{db}}.metric_samples WHERE project = 'bench' AND series_id IN (SELECT series_id FROM {{db}}.metric_series WHERE project = 'bench' AND metric = '{metric}') AND ts_ms >= {from} AND ts_ms <= {to} GROUP BY series_id, ts_ms FORMAT Native")
+            format!("SELECT series_id, ts_ms, argMax(value, version) FROM {{db}}.metric_samples WHERE project = 'bench' AND series_id IN (SELECT series_id FROM {{db}}.metric_series WHERE project = 'bench' AND metric = '{metric}' {filter}) AND ts_ms >= {from} AND ts_ms <= {to} GROUP BY series_id, ts_ms FORMAT Native")
         }))
         .await;
         row(&format!("PromQL {what}"), promql, raw_promql);

@@ -73,10 +73,17 @@ pub fn apply(
     let op = a.op.id();
     let modifier = a.modifier.as_ref();
     let node = std::ptr::from_ref(a) as usize;
-    let mut groups: BTreeMap<Arc<Labels>, Vec<Element>> = BTreeMap::new();
+    // Group labels come interned from the memo: equal ones share an address.
+    let mut index: std::collections::HashMap<usize, usize, foldhash::fast::RandomState> =
+        Default::default();
+    let mut groups: Vec<(Arc<Labels>, Vec<Element>)> = Vec::new();
     for e in input {
         let key = memo.derive(&e.labels, node, |l| group_labels(l, modifier));
-        groups.entry(key).or_default().push(e);
+        let at = *index.entry(Arc::as_ptr(&key) as usize).or_insert_with(|| {
+            groups.push((key, Vec::new()));
+            groups.len() - 1
+        });
+        groups[at].1.push(e);
     }
     let mut out = Vec::new();
     let mut emit = |labels: Labels, v: f64| {

@@ -182,6 +182,7 @@ pub async fn range(
     let mut points = ctx.loaded_samples;
     let mut ts = start;
     while ts <= end {
+        ctx.memo.trim();
         match ctx.eval(expr, ts)? {
             Value::Scalar(v) => out.entry(Arc::default()).or_default().push(Sample {
                 timestamp_ms: ts,
@@ -233,7 +234,8 @@ pub fn type_label(t: ValueType) -> &'static str {
 
 /// Refuses an instant vector holding one label set twice.
 pub fn check_unique(elements: &[Element]) -> Result<()> {
-    let mut seen = HashSet::with_capacity(elements.len());
+    let mut seen: HashSet<&Labels, foldhash::fast::RandomState> =
+        HashSet::with_capacity_and_hasher(elements.len(), Default::default());
     for e in elements {
         if !seen.insert(&*e.labels) {
             return Err(QueryError::Execution(
@@ -449,10 +451,11 @@ impl Ctx {
                     .iter()
                     .filter_map(|s| {
                         let from = s.samples.partition_point(|p| p.timestamp_ms < start);
-                        let to = s.samples.partition_point(|p| p.timestamp_ms <= end);
-                        (to > from).then(|| RangeSeries {
+                        let rest = &s.samples[from..];
+                        let window = &rest[..rest.partition_point(|p| p.timestamp_ms <= end)];
+                        (!window.is_empty()).then(|| RangeSeries {
                             labels: s.labels.clone(),
-                            samples: s.samples[from..to].to_vec(),
+                            samples: window.to_vec(),
                         })
                     })
                     .collect();
@@ -668,7 +671,10 @@ pub async fn series_labels(
 /// holds the source, so the address cannot be reused while it is in use.
 #[derive(Default)]
 pub struct Memo {
-    derived: std::cell::RefCell<HashMap<MemoKey, Derived>>,
+    derived: std::cell::RefCell<HashMap<MemoKey, Derived, foldhash::fast::RandomState>>,
+    /// Every derived label set, by content: equal ones are one `Arc`, so
+    /// callers may group by address.
+    interned: std::cell::RefCell<HashSet<Arc<Labels>, foldhash::fast::RandomState>>,
 }
 
 /// The source labels' address and what was derived from them.
@@ -692,13 +698,31 @@ impl Memo {
         if let Some((_, derived)) = self.derived.borrow().get(&key) {
             return derived.clone();
         }
-        let derived = Arc::new(derive(labels));
-        let mut map = self.derived.borrow_mut();
-        if map.len() >= MEMO_ENTRIES {
-            map.clear();
-        }
-        map.insert(key, (labels.clone(), derived.clone()));
+        let derived = derive(labels);
+        let derived = {
+            let mut interned = self.interned.borrow_mut();
+            match interned.get(&derived) {
+                Some(same) => same.clone(),
+                None => {
+                    let new = Arc::new(derived);
+                    interned.insert(new.clone());
+                    new
+                }
+            }
+        };
+        self.derived
+            .borrow_mut()
+            .insert(key, (labels.clone(), derived.clone()));
         derived
+    }
+
+    /// Starts over when the memo has grown past its bound. Called between
+    /// steps only: within a step, equal derived labels must stay one `Arc`.
+    pub fn trim(&self) {
+        if self.derived.borrow().len() >= MEMO_ENTRIES {
+            self.derived.borrow_mut().clear();
+            self.interned.borrow_mut().clear();
+        }
     }
 
     /// The labels without the metric name.
