@@ -32,7 +32,7 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    pub async fn start(tune: impl FnOnce(&mut IngestConfig)) -> Self {
+    pub async fn start(tune: impl Fn(&mut IngestConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn TelemetryStore> =
             Arc::new(RedbStore::open(&dir.path().join("t.redb")).unwrap());
@@ -42,46 +42,60 @@ impl Ingest {
     pub async fn start_on(
         store: Arc<dyn TelemetryStore>,
         dir: tempfile::TempDir,
-        tune: impl FnOnce(&mut IngestConfig),
+        tune: impl Fn(&mut IngestConfig),
     ) -> Self {
-        let mut config = IngestConfig::default();
-        config.grpc.listen = free_addr();
-        config.http.listen = free_addr();
-        tune(&mut config);
-        let keys = ApiKeys::new(&[ProjectConfig {
-            name: PROJECT.into(),
-            api_keys: vec![KEY.into()],
-            api_keys_file: None,
-        }])
-        .unwrap();
-        let shutdown = Shutdown::new();
-        let server = tokio::spawn(vigil_ingest::run(
-            config.clone(),
-            store.clone(),
-            keys,
-            shutdown.clone(),
-        ));
-        let ready = format!("{}/readyz", http_url(&config));
-        for _ in 0..500 {
-            let ready = ready.clone();
-            let up = tokio::task::spawn_blocking(move || {
-                ureq::get(&ready).call().is_ok_and(|r| r.status() == 200)
-            })
-            .await
+        // A port picked free can be taken by a parallel test before ingest
+        // binds it: then start over on other ports.
+        for _attempt in 0..5 {
+            let mut config = IngestConfig::default();
+            config.grpc.listen = free_addr();
+            config.http.listen = free_addr();
+            tune(&mut config);
+            let keys = ApiKeys::new(&[ProjectConfig {
+                name: PROJECT.into(),
+                api_keys: vec![KEY.into()],
+                api_keys_file: None,
+            }])
             .unwrap();
-            if up {
-                break;
+            let shutdown = Shutdown::new();
+            let server = tokio::spawn(vigil_ingest::run(
+                config.clone(),
+                store.clone(),
+                keys,
+                shutdown.clone(),
+            ));
+            let ready = format!("{}/readyz", http_url(&config));
+            let mut up = false;
+            for _ in 0..500 {
+                let ready = ready.clone();
+                up = tokio::task::spawn_blocking(move || {
+                    ureq::get(&ready).call().is_ok_and(|r| r.status() == 200)
+                })
+                .await
+                .unwrap();
+                if up || server.is_finished() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            assert!(!server.is_finished(), "ingest stopped");
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            if up {
+                return Self {
+                    config,
+                    store,
+                    shutdown,
+                    server,
+                    _dir: dir,
+                };
+            }
+            match server.await.unwrap() {
+                Err(e) if e.to_string().contains("cannot listen") => {
+                    eprintln!("ingest could not bind ({e}); trying other ports");
+                }
+                Err(e) => panic!("ingest stopped: {e}"),
+                Ok(()) => panic!("ingest stopped without an error"),
+            }
         }
-        Self {
-            config,
-            store,
-            shutdown,
-            server,
-            _dir: dir,
-        }
+        panic!("ingest could not bind free ports in 5 attempts");
     }
 
     pub fn http_url(&self) -> String {
