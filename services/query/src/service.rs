@@ -43,6 +43,34 @@ pub struct QueryApi {
     rate: Arc<ProjectRate>,
 }
 
+/// A PromQL series as a message: the metric name apart from the labels.
+fn series_pb(labels: &promql::Labels, samples: Vec<pb::Sample>) -> pb::Series {
+    pb::Series {
+        metric: labels.get("__name__").cloned().unwrap_or_default(),
+        labels: labels
+            .iter()
+            .filter(|(k, _)| *k != "__name__")
+            .map(|(name, value)| pb::Label {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect(),
+        samples,
+    }
+}
+
+fn range_series_pb(s: &promql::RangeSeries) -> pb::Series {
+    let samples = s
+        .samples
+        .iter()
+        .map(|p| pb::Sample {
+            timestamp_ms: p.timestamp_ms,
+            value: p.value,
+        })
+        .collect();
+    series_pb(&s.labels, samples)
+}
+
 /// Takes one request from the project's budget, or says why not.
 pub fn check_rate(rate: &ProjectRate, project: &str) -> Result<(), String> {
     let wait = match rate.check(project, 1) {
@@ -378,18 +406,6 @@ impl QueryService for QueryApi {
         let project = self.project(&request, &request.get_ref().project)?;
         let r = request.into_inner();
         let expr = promql::parse(&r.query).map_err(|e| query_status(e.into()))?;
-        let series_pb = |labels: &promql::Labels, samples: Vec<pb::Sample>| pb::Series {
-            metric: labels.get("__name__").cloned().unwrap_or_default(),
-            labels: labels
-                .iter()
-                .filter(|(k, _)| *k != "__name__")
-                .map(|(name, value)| pb::Label {
-                    name: name.clone(),
-                    value: value.clone(),
-                })
-                .collect(),
-            samples,
-        };
         if r.step_ms == 0 {
             let at = if r.end_ms != 0 {
                 r.end_ms
@@ -423,21 +439,7 @@ impl QueryService for QueryApi {
                         .collect();
                 }
                 Value::Matrix { series, .. } => {
-                    out.series = series
-                        .iter()
-                        .map(|s| {
-                            series_pb(
-                                &s.labels,
-                                s.samples
-                                    .iter()
-                                    .map(|p| pb::Sample {
-                                        timestamp_ms: p.timestamp_ms,
-                                        value: p.value,
-                                    })
-                                    .collect(),
-                            )
-                        })
-                        .collect();
+                    out.series = series.iter().map(range_series_pb).collect();
                 }
             }
             return Ok(Response::new(out));
@@ -461,21 +463,7 @@ impl QueryService for QueryApi {
         .map_err(query_status)?;
         Ok(Response::new(pb::PromQueryResponse {
             result_type: "matrix".into(),
-            series: series
-                .iter()
-                .map(|s| {
-                    series_pb(
-                        &s.labels,
-                        s.samples
-                            .iter()
-                            .map(|p| pb::Sample {
-                                timestamp_ms: p.timestamp_ms,
-                                value: p.value,
-                            })
-                            .collect(),
-                    )
-                })
-                .collect(),
+            series: series.iter().map(range_series_pb).collect(),
             ..Default::default()
         }))
     }
