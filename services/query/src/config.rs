@@ -81,7 +81,7 @@ impl Default for SloObjectives {
     fn default() -> Self {
         Self {
             availability_percent: 99.0,
-            latency_percent: 95.0,
+            latency_percent: 99.0,
             latency_threshold: Duration::from_millis(500),
         }
     }

@@ -219,7 +219,7 @@ fn matrix_json(series: &[RangeSeries]) -> Json {
             .map(|s| {
                 json!({
                     "metric": labels_json(&s.labels),
-                    "values": s.samples.iter().map(|p| point(p.timestamp_ms, p.value)).collect::<Vec<_>>(),
+                    "values": s.samples().iter().map(|p| point(p.timestamp_ms, p.value)).collect::<Vec<_>>(),
                 })
             })
             .collect(),

@@ -61,7 +61,7 @@ fn series_pb(labels: &promql::Labels, samples: Vec<pb::Sample>) -> pb::Series {
 
 fn range_series_pb(s: &promql::RangeSeries) -> pb::Series {
     let samples = s
-        .samples
+        .samples()
         .iter()
         .map(|p| pb::Sample {
             timestamp_ms: p.timestamp_ms,

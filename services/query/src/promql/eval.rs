@@ -34,11 +34,31 @@ pub struct Element {
     pub v: f64,
 }
 
-/// One series of a range vector or of a range query's result.
+/// One series of a range vector or of a range query's result. A range
+/// vector's window shares the samples read from storage: a range query
+/// takes a window of every series at every step without copying.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RangeSeries {
     pub labels: Arc<Labels>,
-    pub samples: Vec<Sample>,
+    samples: Arc<[Sample]>,
+    from: usize,
+    to: usize,
+}
+
+impl RangeSeries {
+    pub fn new(labels: Arc<Labels>, samples: Vec<Sample>) -> Self {
+        let to = samples.len();
+        Self {
+            labels,
+            samples: samples.into(),
+            from: 0,
+            to,
+        }
+    }
+
+    pub fn samples(&self) -> &[Sample] {
+        &self.samples[self.from..self.to]
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -119,7 +139,7 @@ impl Default for Limits {
 #[derive(Debug)]
 struct Loaded {
     labels: Arc<Labels>,
-    samples: Vec<Sample>,
+    samples: Arc<[Sample]>,
 }
 
 /// An instant query's answer at `time`.
@@ -212,7 +232,7 @@ pub async fn range(
     }
     Ok(out
         .into_iter()
-        .map(|(labels, samples)| RangeSeries { labels, samples })
+        .map(|(labels, samples)| RangeSeries::new(labels, samples))
         .collect())
 }
 
@@ -451,11 +471,13 @@ impl Ctx {
                     .iter()
                     .filter_map(|s| {
                         let from = s.samples.partition_point(|p| p.timestamp_ms < start);
-                        let rest = &s.samples[from..];
-                        let window = &rest[..rest.partition_point(|p| p.timestamp_ms <= end)];
-                        (!window.is_empty()).then(|| RangeSeries {
+                        let to =
+                            from + s.samples[from..].partition_point(|p| p.timestamp_ms <= end);
+                        (to > from).then(|| RangeSeries {
                             labels: s.labels.clone(),
-                            samples: window.to_vec(),
+                            samples: s.samples.clone(),
+                            from,
+                            to,
                         })
                     })
                     .collect();
@@ -509,7 +531,7 @@ impl Ctx {
                 }
                 let series = out
                     .into_iter()
-                    .map(|(labels, samples)| RangeSeries { labels, samples })
+                    .map(|(labels, samples)| RangeSeries::new(labels, samples))
                     .collect();
                 Ok(Value::Matrix { series, start, end })
             }
@@ -634,7 +656,7 @@ async fn read_selector(
             labels.insert(METRIC_NAME.to_owned(), selector.metric.clone());
             out.push(Loaded {
                 labels: Arc::new(labels),
-                samples: series.samples,
+                samples: series.samples.into(),
             });
         }
     }

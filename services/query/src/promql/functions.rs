@@ -81,7 +81,7 @@ fn over_time(
     series
         .into_iter()
         .filter_map(|s| {
-            let v = f(&s.samples)?;
+            let v = f(s.samples())?;
             let labels = if keep_name {
                 s.labels
             } else {
