@@ -176,10 +176,10 @@ impl Window {
                 "window end {end_ms} ms is not after its start {start_ms} ms"
             )));
         }
-        if end_ms - start_ms > max_range_ms {
+        if end_ms.saturating_sub(start_ms) > max_range_ms {
             return Err(QueryError::Limit(format!(
                 "the window is {} ms long; at most {max_range_ms} ms are allowed",
-                end_ms - start_ms
+                end_ms.saturating_sub(start_ms)
             )));
         }
         Ok(Self { start_ms, end_ms })

@@ -279,7 +279,7 @@ async fn query_range(
             "invalid parameter \"step\": cannot parse {step:?} to a valid duration"
         ))
     })?;
-    if end - start > api.limits.max_range_ms {
+    if end.saturating_sub(start) > api.limits.max_range_ms {
         return Err(QueryError::Limit(format!(
             "the range from start to end is longer than the limit of {}",
             humantime::format_duration(std::time::Duration::from_millis(

@@ -304,8 +304,10 @@ pub fn trace_query(
     Ok(TraceQuery {
         service: non_empty(&request.service),
         operation: non_empty(&request.operation),
-        min_duration_ns: (request.min_duration_ms > 0).then(|| request.min_duration_ms * 1_000_000),
-        max_duration_ns: (request.max_duration_ms > 0).then(|| request.max_duration_ms * 1_000_000),
+        min_duration_ns: (request.min_duration_ms > 0)
+            .then(|| request.min_duration_ms.saturating_mul(1_000_000)),
+        max_duration_ns: (request.max_duration_ms > 0)
+            .then(|| request.max_duration_ms.saturating_mul(1_000_000)),
         status: status_of(&request.status)?,
         start_ns: start_ms.saturating_mul(1_000_000),
         end_ns: end_ms.saturating_mul(1_000_000),

@@ -150,6 +150,7 @@ pub async fn instant(
     time: i64,
     limits: &Limits,
 ) -> Result<Value> {
+    check_time(time)?;
     let ctx = Ctx::load(store, project, expr, time, time, limits).await?;
     let value = ctx.eval(expr, time)?;
     if let Value::Vector(v) = &value {
@@ -189,7 +190,9 @@ pub async fn range(
             "end timestamp must not be before start time".into(),
         ));
     }
-    let steps = (end - start) / step + 1;
+    check_time(start)?;
+    check_time(end)?;
+    let steps = (end.saturating_sub(start) / step).saturating_add(1);
     if steps as u64 > limits.max_steps as u64 {
         return Err(QueryError::Limit(format!(
             "exceeded maximum resolution of {} points per timeseries: this query has {steps}. \
@@ -236,6 +239,16 @@ pub async fn range(
         .collect())
 }
 
+/// Refuses a query time beyond what time arithmetic can hold.
+fn check_time(t: i64) -> Result<()> {
+    if t.unsigned_abs() > MAX_QUERY_MS.unsigned_abs() {
+        return Err(QueryError::BadData(format!(
+            "time {t} ms is outside the range a query may use (±{MAX_QUERY_MS} ms)"
+        )));
+    }
+    Ok(())
+}
+
 fn too_many_samples(limits: &Limits) -> QueryError {
     QueryError::Limit(format!(
         "query processing would load too many samples into memory (more than {})",
@@ -271,7 +284,9 @@ pub struct Ctx {
     start: i64,
     end: i64,
     pub limits: Limits,
-    data: HashMap<String, Vec<Loaded>>,
+    /// Series per selector node (by the node's address in the expression
+    /// being evaluated), shared by the nodes with the same matchers.
+    data: HashMap<usize, Arc<Vec<Loaded>>>,
     loaded_samples: usize,
     pub memo: Memo,
 }
@@ -281,20 +296,32 @@ struct Needed {
     selector: VectorSelector,
     min: i64,
     max: i64,
+    /// Addresses of the selector nodes in the expression that read it.
+    nodes: Vec<usize>,
+}
+
+/// Largest duration or time (ms) taken from a query, about 31 700 years:
+/// larger ones are clamped, so that time arithmetic cannot overflow (the
+/// range limit then refuses such a query).
+const MAX_QUERY_MS: i64 = 1_000_000_000_000_000;
+
+/// A duration of the query in ms, clamped to [`MAX_QUERY_MS`].
+fn ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).map_or(MAX_QUERY_MS, |v| v.min(MAX_QUERY_MS))
 }
 
 fn offset_ms(offset: Option<&Offset>) -> i64 {
     match offset {
         None => 0,
-        Some(Offset::Pos(d)) => d.as_millis() as i64,
-        Some(Offset::Neg(d)) => -(d.as_millis() as i64),
+        Some(Offset::Pos(d)) => ms(*d),
+        Some(Offset::Neg(d)) => -ms(*d),
     }
 }
 
 fn system_time_ms(t: SystemTime) -> i64 {
     match t.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(d) => d.as_millis() as i64,
-        Err(e) => -(e.duration().as_millis() as i64),
+        Ok(d) => ms(d),
+        Err(e) => -ms(e.duration()),
     }
 }
 
@@ -326,7 +353,7 @@ impl Ctx {
         let mut needed = HashMap::new();
         ctx.collect(expr, start, end, &mut needed)?;
         let mut series_count = 0usize;
-        for (key, need) in needed {
+        for need in needed.into_values() {
             if need.max - need.min > limits.max_range_ms {
                 return Err(QueryError::Limit(format!(
                     "the query reads {} of {}; at most {} may be read",
@@ -351,7 +378,10 @@ impl Ctx {
             if ctx.loaded_samples > limits.max_samples {
                 return Err(too_many_samples(limits));
             }
-            ctx.data.insert(key, loaded);
+            let loaded = Arc::new(loaded);
+            for node in need.nodes {
+                ctx.data.insert(node, loaded.clone());
+            }
         }
         Ok(ctx)
     }
@@ -398,16 +428,18 @@ impl Ctx {
                 selector: vs.clone(),
                 min,
                 max,
+                nodes: Vec::new(),
             });
             entry.min = entry.min.min(min);
             entry.max = entry.max.max(max);
+            entry.nodes.push(std::ptr::from_ref(vs) as usize);
         };
         match expr {
             Expr::VectorSelector(vs) => need(vs, self.limits.lookback_ms),
-            Expr::MatrixSelector(ms) => need(&ms.vs, ms.range.as_millis() as i64),
+            Expr::MatrixSelector(m) => need(&m.vs, ms(m.range)),
             Expr::Subquery(sq) => {
                 let (a, b) = self.effective_span(sq.at.as_ref(), sq.offset.as_ref(), lo, hi);
-                let range = sq.range.as_millis() as i64;
+                let range = ms(sq.range);
                 self.collect(&sq.expr, a.min(b) - range, a.max(b), out)?;
             }
             Expr::Aggregate(a) => {
@@ -463,11 +495,11 @@ impl Ctx {
                 ))),
             },
             Expr::VectorSelector(vs) => Ok(Value::Vector(self.instant_selector(vs, ts))),
-            Expr::MatrixSelector(ms) => {
-                let end = self.effective(ms.vs.at.as_ref(), ms.vs.offset.as_ref(), ts);
-                let start = end - ms.range.as_millis() as i64;
+            Expr::MatrixSelector(m) => {
+                let end = self.effective(m.vs.at.as_ref(), m.vs.offset.as_ref(), ts);
+                let start = end - ms(m.range);
                 let series = self
-                    .series_of(&ms.vs)
+                    .series_of(&m.vs)
                     .iter()
                     .filter_map(|s| {
                         let from = s.samples.partition_point(|p| p.timestamp_ms < start);
@@ -485,10 +517,8 @@ impl Ctx {
             }
             Expr::Subquery(sq) => {
                 let end = self.effective(sq.at.as_ref(), sq.offset.as_ref(), ts);
-                let start = end - sq.range.as_millis() as i64;
-                let step = sq
-                    .step
-                    .map_or(self.limits.subquery_step_ms, |s| s.as_millis() as i64);
+                let start = end - ms(sq.range);
+                let step = sq.step.map_or(self.limits.subquery_step_ms, ms);
                 if step <= 0 {
                     return Err(QueryError::BadData(
                         "a subquery step must be positive".into(),
@@ -552,8 +582,12 @@ impl Ctx {
         }
     }
 
+    /// The series of a selector node of the expression this context was
+    /// loaded for.
     fn series_of(&self, vs: &VectorSelector) -> &[Loaded] {
-        self.data.get(&selector_key(vs)).map_or(&[], Vec::as_slice)
+        self.data
+            .get(&(std::ptr::from_ref(vs) as usize))
+            .map_or(&[], |loaded| loaded.as_slice())
     }
 
     /// The newest sample of each series within the lookback window.
@@ -776,5 +810,69 @@ pub fn format_value(v: f64) -> String {
         "-Inf".into()
     } else {
         v.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_storage::{MetricBatch, SeriesWrite, redb::RedbStore};
+
+    /// Hostile queries and times get an answer or an error, never a panic
+    /// (debug builds check every overflow), and the limits name themselves.
+    #[tokio::test]
+    async fn extreme_queries_answer_or_refuse_without_panicking() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("t.redb")).unwrap();
+        let now = 1_700_000_000_000;
+        store
+            .write_metrics(MetricBatch {
+                project: "p".into(),
+                batch_id: "b".into(),
+                series: vec![SeriesWrite {
+                    metric: "foo".into(),
+                    labels: [("a".to_owned(), "x".to_owned())].into(),
+                    samples: (0..10)
+                        .map(|i| Sample {
+                            timestamp_ms: now - i * 15_000,
+                            value: i as f64,
+                        })
+                        .collect(),
+                }],
+            })
+            .await
+            .unwrap();
+        let limits = Limits::default();
+        for (query, refused_with) in [
+            ("foo @ 99999999999999999", None),
+            ("foo @ -99999999999999999", None),
+            ("foo offset 100000000y", None),
+            ("rate(foo[100000000y])", Some("at most")),
+            ("max_over_time(foo[1d:1ms])", Some("steps")),
+            ("topk(1e300, foo)", None),
+            ("round(foo, 0)", None),
+            ("histogram_quantile(NaN, foo)", None),
+            (
+                "label_replace(foo, \"b\", \"$1\", \"a\", \"(\")",
+                Some("regular expression"),
+            ),
+            ("count_values(\"1x\", foo)", Some("label name")),
+            ("foo / on() group_left foo", None),
+        ] {
+            let expr = crate::promql::parse(query).unwrap();
+            match (
+                instant(&store, "p", &expr, now, &limits).await,
+                refused_with,
+            ) {
+                (Ok(_), None) => {}
+                (Err(e), Some(why)) => assert!(e.to_string().contains(why), "{query}: {e}"),
+                (other, _) => panic!("{query}: {other:?}"),
+            }
+        }
+        let expr = crate::promql::parse("foo").unwrap();
+        for (start, end, step) in [(i64::MIN, i64::MAX, 1), (0, i64::MAX, i64::MAX), (5, 4, 1)] {
+            let r = range(&store, "p", &expr, start, end, step, &limits).await;
+            assert!(r.is_err(), "{start}..{end} step {step}: {r:?}");
+        }
     }
 }
