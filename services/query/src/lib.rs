@@ -1,7 +1,8 @@
-//! The query API: the only reader of stored telemetry. Today it serves
-//! hosts and processes with their latest figures, and raw series over a time
-//! range (`vigil.query.v1`). Service map, RED/SLO figures, logs, traces,
-//! profiles and a Prometheus-compatible HTTP API grow from here.
+//! The query API: the only reader of stored telemetry. gRPC
+//! `vigil.query.v1` serves PromQL, applications with RED, SLO and resource
+//! figures, the service map, logs and their patterns, traces, profiles,
+//! events, hosts and processes; the HTTP port serves Prometheus' query API
+//! (`prom_api`). Every call is scoped to its API key's project.
 
 mod apps;
 mod config;
