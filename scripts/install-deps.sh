@@ -72,4 +72,9 @@ if ! python3 -c 'import opentelemetry.exporter.otlp.proto.grpc, opentelemetry.ex
   python3 -m pip install -q --root-user-action=ignore "opentelemetry-sdk==1.45.2" \
     "opentelemetry-exporter-otlp-proto-grpc==1.45.2" "opentelemetry-exporter-otlp-proto-http==1.45.2"
 fi
+# aiosmtpd: a real SMTP server for the email notification tests.
+if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
+  echo "install-deps: installing aiosmtpd (PyPI)"
+  python3 -m pip install -q --root-user-action=ignore "aiosmtpd==1.4.6"
+fi
 echo "install-deps: toolchain ready ($(rustc --version))"
