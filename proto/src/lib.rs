@@ -85,6 +85,8 @@ pub mod names {
     pub const CONTAINER_DISK_WRITTEN_BYTES_TOTAL: &str = "container_disk_written_bytes_total";
     /// Time some (or all) of its tasks stalled on a resource (PSI).
     pub const CONTAINER_PRESSURE_SECONDS_TOTAL: &str = "container_pressure_waiting_seconds_total";
+    /// Log messages read by the agent, by source, `level` and `pattern_id`.
+    pub const LOG_MESSAGES_TOTAL: &str = "log_messages_total";
     // The node's disks, filesystems, interfaces and pressure.
     pub const NODE_DISK_READ_BYTES_TOTAL: &str = "node_disk_read_bytes_total";
     pub const NODE_DISK_WRITTEN_BYTES_TOTAL: &str = "node_disk_written_bytes_total";

@@ -49,6 +49,7 @@ pub struct RedSum {
     /// Cumulative histogram: bound → requests at or under it.
     buckets: BTreeMap<u64, (f64, f64)>,
     by_protocol: BTreeMap<String, f64>,
+    by_status: BTreeMap<String, f64>,
 }
 
 impl RedSum {
@@ -60,6 +61,7 @@ impl RedSum {
             self.errors += n;
         }
         *self.by_protocol.entry(protocol.to_owned()).or_default() += n;
+        *self.by_status.entry(status.to_owned()).or_default() += n;
     }
 
     fn add_bucket(&mut self, labels: &Labels, n: f64) {
@@ -104,6 +106,12 @@ impl RedSum {
             latency_p95_seconds: self.quantile(0.95),
             latency_p99_seconds: self.quantile(0.99),
             requests_by_protocol: self.by_protocol.clone().into_iter().collect(),
+            requests_by_status: self.by_status.clone().into_iter().collect(),
+            latency_histogram: self
+                .buckets
+                .values()
+                .map(|&(le, count)| pb::HistogramBucket { le, count })
+                .collect(),
         }
     }
 }
@@ -133,6 +141,35 @@ struct ResourceSum {
     memory_limit: Option<f64>,
     oom_kills: f64,
     restarts: f64,
+    rss_growth: Option<f64>,
+    cpu_pressure: Option<f64>,
+    memory_pressure: Option<f64>,
+    io_pressure: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct LogSum {
+    messages: f64,
+    errors: f64,
+    warnings: f64,
+    errors_by_pattern: BTreeMap<String, f64>,
+}
+
+/// Keeps the larger figure: instances stall independently, so an
+/// application's pressure is its worst instance's.
+fn max(slot: &mut Option<f64>, v: f64) {
+    *slot = Some(slot.map_or(v, |s| s.max(v)));
+}
+
+/// The application of a `log_messages_total` series: as for metrics, else
+/// the journal unit or the configured service of a log file.
+fn log_application_of(labels: &Labels) -> Option<&str> {
+    application_of(labels).or_else(|| {
+        ["journal_unit", "service"]
+            .iter()
+            .find_map(|name| labels.get(*name).filter(|v| !v.is_empty()))
+            .map(String::as_str)
+    })
 }
 
 fn add(slot: &mut Option<f64>, v: f64) {
@@ -147,6 +184,7 @@ pub struct Model {
     edges: BTreeMap<(String, String), Edge>,
     instances: BTreeMap<String, BTreeSet<(String, u32, String, String)>>,
     resources: BTreeMap<String, ResourceSum>,
+    logs: BTreeMap<String, LogSum>,
 }
 
 /// A window of Unix milliseconds.
@@ -221,7 +259,7 @@ const TCP: [(&str, &str); 5] = [
     (names::TCP_CONNECT_SECONDS_TOTAL, "increase"),
     (names::TCP_ACTIVE_CONNECTIONS, "last_over_time"),
 ];
-const CONTAINERS: [(&str, &str); 7] = [
+const CONTAINERS: [(&str, &str); 9] = [
     (names::CONTAINER_CPU_USAGE_SECONDS_TOTAL, "rate"),
     (names::CONTAINER_CPU_LIMIT_CORES, "last_over_time"),
     (names::CONTAINER_CPU_THROTTLED_SECONDS_TOTAL, "increase"),
@@ -229,7 +267,12 @@ const CONTAINERS: [(&str, &str); 7] = [
     (names::CONTAINER_MEMORY_LIMIT_BYTES, "last_over_time"),
     (names::CONTAINER_OOM_KILLS_TOTAL, "increase"),
     (names::CONTAINER_RESTARTS_TOTAL, "increase"),
+    (names::CONTAINER_MEMORY_RSS_BYTES, "deriv"),
+    (PRESSURE_SOME, "rate"),
 ];
+/// Time some tasks stalled, per resource.
+const PRESSURE_SOME: &str = "container_pressure_waiting_seconds_total{kind=\"some\"}";
+const LOGS: (&str, &str) = (names::LOG_MESSAGES_TOTAL, "increase");
 const PROCESSES: [(&str, &str); 2] = [
     (names::PROCESS_CPU_USAGE_CORES, "avg_over_time"),
     (names::PROCESS_MEMORY_RSS_BYTES, "last_over_time"),
@@ -256,6 +299,7 @@ impl Model {
             .chain(&TCP)
             .chain(&CONTAINERS)
             .chain(&PROCESSES)
+            .chain([&LOGS])
             .map(|(metric, f)| format!("{f}({metric}[{w}])"))
             .collect();
         let results = futures::future::try_join_all(
@@ -344,15 +388,39 @@ impl Model {
                     continue;
                 };
                 let r = model.resources.entry(app).or_default();
-                match metric {
-                    names::CONTAINER_CPU_USAGE_SECONDS_TOTAL => add(&mut r.cpu, e.v),
-                    names::CONTAINER_CPU_LIMIT_CORES => add(&mut r.cpu_limit, e.v),
-                    names::CONTAINER_CPU_THROTTLED_SECONDS_TOTAL => add(&mut r.throttled, e.v),
-                    names::CONTAINER_MEMORY_RSS_BYTES => add(&mut r.rss, e.v),
-                    names::CONTAINER_MEMORY_LIMIT_BYTES => add(&mut r.memory_limit, e.v),
-                    names::CONTAINER_OOM_KILLS_TOTAL => r.oom_kills += e.v,
-                    _ => r.restarts += e.v,
+                match (metric, f) {
+                    (names::CONTAINER_CPU_USAGE_SECONDS_TOTAL, _) => add(&mut r.cpu, e.v),
+                    (names::CONTAINER_CPU_LIMIT_CORES, _) => add(&mut r.cpu_limit, e.v),
+                    (names::CONTAINER_CPU_THROTTLED_SECONDS_TOTAL, _) => add(&mut r.throttled, e.v),
+                    (names::CONTAINER_MEMORY_RSS_BYTES, "deriv") => add(&mut r.rss_growth, e.v),
+                    (names::CONTAINER_MEMORY_RSS_BYTES, _) => add(&mut r.rss, e.v),
+                    (names::CONTAINER_MEMORY_LIMIT_BYTES, _) => add(&mut r.memory_limit, e.v),
+                    (names::CONTAINER_OOM_KILLS_TOTAL, _) => r.oom_kills += e.v,
+                    (names::CONTAINER_RESTARTS_TOTAL, _) => r.restarts += e.v,
+                    _ => match e.labels.get(names::LABEL_RESOURCE).map(String::as_str) {
+                        Some("cpu") => max(&mut r.cpu_pressure, e.v),
+                        Some("memory") => max(&mut r.memory_pressure, e.v),
+                        Some("io") => max(&mut r.io_pressure, e.v),
+                        _ => {}
+                    },
                 }
+            }
+        }
+        for e in q(LOGS) {
+            let Some(app) = log_application_of(&e.labels).map(str::to_owned) else {
+                continue;
+            };
+            let logs = model.logs.entry(app).or_default();
+            logs.messages += e.v;
+            match e.labels.get("level").map(String::as_str) {
+                Some("error" | "fatal") => {
+                    logs.errors += e.v;
+                    if let Some(pattern) = e.labels.get("pattern_id") {
+                        *logs.errors_by_pattern.entry(pattern.clone()).or_default() += e.v;
+                    }
+                }
+                Some("warning") => logs.warnings += e.v,
+                _ => {}
             }
         }
         // Applications known by process name only take the processes' figures.
@@ -413,6 +481,7 @@ impl Model {
                     .map(|((_, to), _)| to),
             )
             .chain(self.resources.keys())
+            .chain(self.logs.keys())
             .map(String::as_str)
             .collect()
     }
@@ -541,8 +610,26 @@ impl Model {
                 memory_limit_bytes: r.memory_limit,
                 oom_kills: r.oom_kills,
                 restarts: r.restarts,
+                memory_rss_growth_bytes_per_second: r.rss_growth,
+                cpu_pressure_ratio: r.cpu_pressure,
+                memory_pressure_ratio: r.memory_pressure,
+                io_pressure_ratio: r.io_pressure,
+            }),
+            logs: self.logs.get(app).map(|l| pb::LogFigures {
+                messages: l.messages,
+                errors: l.errors,
+                warnings: l.warnings,
+                errors_by_pattern: top_patterns(&l.errors_by_pattern),
             }),
         }
+    }
+
+    /// Every application's details.
+    pub fn inspect(&self, slo_config: &SloConfig) -> Vec<pb::GetApplicationResponse> {
+        self.applications()
+            .into_iter()
+            .map(|app| self.application(app, slo_config))
+            .collect()
     }
 
     fn upstream(&self, to: &str, edge: &Edge) -> pb::Upstream {
@@ -595,6 +682,16 @@ impl Model {
             .collect();
         pb::ServiceMapResponse { nodes, edges }
     }
+}
+
+/// The ten busiest error patterns.
+fn top_patterns(by_pattern: &BTreeMap<String, f64>) -> HashMap<String, f64> {
+    let mut all: Vec<(&String, f64)> = by_pattern.iter().map(|(k, v)| (k, *v)).collect();
+    all.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    all.into_iter()
+        .take(10)
+        .map(|(k, v)| (k.clone(), v))
+        .collect()
 }
 
 #[cfg(test)]

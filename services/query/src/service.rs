@@ -503,6 +503,22 @@ impl QueryService for QueryApi {
         Ok(Response::new(model.application(&r.name, &self.config.slo)))
     }
 
+    async fn inspect_applications(
+        &self,
+        request: Request<pb::InspectApplicationsRequest>,
+    ) -> Result<Response<pb::InspectApplicationsResponse>, Status> {
+        let project = self.project(&request, &request.get_ref().project)?;
+        let window = self.window(request.get_ref().window.as_ref())?;
+        let model = Model::load(&*self.store, &project, window, &self.limits)
+            .await
+            .map_err(query_status)?;
+        Ok(Response::new(pb::InspectApplicationsResponse {
+            applications: model.inspect(&self.config.slo),
+            start_ms: window.start_ms,
+            end_ms: window.end_ms,
+        }))
+    }
+
     async fn service_map(
         &self,
         request: Request<pb::ServiceMapRequest>,

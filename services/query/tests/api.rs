@@ -241,6 +241,34 @@ fn agent_metrics(now: i64) -> Vec<SeriesWrite> {
         }
     }
     out.push(oom);
+    // For the inspections: shop stalls on memory a quarter of the time and
+    // logs an error every 10 s; postgres' memory grows 1 kB/s.
+    out.push(series(
+        "container_pressure_waiting_seconds_total",
+        &with(svc, &[("resource", "memory"), ("kind", "some")]),
+        0.25,
+        0.0,
+        now,
+    ));
+    out.push(series(
+        "log_messages_total",
+        &[
+            ("node", "n1"),
+            ("journal_unit", "shop.service"),
+            ("level", "error"),
+            ("pattern_id", "00000000000000aa"),
+        ],
+        0.1,
+        0.0,
+        now,
+    ));
+    out.push(series(
+        "container_memory_rss_bytes",
+        &[("node", "n1"), ("systemd_service", "postgres.service")],
+        1000.0,
+        5e7,
+        now,
+    ));
     out
 }
 
@@ -580,6 +608,58 @@ async fn check_applications(c: &mut Client, now: i64, backend: &str) {
         .await
         .expect_err("unknown application");
     assert_eq!(missing.code(), Code::NotFound, "{backend}");
+}
+
+async fn check_inspect_applications(c: &mut Client, now: i64, backend: &str) {
+    let r = c
+        .inspect_applications(pb::InspectApplicationsRequest {
+            project: PROJECT.into(),
+            window: Some(pb::TimeWindow {
+                start_ms: now - 5 * MINUTE,
+                end_ms: now,
+            }),
+        })
+        .await
+        .expect("inspect applications")
+        .into_inner();
+    assert_eq!((r.start_ms, r.end_ms), (now - 5 * MINUTE, now));
+    let app = |name: &str| {
+        r.applications
+            .iter()
+            .find(|a| a.summary.as_ref().is_some_and(|s| s.name == name))
+            .unwrap_or_else(|| panic!("{backend}: {name} in {:?}", r.applications))
+    };
+    let shop = app("shop.service");
+    let red = shop
+        .summary
+        .as_ref()
+        .and_then(|s| s.inbound.as_ref())
+        .expect("red");
+    assert!(red.requests_by_status["503"] > 0.0, "{backend}: {red:?}");
+    let le: Vec<f64> = red.latency_histogram.iter().map(|b| b.le).collect();
+    assert!(
+        le.windows(2).all(|w| w[0] < w[1]),
+        "{backend}: ascending {le:?}"
+    );
+    assert_eq!(le.last(), Some(&f64::INFINITY), "{backend}");
+    let total = red.latency_histogram.last().expect("+Inf").count;
+    assert!(
+        (total - red.requests).abs() / red.requests < 0.01,
+        "{backend}: {total} vs {red:?}"
+    );
+    let resources = shop.resources.as_ref().expect("resources");
+    let pressure = resources.memory_pressure_ratio.expect("memory pressure");
+    assert!((pressure - 0.25).abs() < 0.01, "{backend}: {pressure}");
+    assert_eq!(resources.cpu_pressure_ratio, None, "{backend}");
+    let logs = shop.logs.as_ref().expect("logs");
+    assert!((logs.errors - 30.0).abs() < 1.0, "{backend}: {logs:?}");
+    assert_eq!(logs.errors_by_pattern.len(), 1, "{backend}: {logs:?}");
+    let growth = app("postgres.service")
+        .resources
+        .as_ref()
+        .and_then(|r| r.memory_rss_growth_bytes_per_second)
+        .expect("growth");
+    assert!((growth - 1000.0).abs() < 1.0, "{backend}: {growth}");
 }
 
 async fn check_service_map(c: &mut Client, now: i64, backend: &str) {
@@ -1034,6 +1114,7 @@ async fn check_all(store: Arc<dyn TelemetryStore>, backend: &str) {
     let mut c = client(running.grpc, KEY);
     check_applications(&mut c, now, backend).await;
     check_service_map(&mut c, now, backend).await;
+    check_inspect_applications(&mut c, now, backend).await;
     check_promql(&mut c, now, backend).await;
     check_logs(&mut c, now, backend).await;
     check_traces(&mut c, now, backend).await;
