@@ -1,16 +1,19 @@
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
+use vigil_notify::IntegrationConfig;
 use vigil_runtime::{
     auth::{Secret, is_valid_project_name},
     config::{ConfigError, GrpcServerConfig, HttpServerConfig, Validate, key},
 };
 
+use crate::catalog::{self, Inspection};
+
 /// `[alerting]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertingConfig {
-    /// gRPC API (incidents); default 127.0.0.1:7420.
+    /// gRPC API (incidents, inspection status, integrations); default 127.0.0.1:7420.
     pub grpc: GrpcServerConfig,
     /// Health and metrics; default 127.0.0.1:7421.
     pub http: HttpServerConfig,
@@ -21,42 +24,75 @@ pub struct AlertingConfig {
     /// An API key of that project, sent to the query API. Prefer
     /// `api_key_file` (a mounted secret) outside of tests.
     pub api_key: Secret,
-    pub api_key_file: Option<std::path::PathBuf>,
+    pub api_key_file: Option<PathBuf>,
     /// How often inspections run.
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
-    /// The incident store; default `<data_dir>/alerting.redb`.
+    /// Incidents and the notification outbox; default `<data_dir>/alerting.redb`.
     pub state_path: Option<PathBuf>,
-    pub inspections: InspectionsConfig,
+    /// The UI's public address, for links in notifications (optional).
+    pub ui_url: Option<String>,
+    /// `[alerting.inspections.<id>]`: defaults for every application.
+    pub inspections: BTreeMap<String, InspectionSettings>,
+    /// `[[alerting.overrides]]`: settings for matching projects,
+    /// applications or nodes; later entries win.
+    pub overrides: Vec<Override>,
+    /// `[[alerting.integrations]]`: where notifications go.
+    pub integrations: Vec<IntegrationConfig>,
 }
 
-/// `[alerting.inspections]`.
+/// Any subset of an inspection's settings.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct InspectionsConfig {
-    pub host_cpu: ThresholdConfig,
-    pub host_memory: ThresholdConfig,
+pub struct InspectionSettings {
+    pub enabled: Option<bool>,
+    pub threshold: Option<f64>,
+    pub critical: Option<f64>,
+    #[serde(rename = "for", with = "humantime_serde")]
+    pub for_: Option<Duration>,
+    #[serde(with = "humantime_serde")]
+    pub keep_firing_for: Option<Duration>,
 }
 
-/// An inspection that fires when a percentage is above a threshold.
+/// `[[alerting.overrides]]`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ThresholdConfig {
-    pub enabled: bool,
-    /// Warning above this percentage.
-    pub threshold_percent: f64,
-    /// Critical above this percentage.
-    pub critical_percent: f64,
+#[serde(deny_unknown_fields)]
+pub struct Override {
+    /// Globs; an absent one matches everything.
+    pub project: Option<String>,
+    pub application: Option<String>,
+    pub node: Option<String>,
+    /// The inspection's id, or a glob over ids (`"*"`, `"slo_*"`).
+    pub inspection: String,
+    pub enabled: Option<bool>,
+    pub threshold: Option<f64>,
+    pub critical: Option<f64>,
+    #[serde(default, rename = "for", with = "humantime_serde")]
+    pub for_: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub keep_firing_for: Option<Duration>,
 }
 
-impl Default for ThresholdConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            threshold_percent: 90.0,
-            critical_percent: 98.0,
+impl Override {
+    fn settings(&self) -> InspectionSettings {
+        InspectionSettings {
+            enabled: self.enabled,
+            threshold: self.threshold,
+            critical: self.critical,
+            for_: self.for_,
+            keep_firing_for: self.keep_firing_for,
         }
     }
+}
+
+/// An inspection's settings for one subject, after defaults and overrides.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Effective {
+    pub enabled: bool,
+    pub threshold: f64,
+    pub critical: Option<f64>,
+    pub for_: Duration,
+    pub keep_firing_for: Duration,
 }
 
 impl Default for AlertingConfig {
@@ -70,31 +106,140 @@ impl Default for AlertingConfig {
             api_key_file: None,
             interval: Duration::from_secs(30),
             state_path: None,
-            inspections: InspectionsConfig::default(),
+            ui_url: None,
+            inspections: BTreeMap::new(),
+            overrides: Vec::new(),
+            integrations: Vec::new(),
         }
     }
 }
 
-impl Validate for ThresholdConfig {
+impl InspectionSettings {
+    fn apply(&self, e: &mut Effective) {
+        if let Some(v) = self.enabled {
+            e.enabled = v;
+        }
+        if let Some(v) = self.threshold {
+            e.threshold = v;
+        }
+        if let Some(v) = self.critical {
+            e.critical = Some(v);
+        }
+        if let Some(v) = self.for_ {
+            e.for_ = v;
+        }
+        if let Some(v) = self.keep_firing_for {
+            e.keep_firing_for = v;
+        }
+    }
+
     fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
-        for (field, value) in [
-            ("threshold_percent", self.threshold_percent),
-            ("critical_percent", self.critical_percent),
-        ] {
-            if !(0.0..=100.0).contains(&value) {
+        for (field, v) in [("threshold", self.threshold), ("critical", self.critical)] {
+            if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
                 return Err(ConfigError::invalid(
                     key(prefix, field),
-                    "must be between 0 and 100",
+                    "must be a number of at least 0",
                 ));
             }
         }
-        if self.critical_percent < self.threshold_percent {
-            return Err(ConfigError::invalid(
-                key(prefix, "critical_percent"),
-                "must not be below threshold_percent",
-            ));
-        }
         Ok(())
+    }
+}
+
+fn glob(prefix: &str, field: &str, pattern: &str) -> Result<globset::GlobMatcher, ConfigError> {
+    globset::Glob::new(pattern)
+        .map(|g| g.compile_matcher())
+        .map_err(|e| ConfigError::invalid(key(prefix, field), e.to_string()))
+}
+
+/// Overrides with their globs compiled, for the worker's hot path.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    project: String,
+    defaults: BTreeMap<String, InspectionSettings>,
+    overrides: Vec<CompiledOverride>,
+}
+
+#[derive(Debug, Clone)]
+struct CompiledOverride {
+    project: Option<globset::GlobMatcher>,
+    application: Option<globset::GlobMatcher>,
+    node: Option<globset::GlobMatcher>,
+    inspection: globset::GlobMatcher,
+    settings: InspectionSettings,
+}
+
+impl Settings {
+    pub fn new(config: &AlertingConfig) -> Result<Self, ConfigError> {
+        let mut overrides = Vec::new();
+        for (i, o) in config.overrides.iter().enumerate() {
+            let p = format!("alerting.overrides[{i}]");
+            let optional = |field: &str, v: &Option<String>| {
+                v.as_deref()
+                    .map(|pattern| glob(&p, field, pattern))
+                    .transpose()
+            };
+            let inspection = glob(&p, "inspection", &o.inspection)?;
+            if !catalog::INSPECTIONS
+                .iter()
+                .any(|i| inspection.is_match(i.id))
+            {
+                return Err(ConfigError::invalid(
+                    key(&p, "inspection"),
+                    format!(
+                        "{:?} matches no inspection (see docs/inspections.md)",
+                        o.inspection
+                    ),
+                ));
+            }
+            let settings = o.settings();
+            settings.validate(&p)?;
+            overrides.push(CompiledOverride {
+                project: optional("project", &o.project)?,
+                application: optional("application", &o.application)?,
+                node: optional("node", &o.node)?,
+                inspection,
+                settings,
+            });
+        }
+        Ok(Self {
+            project: config.project.clone(),
+            defaults: config.inspections.clone(),
+            overrides,
+        })
+    }
+
+    /// The settings of `inspection` for an application or a node.
+    pub fn effective(
+        &self,
+        inspection: &Inspection,
+        application: Option<&str>,
+        node: Option<&str>,
+    ) -> Effective {
+        let mut e = Effective {
+            enabled: true,
+            threshold: inspection.threshold,
+            critical: inspection.critical,
+            for_: inspection.for_,
+            keep_firing_for: inspection.keep_firing_for,
+        };
+        if let Some(d) = self.defaults.get(inspection.id) {
+            d.apply(&mut e);
+        }
+        for o in &self.overrides {
+            let matches = |glob: &Option<globset::GlobMatcher>, v: Option<&str>| match glob {
+                None => true,
+                Some(g) => v.is_some_and(|v| g.is_match(v)),
+            };
+            if o.inspection.is_match(inspection.id)
+                && matches(&o.project, Some(&self.project))
+                && matches(&o.application, application)
+                && matches(&o.node, node)
+            {
+                o.settings.apply(&mut e);
+            }
+        }
+        e
     }
 }
 
@@ -131,11 +276,117 @@ impl Validate for AlertingConfig {
                 "must be at least 100ms",
             ));
         }
-        self.inspections
-            .host_cpu
-            .validate(&key(prefix, "inspections.host_cpu"))?;
-        self.inspections
-            .host_memory
-            .validate(&key(prefix, "inspections.host_memory"))
+        for (id, settings) in &self.inspections {
+            let p = key(prefix, &format!("inspections.{id}"));
+            if catalog::find(id).is_none() {
+                return Err(ConfigError::invalid(
+                    p,
+                    "no such inspection (see docs/inspections.md)",
+                ));
+            }
+            settings.validate(&p)?;
+        }
+        Settings::new(self)?;
+        vigil_notify::validate_all(&key(prefix, "integrations"), &self.integrations)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(toml: &str) -> AlertingConfig {
+        let value: toml::Value = toml::from_str(toml).expect("TOML");
+        value.try_into().expect("config")
+    }
+
+    #[test]
+    fn glob_overrides_change_only_what_they_match() {
+        let c = config(
+            r#"
+            [inspections.container_cpu]
+            threshold = 85
+            [[overrides]]
+            application = "batch-*"
+            inspection = "container_cpu"
+            threshold = 99
+            [[overrides]]
+            application = "batch-nightly"
+            inspection = "*"
+            enabled = false
+            [[overrides]]
+            node = "db-?"
+            inspection = "disk_*"
+            threshold = 95
+            for = "10m"
+            [[overrides]]
+            project = "other"
+            inspection = "container_cpu"
+            threshold = 1
+            "#,
+        );
+        c.validate("alerting").expect("valid");
+        let s = Settings::new(&c).expect("settings");
+        let cpu = catalog::find(catalog::CONTAINER_CPU).expect("known");
+        let disk = catalog::find(catalog::DISK_SPACE).expect("known");
+        assert_eq!(
+            s.effective(cpu, Some("orders"), None).threshold,
+            85.0,
+            "the default changed"
+        );
+        assert_eq!(
+            s.effective(cpu, Some("batch-hourly"), None).threshold,
+            99.0,
+            "the glob matched"
+        );
+        assert!(s.effective(cpu, Some("batch-hourly"), None).enabled);
+        assert!(
+            !s.effective(cpu, Some("batch-nightly"), None).enabled,
+            "the later override wins"
+        );
+        assert_eq!(s.effective(disk, None, Some("db-1")).threshold, 95.0);
+        assert_eq!(
+            s.effective(disk, None, Some("db-1")).for_,
+            Duration::from_secs(600)
+        );
+        assert_eq!(
+            s.effective(disk, None, Some("db-10")).threshold,
+            80.0,
+            "? is one character"
+        );
+        assert_eq!(s.effective(disk, None, Some("web-1")).threshold, 80.0);
+        assert_eq!(
+            s.effective(cpu, Some("batch-x"), None).critical,
+            Some(95.0),
+            "untouched settings stay"
+        );
+    }
+
+    #[test]
+    fn bad_overrides_are_refused_naming_the_key() {
+        for (toml, wanted) in [
+            (
+                "[[overrides]]\ninspection = \"nope\"\nenabled = false",
+                "alerting.overrides[0].inspection",
+            ),
+            (
+                "[[overrides]]\ninspection = \"slo_*\"\napplication = \"[\"\nenabled = false",
+                "alerting.overrides[0].application",
+            ),
+            (
+                "[[overrides]]\ninspection = \"node_cpu\"\nthreshold = -1",
+                "alerting.overrides[0].threshold",
+            ),
+            (
+                "[inspections.nope]\nenabled = false",
+                "alerting.inspections.nope",
+            ),
+        ] {
+            let err = config(toml)
+                .validate("alerting")
+                .expect_err(toml)
+                .to_string();
+            assert!(err.contains(wanted), "{toml}: {err}");
+        }
     }
 }

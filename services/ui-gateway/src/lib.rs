@@ -34,7 +34,7 @@ use vigil_runtime::{
 #[derive(Clone)]
 struct Backends {
     query: QueryServiceClient<InterceptedService<Channel, BearerAuth>>,
-    alerting: AlertingServiceClient<Channel>,
+    alerting: AlertingServiceClient<InterceptedService<Channel, BearerAuth>>,
     project: String,
     processes_per_host: u32,
     templates: render::Templates,
@@ -45,15 +45,16 @@ pub async fn run(config: UiGatewayConfig, shutdown: Shutdown) -> Result<(), Runt
     let metrics = Metrics::new("ui_gateway");
     let readiness = Readiness::default();
     let http = HttpServer::bind("ui-gateway", &config.http).await?;
+    let auth = BearerAuth::new(&config.resolve_api_key()?)?;
     let backends = Backends {
         query: QueryServiceClient::with_interceptor(
             vigil_runtime::grpc::channel(&config.query_endpoint, config.backend_timeout)?,
-            BearerAuth::new(&config.resolve_api_key()?)?,
+            auth.clone(),
         ),
-        alerting: AlertingServiceClient::new(vigil_runtime::grpc::channel(
-            &config.alerting_endpoint,
-            config.backend_timeout,
-        )?),
+        alerting: AlertingServiceClient::with_interceptor(
+            vigil_runtime::grpc::channel(&config.alerting_endpoint, config.backend_timeout)?,
+            auth,
+        ),
         project: config.project.clone(),
         processes_per_host: config.processes_per_host,
         templates: render::Templates::new(),
@@ -182,6 +183,7 @@ impl Backends {
             .list_incidents(ListIncidentsRequest {
                 project: self.project.clone(),
                 state: IncidentState::Unspecified as i32,
+                limit: 0,
             })
             .await
             .map_err(|s| BackendError::from_status("alerting API", &s))?

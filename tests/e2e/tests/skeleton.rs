@@ -72,9 +72,10 @@ interval = "1s"
 listen = "127.0.0.1:{alerting_grpc}"
 [alerting.http]
 listen = "127.0.0.1:{alerting_http}"
-[alerting.inspections.host_memory]
-threshold_percent = 0.0
-critical_percent = 100.0
+[alerting.inspections.node_memory]
+threshold = 0.0
+critical = 100.0
+for = "0s"
 
 [ui_gateway]
 processes_per_host = 1000
@@ -176,7 +177,7 @@ fn assert_ui_shows_host(p: &Ports, pid: u32) {
 /// The memory inspection (threshold 0%) opens an incident, seen through the UI.
 fn assert_incident_opened(p: &Ports) {
     let url = format!("http://127.0.0.1:{}/api/v1/incidents", p.ui);
-    let incident = eventually(Duration::from_secs(30), "a host_memory incident", || {
+    let incident = eventually(Duration::from_secs(30), "a node_memory incident", || {
         let (status, body) = http_get(&url)?;
         if status != 200 {
             return None;
@@ -184,15 +185,15 @@ fn assert_incident_opened(p: &Ports) {
         json(&body)["incidents"]
             .as_array()?
             .iter()
-            .find(|i| i["inspection"] == "host_memory" && i["state"] == "open")
+            .find(|i| i["inspection"] == "node_memory" && i["state"] == "open")
             .cloned()
     });
-    assert_eq!(incident["subject"], format!("node={}", hostname()));
+    assert_eq!(incident["subject"], format!("node/{}", hostname()));
     assert!(
         incident["summary"]
             .as_str()
             .unwrap_or("")
-            .contains("threshold 0.0%"),
+            .contains("(threshold 0%)"),
         "{incident}"
     );
     let (_, page) = http_get(&format!("http://127.0.0.1:{}/", p.ui)).expect("page");
@@ -542,7 +543,7 @@ fn bad_configuration_stops_start_up_naming_the_key() {
     for (binary, section) in [
         ("vigil-ingest", "ingest.grpc"),
         ("vigil-query", "query.http"),
-        ("vigil-alerting", "alerting.inspections.host_cpu"),
+        ("vigil-alerting", "alerting.inspections.node_cpu"),
         ("vigil-agent", "agent"),
         ("vigil-heartbeat", "heartbeat"),
         ("vigil-ui-gateway", "ui_gateway"),
@@ -602,15 +603,12 @@ fn bad_configuration_stops_start_up_naming_the_key() {
         dir.path(),
         "vigil",
         &["check-config"],
-        &[(
-            "VIGIL_ALERTING__INSPECTIONS__HOST_CPU__THRESHOLD_PERCENT",
-            "150",
-        )],
+        &[("VIGIL_ALERTING__INSPECTIONS__NODE_CPU__THRESHOLD", "-5")],
         Duration::from_secs(30),
     );
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("`alerting.inspections.host_cpu.threshold_percent`"),
+        stderr.contains("`alerting.inspections.node_cpu.threshold`"),
         "{stderr}"
     );
 }
