@@ -427,15 +427,12 @@ pub fn root_cause(
     let title = catalog::find(&inspection).map_or(inspection.as_str(), |i| i.title);
     let own = catalog::find(incident_inspection).map_or(incident_inspection, |i| i.title);
     let when = match lead_ms {
-        0 => format!("began together with the {}", own.to_lowercase()),
-        l if l > 0 => format!("began {} before the {}", ago(l), own.to_lowercase()),
-        l => format!("began {} after the {}", ago(l), own.to_lowercase()),
+        0 => format!("began together with the {own}"),
+        l if l > 0 => format!("began {} before the {own}", ago(l)),
+        l => format!("began {} after the {own}", ago(l)),
     };
     Some(RootCause {
-        text: format!(
-            "{app} → {upstream}: {} ({inspection}) {when}",
-            title.to_lowercase()
-        ),
+        text: format!("{app} → {upstream}: {title} ({inspection}) {when}"),
         upstream,
         inspection,
         lead_ms,

@@ -100,6 +100,8 @@ struct IncidentView {
     summary: String,
     opened_at_ms: i64,
     resolved_at_ms: Option<i64>,
+    /// The likely cause, when the worker found one.
+    root_cause: Option<String>,
 }
 
 /// A backend failure, said plainly: which backend, and what it answered.
@@ -208,6 +210,7 @@ impl Backends {
                 summary: i.summary,
                 opened_at_ms: i.opened_at_ms,
                 resolved_at_ms: (i.resolved_at_ms > 0).then_some(i.resolved_at_ms),
+                root_cause: i.root_cause.map(|r| r.text),
             })
             .collect())
     }
