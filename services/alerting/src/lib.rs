@@ -75,7 +75,7 @@ pub async fn run(
         .clone()
         .unwrap_or_else(|| data_dir.join("alerting.redb"));
     let store = IncidentStore::open(&path)?;
-    let settings = Settings::new(&config)?;
+    Settings::new(&config)?; // refuses bad overrides before anything starts
     let notifier = Arc::new(Notifier::new(
         "alerting.integrations",
         &config.integrations,
@@ -108,20 +108,7 @@ pub async fn run(
     ))
     .add_descriptor_set(vigil_proto::FILE_DESCRIPTOR_SET);
 
-    let channel =
-        vigil_runtime::grpc::channel(&config.query_endpoint, config.grpc.request_timeout)?;
-    let worker = Worker {
-        query: QueryServiceClient::with_interceptor(channel, BearerAuth::new(&api_key)?),
-        store,
-        settings,
-        notifier,
-        dispatcher: dispatcher.clone(),
-        last,
-        project: config.project.clone(),
-        ui_url: config.ui_url.clone(),
-        runs: Family::default(),
-        transitions: Family::default(),
-    };
+    let worker = Worker::new(&config, store, notifier, dispatcher.clone(), last)?;
     metrics.register(
         "inspection_runs",
         "Inspection rounds by outcome",
@@ -155,6 +142,64 @@ pub async fn run(
     Ok(())
 }
 
+impl Worker {
+    /// A worker reading through the query API at `config.query_endpoint`,
+    /// recording into `store` and queueing for `dispatcher`.
+    fn new(
+        config: &AlertingConfig,
+        store: IncidentStore,
+        notifier: Arc<Notifier>,
+        dispatcher: Dispatcher,
+        last: Arc<RwLock<LastRound>>,
+    ) -> Result<Self, AlertingError> {
+        let channel =
+            vigil_runtime::grpc::channel(&config.query_endpoint, config.grpc.request_timeout)?;
+        Ok(Self {
+            query: QueryServiceClient::with_interceptor(
+                channel,
+                BearerAuth::new(&config.resolve_api_key()?)?,
+            )
+            .max_decoding_message_size(MAX_RESPONSE_BYTES),
+            store,
+            settings: Settings::new(config)?,
+            notifier,
+            dispatcher,
+            last,
+            project: config.project.clone(),
+            ui_url: config.ui_url.clone(),
+            patterns: std::sync::Mutex::default(),
+            runs: Family::default(),
+            transitions: Family::default(),
+        })
+    }
+
+    /// A worker without a running dispatcher (benchmarks, tools): its
+    /// notifications stay queued in `store`'s outbox.
+    pub fn standalone(
+        config: &AlertingConfig,
+        store: IncidentStore,
+    ) -> Result<Self, AlertingError> {
+        let notifier = Arc::new(Notifier::new(
+            "alerting.integrations",
+            &config.integrations,
+            "vigil-alerting",
+        )?);
+        let dispatcher = Dispatcher::new(
+            Outbox::open(store.database())?,
+            notifier.clone(),
+            RetryPolicy::default(),
+        );
+        Self::new(config, store, notifier, dispatcher, Arc::default())
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+}
+
+/// The largest InspectApplications answer read (thousands of applications).
+const MAX_RESPONSE_BYTES: usize = 256 << 20;
+
 pub struct Worker {
     query: QueryClient,
     store: IncidentStore,
@@ -164,11 +209,15 @@ pub struct Worker {
     last: Arc<RwLock<LastRound>>,
     project: String,
     ui_url: Option<String>,
+    /// application → (when, its busiest error pattern), for log incidents.
+    patterns: std::sync::Mutex<BTreeMap<String, (i64, Option<Field>)>>,
     runs: Family<[(&'static str, &'static str); 1], Counter>,
     transitions: Family<[(&'static str, &'static str); 1], Counter>,
 }
 
 const MINUTE_MS: i64 = 60_000;
+/// Log pattern lookups per round (each is one query API call).
+const MAX_PATTERN_LOOKUPS: usize = 20;
 
 fn labels(series: &q::Series) -> BTreeMap<&str, &str> {
     series
@@ -221,12 +270,12 @@ impl Worker {
 
     /// Everything one round reads, at `now`.
     pub async fn figures(&self, now: i64) -> Result<Figures, Status> {
-        let (w5m, w30m, w1h, w6h) = tokio::try_join!(
-            self.apps(now, 5),
-            self.apps(now, 30),
-            self.apps(now, 60),
-            self.apps(now, 360),
-        )?;
+        // One window at a time: each is already some twenty queries over
+        // every application's series, run concurrently by the query service.
+        let w5m = self.apps(now, 5).await?;
+        let w30m = self.apps(now, 30).await?;
+        let w1h = self.apps(now, 60).await?;
+        let w6h = self.apps(now, 360).await?;
         let mut client = self.query.clone();
         let hosts = client.list_hosts(ListHostsRequest {
             project: self.project.clone(),
@@ -303,8 +352,11 @@ impl Worker {
         })
     }
 
-    /// Adds the busiest error pattern's example to firing log inspections.
+    /// Adds the busiest error pattern's example to firing log inspections:
+    /// at most `MAX_PATTERN_LOOKUPS` lookups a round, each remembered for
+    /// five minutes, so a round stays within the project's query rate.
     async fn describe_log_errors(&self, now: i64, observations: &mut [Observation]) {
+        let mut lookups = 0;
         for o in observations.iter_mut() {
             let (Some(firing), Some(app)) = (o.firing.as_mut(), o.application.as_deref()) else {
                 continue;
@@ -312,6 +364,19 @@ impl Worker {
             if o.inspection.category != "logs" {
                 continue;
             }
+            let cached = self.patterns.lock().ok().and_then(|c| {
+                c.get(app)
+                    .filter(|(at, _)| now - at < 5 * MINUTE_MS)
+                    .cloned()
+            });
+            if let Some((_, field)) = cached {
+                firing.details.extend(field);
+                continue;
+            }
+            if lookups >= MAX_PATTERN_LOOKUPS {
+                continue;
+            }
+            lookups += 1;
             let patterns = self
                 .query
                 .clone()
@@ -327,18 +392,23 @@ impl Worker {
                     ..SearchLogsRequest::default()
                 })
                 .await;
-            if let Some(p) = patterns
+            let field = patterns
                 .ok()
                 .and_then(|r| r.into_inner().patterns.into_iter().next())
-            {
-                firing.details.push(Field::new(
-                    "Pattern",
-                    format!(
-                        "{} ({} in 5 min)",
-                        vigil_notify::message::truncate(&p.example, 300),
-                        p.count
-                    ),
-                ));
+                .map(|p| {
+                    Field::new(
+                        "Pattern",
+                        format!(
+                            "{} ({} in 5 min)",
+                            vigil_notify::message::truncate(&p.example, 300),
+                            p.count
+                        ),
+                    )
+                });
+            firing.details.extend(field.clone());
+            if let Ok(mut cache) = self.patterns.lock() {
+                cache.retain(|_, (at, _)| now - *at < 5 * MINUTE_MS);
+                cache.insert(app.to_owned(), (now, field));
             }
         }
     }

@@ -21,6 +21,11 @@ pub struct QueryConfig {
     pub max_range: Duration,
     /// Most series one query may read or return.
     pub max_series: usize,
+    /// Most series one figure of the application views (applications, the
+    /// service map, the inspections' InspectApplications) may read: they
+    /// read every application's series at once (a latency histogram alone
+    /// is 12 series per process and peer).
+    pub max_application_series: usize,
     /// Most samples one PromQL query may read plus produce.
     pub max_samples: usize,
     /// Most steps of one range query (Prometheus: 11 000).
@@ -160,6 +165,7 @@ impl Default for QueryConfig {
             default_lookback: Duration::from_secs(300),
             max_range: Duration::from_secs(31 * 24 * 3600),
             max_series: 10_000,
+            max_application_series: 500_000,
             max_samples: 50_000_000,
             max_steps: 11_000,
             lookback_delta: Duration::from_secs(300),
@@ -181,6 +187,11 @@ impl Validate for QueryConfig {
         nonzero_duration(prefix, "default_lookback", self.default_lookback)?;
         nonzero_duration(prefix, "max_range", self.max_range)?;
         positive(prefix, "max_series", self.max_series)?;
+        positive(
+            prefix,
+            "max_application_series",
+            self.max_application_series,
+        )?;
         positive(prefix, "max_samples", self.max_samples)?;
         positive(prefix, "max_steps", self.max_steps)?;
         nonzero_duration(prefix, "lookback_delta", self.lookback_delta)?;

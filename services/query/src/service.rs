@@ -39,6 +39,8 @@ pub struct QueryApi {
     max_range: Duration,
     max_series: usize,
     limits: Limits,
+    /// The same, with the larger series bound of the application views.
+    model_limits: Limits,
     config: QueryConfig,
     rate: Arc<ProjectRate>,
 }
@@ -127,6 +129,10 @@ impl QueryApi {
             max_range: config.max_range,
             max_series: config.max_series,
             limits: config.limits(),
+            model_limits: Limits {
+                max_series: config.max_application_series,
+                ..config.limits()
+            },
             config: config.clone(),
             rate,
         }
@@ -170,7 +176,7 @@ impl QueryApi {
 
     async fn model(&self, project: &str, window: Option<&pb::TimeWindow>) -> Result<Model, Status> {
         let window = self.window(window)?;
-        Model::load(&*self.store, project, window, &self.limits)
+        Model::load(&*self.store, project, window, &self.model_limits)
             .await
             .map_err(query_status)
     }
@@ -509,7 +515,7 @@ impl QueryService for QueryApi {
     ) -> Result<Response<pb::InspectApplicationsResponse>, Status> {
         let project = self.project(&request, &request.get_ref().project)?;
         let window = self.window(request.get_ref().window.as_ref())?;
-        let model = Model::load(&*self.store, &project, window, &self.limits)
+        let model = Model::load(&*self.store, &project, window, &self.model_limits)
             .await
             .map_err(query_status)?;
         Ok(Response::new(pb::InspectApplicationsResponse {
