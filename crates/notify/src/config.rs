@@ -198,7 +198,7 @@ impl IntegrationConfig {
     }
 }
 
-fn http_url(prefix: &str, field: &str, url: &str) -> Result<(), ConfigError> {
+pub(crate) fn http_url(prefix: &str, field: &str, url: &str) -> Result<(), ConfigError> {
     match url.split_once("://") {
         Some(("http" | "https", rest)) if !rest.is_empty() => Ok(()),
         // The URL can be a secret: never echo it.
@@ -216,25 +216,7 @@ pub fn resolve_secret(
     inline: &Secret,
     file: Option<&std::path::Path>,
 ) -> Result<Secret, ConfigError> {
-    let value = match file {
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| {
-                ConfigError::invalid(
-                    key(prefix, &format!("{field}_file")),
-                    format!("{}: {e}", path.display()),
-                )
-            })?
-            .trim()
-            .to_owned(),
-        None => inline.0.trim().to_owned(),
-    };
-    if value.is_empty() {
-        return Err(ConfigError::invalid(
-            key(prefix, field),
-            format!("is needed ({field} or {field}_file)"),
-        ));
-    }
-    Ok(Secret(value))
+    vigil_runtime::auth::resolve_secret(&key(prefix, field), &inline.0, file).map(Secret)
 }
 
 impl Validate for IntegrationConfig {

@@ -14,7 +14,7 @@ use vigil_runtime::{
 };
 
 use crate::{
-    config::{IntegrationConfig, SmtpSecurity, resolve_secret, validate_all},
+    config::{IntegrationConfig, SmtpSecurity, http_url, resolve_secret, validate_all},
     message::{Kind, Notification},
     payload,
 };
@@ -93,14 +93,16 @@ impl std::fmt::Debug for Integration {
     }
 }
 
-fn checked_url(prefix: &str, field: &str, url: Secret) -> Result<Secret, ConfigError> {
-    match url.0.split_once("://") {
-        Some(("http" | "https", rest)) if !rest.is_empty() => Ok(url),
-        _ => Err(ConfigError::invalid(
-            key(prefix, field),
-            "must be an http:// or https:// URL",
-        )),
-    }
+/// A URL that is a secret (it carries a token): resolved, then checked.
+fn secret_url(
+    prefix: &str,
+    field: &str,
+    inline: &Secret,
+    file: Option<&std::path::Path>,
+) -> Result<Secret, ConfigError> {
+    let url = resolve_secret(prefix, field, inline, file)?;
+    http_url(prefix, field, &url.0)?;
+    Ok(url)
 }
 
 const TEMPLATE_KINDS: [(&str, Kind); 4] = [
@@ -147,14 +149,13 @@ impl Integration {
     fn build(prefix: &str, config: &IntegrationConfig) -> Result<Self, ConfigError> {
         let target = if let Some(c) = &config.slack {
             let p = key(prefix, "slack");
-            let url = resolve_secret(
-                &p,
-                "webhook_url",
-                &c.webhook_url,
-                c.webhook_url_file.as_deref(),
-            )?;
             Target::Slack {
-                url: checked_url(&p, "webhook_url", url)?,
+                url: secret_url(
+                    &p,
+                    "webhook_url",
+                    &c.webhook_url,
+                    c.webhook_url_file.as_deref(),
+                )?,
             }
         } else if let Some(c) = &config.pagerduty {
             let p = key(prefix, "pagerduty");
@@ -169,14 +170,13 @@ impl Integration {
             }
         } else if let Some(c) = &config.teams {
             let p = key(prefix, "teams");
-            let url = resolve_secret(
-                &p,
-                "webhook_url",
-                &c.webhook_url,
-                c.webhook_url_file.as_deref(),
-            )?;
             Target::Teams {
-                url: checked_url(&p, "webhook_url", url)?,
+                url: secret_url(
+                    &p,
+                    "webhook_url",
+                    &c.webhook_url,
+                    c.webhook_url_file.as_deref(),
+                )?,
             }
         } else if let Some(c) = &config.opsgenie {
             let p = key(prefix, "opsgenie");
@@ -218,7 +218,7 @@ impl Integration {
             }
         } else if let Some(c) = &config.webhook {
             let p = key(prefix, "webhook");
-            let url = resolve_secret(&p, "url", &c.url, c.url_file.as_deref())?;
+            let url = secret_url(&p, "url", &c.url, c.url_file.as_deref())?;
             let mut headers = http::HeaderMap::new();
             for (name, value) in &c.headers {
                 let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
@@ -237,7 +237,7 @@ impl Integration {
                 headers.insert(name, value);
             }
             Target::Webhook {
-                url: checked_url(&p, "url", url)?,
+                url,
                 headers,
                 content_type: c.content_type.clone(),
                 templates: webhook_templates(&p, c)?,

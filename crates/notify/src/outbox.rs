@@ -10,7 +10,10 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
-use vigil_runtime::{Metrics, Shutdown, time::now_ms};
+use vigil_runtime::{
+    Metrics, Shutdown,
+    time::{millis, now_ms},
+};
 use vigil_storage::{
     StorageError,
     redb::{decode_record, encode_record},
@@ -228,9 +231,7 @@ impl Dispatcher {
                     changed = true;
                     continue;
                 };
-                if now.saturating_sub(entry.created_ms)
-                    > self.policy.give_up_after.as_millis() as i64
-                {
+                if now.saturating_sub(entry.created_ms) > millis(self.policy.give_up_after) {
                     tracing::error!(
                         integration = p.integration,
                         key,
@@ -276,7 +277,7 @@ impl Dispatcher {
                         tracing::warn!(integration = p.integration, key, attempts = p.attempts, retry_in = ?delay, error = %e, "notification not delivered; will retry");
                         self.count(&p.integration, "failed");
                         pass.failed += 1;
-                        p.next_attempt_ms = now + delay.as_millis() as i64;
+                        p.next_attempt_ms = now.saturating_add(millis(delay));
                         p.last_error = Some(e.message);
                         pass.next_due_ms = Some(
                             pass.next_due_ms

@@ -497,19 +497,46 @@ fn enqueue(db: &redb::Database, n: &Notification, to: &[&str], now: i64) {
     txn.commit().unwrap();
 }
 
-#[tokio::test]
-async fn retries_with_backoff_and_keeps_trigger_before_resolve() {
+/// A webhook integration (`settings` added to its entry) with a receiver,
+/// an outbox in a temporary redb file, and a dispatcher.
+struct Queue {
+    rx: Receiver,
+    db: Arc<redb::Database>,
+    outbox: Outbox,
+    dispatcher: Dispatcher,
+    _dir: tempfile::TempDir,
+}
+
+async fn queue(settings: &str) -> Queue {
     let (rx, addr) = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     let (db, outbox) = outbox(dir.path());
     let configs = [integration(&format!(
-        "name = \"hook\"\nwebhook = {{ url = \"http://{addr}/hook\" }}"
+        "name = \"hook\"\n{settings}webhook = {{ url = \"http://{addr}/hook\" }}"
     ))];
     let dispatcher = Dispatcher::new(
         outbox.clone(),
         notifier(&configs).await,
         RetryPolicy::default(),
     );
+    Queue {
+        rx,
+        db,
+        outbox,
+        dispatcher,
+        _dir: dir,
+    }
+}
+
+#[tokio::test]
+async fn retries_with_backoff_and_keeps_trigger_before_resolve() {
+    let Queue {
+        rx,
+        db,
+        outbox,
+        dispatcher,
+        _dir,
+    } = queue("").await;
     enqueue(&db, &notification(Kind::Trigger), &["hook"], 0);
     enqueue(&db, &notification(Kind::Resolve), &["hook"], 0);
     // 503, then 429 asking for 7 s, then success.
@@ -545,17 +572,13 @@ async fn retries_with_backoff_and_keeps_trigger_before_resolve() {
 
 #[tokio::test]
 async fn refused_notifications_are_dropped_and_the_queue_goes_on() {
-    let (rx, addr) = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (db, outbox) = outbox(dir.path());
-    let configs = [integration(&format!(
-        "name = \"hook\"\nwebhook = {{ url = \"http://{addr}/hook\" }}"
-    ))];
-    let dispatcher = Dispatcher::new(
-        outbox.clone(),
-        notifier(&configs).await,
-        RetryPolicy::default(),
-    );
+    let Queue {
+        rx,
+        db,
+        outbox,
+        dispatcher,
+        _dir,
+    } = queue("").await;
     let mut other = notification(Kind::Trigger);
     other.key = "another".into();
     enqueue(
@@ -578,17 +601,13 @@ async fn refused_notifications_are_dropped_and_the_queue_goes_on() {
 
 #[tokio::test]
 async fn the_rate_limit_holds_notifications_back_without_losing_them() {
-    let (rx, addr) = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (db, outbox) = outbox(dir.path());
-    let configs = [integration(&format!(
-        "name = \"hook\"\nrate_per_minute = 2\nwebhook = {{ url = \"http://{addr}/hook\" }}"
-    ))];
-    let dispatcher = Dispatcher::new(
-        outbox.clone(),
-        notifier(&configs).await,
-        RetryPolicy::default(),
-    );
+    let Queue {
+        rx,
+        db,
+        outbox,
+        dispatcher,
+        _dir,
+    } = queue("rate_per_minute = 2\n").await;
     for i in 0..5 {
         let mut n = notification(Kind::Trigger);
         n.key = format!("k{i}");

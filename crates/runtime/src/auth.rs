@@ -267,14 +267,15 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// The API key a client sends: from `file` (a mounted secret) if set, else
-/// `inline`. `field` names the inline key in errors (e.g. `agent.api_key`).
-pub fn resolve_api_key(
+/// A secret from `file` (a mounted secret) if set, else `inline`, trimmed.
+/// `field` names the inline key in errors (e.g. `agent.api_key`); the file
+/// is `<field>_file`. An empty secret is refused.
+pub fn resolve_secret(
     field: &str,
     inline: &str,
     file: Option<&std::path::Path>,
 ) -> Result<String, ConfigError> {
-    let api_key = match file {
+    let value = match file {
         Some(path) => std::fs::read_to_string(path)
             .map_err(|e| {
                 ConfigError::invalid(format!("{field}_file"), format!("{}: {e}", path.display()))
@@ -283,12 +284,23 @@ pub fn resolve_api_key(
             .to_owned(),
         None => inline.trim().to_owned(),
     };
-    if api_key.is_empty() {
+    if value.is_empty() {
         return Err(ConfigError::invalid(
             field,
-            format!("an API key of the project is needed ({field} or {field}_file)"),
+            format!("is needed: set {field} or {field}_file"),
         ));
     }
+    Ok(value)
+}
+
+/// The API key a client sends: a secret ([`resolve_secret`]) without
+/// whitespace.
+pub fn resolve_api_key(
+    field: &str,
+    inline: &str,
+    file: Option<&std::path::Path>,
+) -> Result<String, ConfigError> {
+    let api_key = resolve_secret(field, inline, file)?;
     if api_key.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(ConfigError::invalid(
             field,

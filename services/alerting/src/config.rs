@@ -41,6 +41,9 @@ pub struct AlertingConfig {
     pub integrations: Vec<IntegrationConfig>,
 }
 
+/// The longest `for` and `keep_firing_for`.
+const MAX_HOLD: Duration = Duration::from_secs(30 * 86_400);
+
 /// Any subset of an inspection's settings.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -134,6 +137,17 @@ impl InspectionSettings {
     }
 
     fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        for (field, d) in [
+            ("for", self.for_),
+            ("keep_firing_for", self.keep_firing_for),
+        ] {
+            if d.is_some_and(|d| d > MAX_HOLD) {
+                return Err(ConfigError::invalid(
+                    key(prefix, field),
+                    "must be at most 30 days",
+                ));
+            }
+        }
         for (field, v) in [("threshold", self.threshold), ("critical", self.critical)] {
             if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
                 return Err(ConfigError::invalid(
@@ -376,6 +390,10 @@ mod tests {
             (
                 "[[overrides]]\ninspection = \"node_cpu\"\nthreshold = -1",
                 "alerting.overrides[0].threshold",
+            ),
+            (
+                "[[overrides]]\ninspection = \"node_cpu\"\nfor = \"100y\"",
+                "alerting.overrides[0].for",
             ),
             (
                 "[inspections.nope]\nenabled = false",

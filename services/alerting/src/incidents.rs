@@ -12,6 +12,7 @@ use std::{collections::BTreeMap, path::Path, sync::Arc};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use vigil_notify::{Field, Kind, Notification, Outbox, Severity};
+use vigil_runtime::time::millis;
 use vigil_storage::{
     StorageError,
     redb::{decode_record, encode_record, open_database},
@@ -179,7 +180,7 @@ impl IncidentStore {
                         .as_ref()
                         .expect("firing observations carry a finding");
                     match &t.incident {
-                        None if now - t.first_firing_ms >= o.effective.for_.as_millis() as i64 => {
+                        None if now - t.first_firing_ms >= millis(o.effective.for_) => {
                             let root_cause = o.application.as_deref().and_then(|app| {
                                 root_cause(
                                     app,
@@ -243,7 +244,7 @@ impl IncidentStore {
                     None => {
                         trackers.remove(&key);
                     }
-                    Some(id) if now - t.last_firing_ms >= keep.as_millis() as i64 => {
+                    Some(id) if now - t.last_firing_ms >= millis(keep) => {
                         if let Some(v) = incidents.get(id.as_str())? {
                             let mut incident: Incident = decode_record(v.value())?;
                             incident.resolved_at_ms = Some(now);

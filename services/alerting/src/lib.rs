@@ -40,7 +40,7 @@ use vigil_runtime::{
     auth::{ApiKeys, BearerAuth, Project, ProjectConfig, is_valid_project_name},
     grpc::GrpcServer,
     http::HttpServer,
-    time::now_ms,
+    time::{millis, now_ms},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -748,8 +748,8 @@ impl AlertingService for AlertingApi {
                     threshold: i.threshold,
                     critical: i.critical,
                     below: i.below,
-                    for_ms: i.for_.as_millis() as i64,
-                    keep_firing_for_ms: i.keep_firing_for.as_millis() as i64,
+                    for_ms: millis(i.for_),
+                    keep_firing_for_ms: millis(i.keep_firing_for),
                     explanation: i.explanation.to_owned(),
                 })
                 .collect(),
