@@ -32,6 +32,9 @@ pub struct AlertingConfig {
     pub state_path: Option<PathBuf>,
     /// The UI's public address, for links in notifications (optional).
     pub ui_url: Option<String>,
+    /// Resolved incidents are deleted after this long.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
     /// `[alerting.inspections.<id>]`: defaults for every application.
     pub inspections: BTreeMap<String, InspectionSettings>,
     /// `[[alerting.overrides]]`: settings for matching projects,
@@ -110,6 +113,7 @@ impl Default for AlertingConfig {
             interval: Duration::from_secs(30),
             state_path: None,
             ui_url: None,
+            retention: Duration::from_secs(90 * 86_400),
             inspections: BTreeMap::new(),
             overrides: Vec::new(),
             integrations: Vec::new(),
@@ -282,6 +286,12 @@ impl Validate for AlertingConfig {
             return Err(ConfigError::invalid(
                 key(prefix, "project"),
                 "not a valid project name",
+            ));
+        }
+        if self.retention < Duration::from_secs(3600) {
+            return Err(ConfigError::invalid(
+                key(prefix, "retention"),
+                "must be at least 1h",
             ));
         }
         if self.interval < Duration::from_millis(100) {

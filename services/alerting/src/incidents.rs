@@ -320,6 +320,36 @@ impl IncidentStore {
         Ok(out)
     }
 
+    /// Deletes the project's incidents resolved before `before_ms`; open
+    /// ones stay whatever their age. Returns how many went.
+    pub fn prune(&self, project: &str, before_ms: i64) -> Result<usize, StorageError> {
+        let txn = self.db.begin_write()?;
+        let mut gone = Vec::new();
+        {
+            let mut by_time = txn.open_table(BY_TIME)?;
+            let mut incidents = txn.open_table(INCIDENTS)?;
+            // Resolved before `before_ms` means opened before it too.
+            for entry in by_time.range((project, i64::MIN, "")..(project, before_ms, ""))? {
+                let (k, _) = entry?;
+                let (_, opened, id) = k.value();
+                let Some(v) = incidents.get(id)? else {
+                    gone.push((opened, id.to_owned()));
+                    continue;
+                };
+                let incident: Incident = decode_record(v.value())?;
+                if incident.resolved_at_ms.is_some_and(|r| r < before_ms) {
+                    gone.push((opened, id.to_owned()));
+                }
+            }
+            for (opened, id) in &gone {
+                by_time.remove((project, *opened, id.as_str()))?;
+                incidents.remove(id.as_str())?;
+            }
+        }
+        txn.commit()?;
+        Ok(gone.len())
+    }
+
     /// Marks an incident acknowledged; `Ok(None)` if there is no such one.
     pub fn acknowledge(
         &self,

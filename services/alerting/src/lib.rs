@@ -167,6 +167,7 @@ impl Worker {
             last,
             project: config.project.clone(),
             ui_url: config.ui_url.clone(),
+            retention: config.retention,
             patterns: std::sync::Mutex::default(),
             runs: Family::default(),
             transitions: Family::default(),
@@ -209,6 +210,7 @@ pub struct Worker {
     last: Arc<RwLock<LastRound>>,
     project: String,
     ui_url: Option<String>,
+    retention: Duration,
     /// application → (when, its busiest error pattern), for log incidents.
     patterns: std::sync::Mutex<BTreeMap<String, (i64, Option<Field>)>>,
     runs: Family<[(&'static str, &'static str); 1], Counter>,
@@ -441,7 +443,12 @@ impl Worker {
         let project = self.project.clone();
         let ui_url = self.ui_url.clone();
         let observed = observations.clone();
+        let retention = self.retention;
         let result = tokio::task::spawn_blocking(move || {
+            let pruned = store.prune(&project, now.saturating_sub(millis(retention)))?;
+            if pruned > 0 {
+                tracing::info!(pruned, "resolved incidents past retention deleted");
+            }
             let notify = |t: &Transition| {
                 let n = incidents::notification(t, notifier.source(), ui_url.as_deref())?;
                 let to = notifier.route(&n);

@@ -379,6 +379,10 @@ fn for_keep_firing_and_a_restart_in_the_middle() {
             .len(),
         2
     );
+    // Retention: nothing resolved after the cut goes; then both go.
+    assert_eq!(h.store.prune("default", t0 + 111 * SEC).expect("prune"), 0);
+    assert_eq!(h.store.prune("default", t0 + 112 * SEC).expect("prune"), 2);
+    assert!(h.store.list("default", None, 100).expect("list").is_empty());
 }
 
 #[test]
@@ -392,6 +396,11 @@ fn a_flap_shorter_than_keep_firing_stays_one_incident_and_escalation_notifies() 
         ["slo_availability:frontend"]
     );
     assert!(resolved(&h.round(&s, &figures(Some(0.0), 0.0), t0 + 10 * SEC)).is_empty());
+    assert_eq!(
+        h.store.prune("default", t0 + 1_000 * SEC).expect("prune"),
+        0,
+        "open incidents are never pruned"
+    );
     let t = h.round(&s, &figures(Some(20.0), 0.0), t0 + 20 * SEC);
     assert!(opened(&t).is_empty(), "the same incident, not a new one");
     assert!(t.iter().any(|t| matches!(t, Transition::Updated { escalated: true, incident } if incident.severity == Severity::Critical)));
