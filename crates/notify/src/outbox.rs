@@ -302,9 +302,21 @@ impl Dispatcher {
     }
 
     /// Delivers until `shutdown`: at once when woken, else when a retry is
-    /// due, and at least every `idle`.
-    pub async fn run(&self, shutdown: &Shutdown, idle: Duration) {
+    /// due, and at least every `idle`; only while `active()` (the leader of
+    /// replicas) is true.
+    pub async fn run(
+        &self,
+        shutdown: &Shutdown,
+        idle: Duration,
+        active: &(dyn Fn() -> bool + Sync),
+    ) {
         loop {
+            if !active() {
+                tokio::select! {
+                    () = shutdown.wait() => return,
+                    () = tokio::time::sleep(idle) => continue,
+                }
+            }
             let wait = match self.pass(now_ms()).await {
                 Ok(pass) => pass
                     .next_due_ms

@@ -42,6 +42,8 @@ pub struct AlertingConfig {
     pub overrides: Vec<Override>,
     /// `[[alerting.integrations]]`: where notifications go.
     pub integrations: Vec<IntegrationConfig>,
+    /// `[alerting.lease]`: leader election among replicas (Kubernetes).
+    pub lease: Option<crate::leader::LeaseConfig>,
 }
 
 /// The longest `for` and `keep_firing_for`.
@@ -117,6 +119,7 @@ impl Default for AlertingConfig {
             inspections: BTreeMap::new(),
             overrides: Vec::new(),
             integrations: Vec::new(),
+            lease: None,
         }
     }
 }
@@ -311,6 +314,9 @@ impl Validate for AlertingConfig {
             settings.validate(&p)?;
         }
         Settings::new(self)?;
+        if let Some(lease) = &self.lease {
+            lease.validate(&key(prefix, "lease"))?;
+        }
         vigil_notify::validate_all(&key(prefix, "integrations"), &self.integrations)
     }
 }

@@ -11,6 +11,7 @@ pub mod catalog;
 mod config;
 pub mod evaluate;
 pub mod incidents;
+pub mod leader;
 
 use std::{
     collections::BTreeMap,
@@ -119,10 +120,27 @@ pub async fn run(
         "Incidents opened, escalated and resolved",
         worker.transitions.clone(),
     );
+    let elector = match &config.lease {
+        Some(lease) => Some(leader::Elector::connect(lease, &config.project).await?),
+        None => None,
+    };
+    let leadership = elector
+        .as_ref()
+        .map_or_else(leader::Leadership::always, leader::Elector::leadership);
     readiness.set_ready(true);
+    let elect = async {
+        if let Some(elector) = &elector {
+            elector.run(&shutdown).await;
+        }
+        Ok::<(), RuntimeError>(())
+    };
     let worker_loop = async {
         loop {
-            worker.round(now_ms()).await;
+            // Only the leader inspects: a standby's incidents would repeat
+            // the leader's notifications.
+            if leadership.is_leader() {
+                worker.round(now_ms()).await;
+            }
             if !shutdown.sleep(config.interval).await {
                 break;
             }
@@ -130,10 +148,14 @@ pub async fn run(
         Ok::<(), RuntimeError>(())
     };
     let dispatch = async {
-        dispatcher.run(&shutdown, Duration::from_secs(5)).await;
+        let active = || leadership.is_leader();
+        dispatcher
+            .run(&shutdown, Duration::from_secs(5), &active)
+            .await;
         Ok::<(), RuntimeError>(())
     };
     tokio::try_join!(
+        elect,
         worker_loop,
         dispatch,
         grpc.serve(&metrics, &shutdown),
