@@ -48,6 +48,8 @@ pub struct Deployment {
     pub desired: f64,
     pub available: Option<f64>,
     pub updated: Option<f64>,
+    /// `kube_deployment_status_observed_generation`: grows with each rollout.
+    pub generation: Option<f64>,
 }
 
 /// An inspection that fires.

@@ -24,6 +24,9 @@ const INCIDENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("incidents_
 /// (project, opened_at_ms, id): listing newest first.
 const BY_TIME: TableDefinition<(&str, i64, &str), ()> = TableDefinition::new("incidents_by_time");
 const TRACKERS: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("trackers");
+/// (project, application) → the last observed generation of its Deployment.
+const GENERATIONS: TableDefinition<(&str, &str), i64> =
+    TableDefinition::new("deployment_generations");
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Tracker {
@@ -90,6 +93,10 @@ impl Transition {
 /// Builds a transition's notification and names the integrations taking it.
 pub type Notify<'a> = dyn Fn(&Transition) -> Option<(Notification, Vec<String>)> + 'a;
 
+/// Builds the notification of a rollout (application, generation, the
+/// previous one) and names the integrations taking it.
+pub type Notice<'a> = dyn Fn(&str, i64, i64) -> Option<(Notification, Vec<String>)> + 'a;
+
 /// What a round needs besides its observations.
 pub struct RoundContext<'a> {
     pub project: &'a str,
@@ -99,6 +106,10 @@ pub struct RoundContext<'a> {
     /// Builds the notification of a transition and names the integrations
     /// that take it.
     pub notify: &'a Notify<'a>,
+    /// Deployments' observed generations now: a larger one than last seen
+    /// is a rollout, notified once.
+    pub generations: &'a [(String, i64)],
+    pub notice: &'a Notice<'a>,
 }
 
 #[derive(Debug, Clone)]
@@ -113,6 +124,7 @@ impl IncidentStore {
         txn.open_table(INCIDENTS)?;
         txn.open_table(BY_TIME)?;
         txn.open_table(TRACKERS)?;
+        txn.open_table(GENERATIONS)?;
         txn.commit()?;
         Ok(Self { db })
     }
@@ -276,6 +288,22 @@ impl IncidentStore {
             }
             for key in before.keys().filter(|k| !trackers.contains_key(*k)) {
                 trackers_table.remove((round.project, key.0.as_str(), key.1.as_str()))?;
+            }
+            let mut generations = txn.open_table(GENERATIONS)?;
+            for (app, generation) in round.generations {
+                let previous = generations
+                    .get((round.project, app.as_str()))?
+                    .map(|v| v.value());
+                if previous == Some(*generation) {
+                    continue;
+                }
+                // The first sight of a Deployment is not a rollout.
+                if let Some(previous) = previous.filter(|p| generation > p)
+                    && let Some((n, to)) = (round.notice)(app, *generation, previous)
+                {
+                    Outbox::enqueue(&txn, &n, &to, now)?;
+                }
+                generations.insert((round.project, app.as_str()), *generation)?;
             }
         }
         txn.commit()?;
@@ -468,6 +496,35 @@ pub fn root_cause(
         inspection,
         lead_ms,
     })
+}
+
+/// A rollout notice: `generations` is (previous, now).
+pub fn deployment_notification(
+    project: &str,
+    application: &str,
+    (previous, generation): (i64, i64),
+    now_ms: i64,
+    source: &str,
+    ui_url: Option<&str>,
+) -> Notification {
+    Notification {
+        kind: Kind::Deployment,
+        key: format!("vigil-deploy-{project}-{application}-{generation}"),
+        project: project.to_owned(),
+        category: "deployment".into(),
+        severity: Severity::Info,
+        title: format!("{application}: new rollout"),
+        text: format!(
+            "The Deployment of {application} rolled out generation {generation} (was {previous})."
+        ),
+        subject: application.to_owned(),
+        source: source.to_owned(),
+        hint: None,
+        fields: vec![Field::new("Generation", generation.to_string())],
+        started_at_ms: now_ms,
+        resolved_at_ms: None,
+        url: ui_url.map(|u| format!("{}/applications/{application}", u.trim_end_matches('/'))),
+    }
 }
 
 /// The notification of a transition (none for quiet updates).

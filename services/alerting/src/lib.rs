@@ -305,13 +305,14 @@ impl Worker {
             project: self.project.clone(),
             lookback_ms: 0,
         });
-        let (hosts, disks, io, desired, available, updated) = tokio::try_join!(
+        let (hosts, disks, io, desired, available, updated, generation) = tokio::try_join!(
             hosts,
             self.promql(now, "1 - last_over_time(node_filesystem_available_bytes[5m]) / last_over_time(node_filesystem_size_bytes[5m])"),
             self.promql(now, "rate(node_disk_io_time_seconds_total[5m])"),
             self.promql(now, "last_over_time(kube_deployment_spec_replicas[5m])"),
             self.promql(now, "last_over_time(kube_deployment_status_replicas_available[5m])"),
             self.promql(now, "last_over_time(kube_deployment_status_replicas_updated[5m])"),
+            self.promql(now, "last_over_time(kube_deployment_status_observed_generation[5m])"),
         )?;
         let node = |l: &BTreeMap<&str, &str>| l.get("node").copied().unwrap_or_default().to_owned();
         let deployment_key = |s: &q::Series| {
@@ -332,7 +333,8 @@ impl Worker {
                 .filter_map(|s| last_value(s).map(|v| (deployment_key(s), v)))
                 .collect()
         };
-        let (available, updated) = (index(&available), index(&updated));
+        let (available, updated, generation) =
+            (index(&available), index(&updated), index(&generation));
         Ok(Figures {
             w5m,
             w30m,
@@ -370,6 +372,7 @@ impl Worker {
                         desired: last_value(s).unwrap_or(0.0),
                         available: available.get(&key).copied(),
                         updated: updated.get(&key).copied(),
+                        generation: generation.get(&key).copied(),
                     })
                 })
                 .collect(),
@@ -466,6 +469,11 @@ impl Worker {
         let ui_url = self.ui_url.clone();
         let observed = observations.clone();
         let retention = self.retention;
+        let generations: Vec<(String, i64)> = figures
+            .deployments
+            .iter()
+            .filter_map(|d| Some((d.application.clone(), d.generation? as i64)))
+            .collect();
         let result = tokio::task::spawn_blocking(move || {
             let pruned = store.prune(&project, now.saturating_sub(millis(retention)))?;
             if pruned > 0 {
@@ -476,12 +484,26 @@ impl Worker {
                 let to = notifier.route(&n);
                 Some((n, to))
             };
+            let notice = |app: &str, generation: i64, previous: i64| {
+                let n = incidents::deployment_notification(
+                    &project,
+                    app,
+                    (previous, generation),
+                    now,
+                    notifier.source(),
+                    ui_url.as_deref(),
+                );
+                let to = notifier.route(&n);
+                Some((n, to))
+            };
             store.apply(
                 &RoundContext {
                     project: &project,
                     now_ms: now,
                     upstreams: &upstreams,
                     notify: &notify,
+                    generations: &generations,
+                    notice: &notice,
                 },
                 &observed,
             )

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, path::Path};
 use vigil_alerting::{
     AlertingConfig, Settings, catalog,
     evaluate::{self, Figures},
-    incidents::{IncidentStore, RoundContext, Transition, notification},
+    incidents::{IncidentStore, RoundContext, Transition, deployment_notification, notification},
 };
 use vigil_notify::{Kind, Outbox, Severity};
 use vigil_proto::query::v1 as pb;
@@ -199,6 +199,7 @@ fn nodes_disks_deployments_and_logs() {
             desired: 4.0,
             available: Some(2.0),
             updated: Some(4.0),
+            generation: Some(7.0),
         }],
         ..Figures::default()
     };
@@ -244,7 +245,28 @@ impl Harness {
     }
 
     fn round(&self, s: &Settings, fig: &Figures, now: i64) -> Vec<Transition> {
+        self.round_with(s, fig, now, &[])
+    }
+
+    fn round_with(
+        &self,
+        s: &Settings,
+        fig: &Figures,
+        now: i64,
+        generations: &[(String, i64)],
+    ) -> Vec<Transition> {
         let obs = evaluate::evaluate(s, fig);
+        let notice = |app: &str, generation: i64, previous: i64| {
+            let n = deployment_notification(
+                "default",
+                app,
+                (previous, generation),
+                now,
+                "vigil-alerting",
+                None,
+            );
+            Some((n, vec!["hook".to_owned()]))
+        };
         let notify = |t: &Transition| {
             notification(t, "vigil-alerting", None).map(|n| (n, vec!["hook".to_owned()]))
         };
@@ -255,6 +277,8 @@ impl Harness {
                     now_ms: now,
                     upstreams: &self.upstreams,
                     notify: &notify,
+                    generations,
+                    notice: &notice,
                 },
                 &obs,
             )
@@ -417,4 +441,35 @@ fn a_flap_shorter_than_keep_firing_stays_one_incident_and_escalation_notifies() 
         resolved(&h.round(&off, &figures(Some(20.0), 0.0), t0 + 30 * SEC)),
         ["slo_availability:frontend"]
     );
+}
+
+#[test]
+fn a_new_generation_is_one_deployment_notice_even_across_a_restart() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("a.redb");
+    let s = settings("");
+    let healthy = figures(None, 0.0);
+    let t0 = 1_700_000_000_000;
+    let api = |g: i64| vec![("api".to_owned(), g)];
+    {
+        let h = Harness::open(&path);
+        h.round_with(&s, &healthy, t0, &api(3));
+        assert!(h.outbox().is_empty(), "the first sight is not a rollout");
+        h.round_with(&s, &healthy, t0 + 1000, &api(3));
+        h.round_with(&s, &healthy, t0 + 2000, &api(4));
+        assert_eq!(
+            h.outbox(),
+            [("api: new rollout".to_owned(), Kind::Deployment)]
+        );
+    }
+    let h = Harness::open(&path);
+    h.round_with(&s, &healthy, t0 + 3000, &api(4));
+    h.round_with(&s, &healthy, t0 + 4000, &api(2)); // a re-created Deployment
+    assert_eq!(
+        h.outbox().len(),
+        1,
+        "not repeated after a restart, nor for a smaller generation"
+    );
+    h.round_with(&s, &healthy, t0 + 5000, &api(3));
+    assert_eq!(h.outbox().len(), 2, "a rollout after the re-creation");
 }
