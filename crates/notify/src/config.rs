@@ -18,9 +18,9 @@ use crate::message::{Kind, Severity};
 pub struct IntegrationConfig {
     /// Unique among the integrations; used in logs, metrics and the API.
     pub name: String,
-    pub slack: Option<SlackConfig>,
+    pub slack: Option<WebhookUrlConfig>,
     pub pagerduty: Option<PagerDutyConfig>,
-    pub teams: Option<TeamsConfig>,
+    pub teams: Option<WebhookUrlConfig>,
     pub opsgenie: Option<OpsgenieConfig>,
     pub email: Option<EmailConfig>,
     pub webhook: Option<WebhookConfig>,
@@ -51,11 +51,13 @@ fn default_timeout() -> Duration {
     Duration::from_secs(10)
 }
 
-/// Slack incoming webhook (Block Kit message with a mrkdwn fallback).
+/// A target reached by a secret URL: a Slack incoming webhook (Block Kit
+/// message with a mrkdwn fallback), or a Microsoft Teams "workflow" (Power
+/// Automate) webhook (an Adaptive Card).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SlackConfig {
-    /// `https://hooks.slack.com/services/…`: a secret.
+pub struct WebhookUrlConfig {
+    /// e.g. `https://hooks.slack.com/services/…`: a secret.
     #[serde(default)]
     pub webhook_url: Secret,
     pub webhook_url_file: Option<PathBuf>,
@@ -75,15 +77,6 @@ pub struct PagerDutyConfig {
 
 fn default_pagerduty_url() -> String {
     "https://events.pagerduty.com/v2/enqueue".into()
-}
-
-/// Microsoft Teams "workflow" (Power Automate) webhook with an Adaptive Card.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TeamsConfig {
-    #[serde(default)]
-    pub webhook_url: Secret,
-    pub webhook_url_file: Option<PathBuf>,
 }
 
 /// Opsgenie Alert API.

@@ -14,7 +14,9 @@ use vigil_runtime::{
 };
 
 use crate::{
-    config::{IntegrationConfig, SmtpSecurity, http_url, resolve_secret, validate_all},
+    config::{
+        IntegrationConfig, SmtpSecurity, WebhookUrlConfig, http_url, resolve_secret, validate_all,
+    },
     message::{Kind, Notification},
     payload,
 };
@@ -147,15 +149,18 @@ fn webhook_templates(
 
 impl Integration {
     fn build(prefix: &str, config: &IntegrationConfig) -> Result<Self, ConfigError> {
+        let webhook_url = |target: &str, c: &WebhookUrlConfig| {
+            let p = key(prefix, target);
+            secret_url(
+                &p,
+                "webhook_url",
+                &c.webhook_url,
+                c.webhook_url_file.as_deref(),
+            )
+        };
         let target = if let Some(c) = &config.slack {
-            let p = key(prefix, "slack");
             Target::Slack {
-                url: secret_url(
-                    &p,
-                    "webhook_url",
-                    &c.webhook_url,
-                    c.webhook_url_file.as_deref(),
-                )?,
+                url: webhook_url("slack", c)?,
             }
         } else if let Some(c) = &config.pagerduty {
             let p = key(prefix, "pagerduty");
@@ -169,14 +174,8 @@ impl Integration {
                 url: c.url.clone(),
             }
         } else if let Some(c) = &config.teams {
-            let p = key(prefix, "teams");
             Target::Teams {
-                url: secret_url(
-                    &p,
-                    "webhook_url",
-                    &c.webhook_url,
-                    c.webhook_url_file.as_deref(),
-                )?,
+                url: webhook_url("teams", c)?,
             }
         } else if let Some(c) = &config.opsgenie {
             let p = key(prefix, "opsgenie");
