@@ -243,6 +243,12 @@ impl Validate for IntegrationConfig {
         }
         if let Some(c) = &self.opsgenie {
             http_url(&key(prefix, "opsgenie"), "url", &c.url)?;
+            if self.deployments {
+                return Err(ConfigError::invalid(
+                    key(prefix, "deployments"),
+                    "Opsgenie takes no deployment notices (they would be alerts nobody closes)",
+                ));
+            }
         }
         if let Some(c) = &self.email {
             let p = key(prefix, "email");

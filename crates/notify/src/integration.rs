@@ -278,107 +278,44 @@ impl Integration {
             }
             Target::PagerDuty { routing_key, url } => {
                 let key = &routing_key.0;
-                match n.kind {
-                    Kind::Trigger => {
-                        post_json(
-                            client,
-                            url,
-                            &[],
-                            &payload::pagerduty_event(n, key, Kind::Trigger),
-                            timeout,
-                        )
-                        .await
-                    }
-                    Kind::Resolve => {
-                        post_json(
-                            client,
-                            url,
-                            &[],
-                            &payload::pagerduty_event(n, key, Kind::Resolve),
-                            timeout,
-                        )
-                        .await
-                    }
-                    Kind::Deployment => {
-                        let change = url.replace("/v2/enqueue", "/v2/change/enqueue");
-                        post_json(
-                            client,
-                            &change,
-                            &[],
-                            &payload::pagerduty_change(n, key),
-                            timeout,
-                        )
-                        .await
-                    }
-                    Kind::Test => {
-                        // A test opens and closes an event of its own.
-                        post_json(
-                            client,
-                            url,
-                            &[],
-                            &payload::pagerduty_event(n, key, Kind::Trigger),
-                            timeout,
-                        )
-                        .await?;
-                        post_json(
-                            client,
-                            url,
-                            &[],
-                            &payload::pagerduty_event(n, key, Kind::Resolve),
-                            timeout,
-                        )
-                        .await
-                    }
-                }
+                let event = |action| (url.clone(), payload::pagerduty_event(n, key, action));
+                let requests = match n.kind {
+                    Kind::Trigger | Kind::Resolve => vec![event(n.kind)],
+                    Kind::Deployment => vec![(
+                        url.replace("/v2/enqueue", "/v2/change/enqueue"),
+                        payload::pagerduty_change(n, key),
+                    )],
+                    // A test opens and closes an event of its own.
+                    Kind::Test => vec![event(Kind::Trigger), event(Kind::Resolve)],
+                };
+                post_all(client, &[], requests, timeout).await
             }
             Target::Opsgenie { api_key, url } => {
                 let auth = format!("GenieKey {}", api_key.0);
-                let headers = [("authorization", auth.as_str())];
-                let create = format!("{url}/v2/alerts");
-                let close = format!(
-                    "{url}/v2/alerts/{}/close?identifierType=alias",
-                    percent_encode(&crate::message::truncate(&n.key, 512))
-                );
-                match n.kind {
-                    Kind::Trigger | Kind::Deployment => {
-                        post_json(
-                            client,
-                            &create,
-                            &headers,
-                            &payload::opsgenie_create(n),
-                            timeout,
-                        )
-                        .await
+                let create = || (format!("{url}/v2/alerts"), payload::opsgenie_create(n));
+                let close = || {
+                    let alias = percent_encode(&crate::message::truncate(&n.key, 512));
+                    (
+                        format!("{url}/v2/alerts/{alias}/close?identifierType=alias"),
+                        payload::opsgenie_close(n),
+                    )
+                };
+                let requests = match n.kind {
+                    Kind::Trigger => vec![create()],
+                    Kind::Resolve => vec![close()],
+                    Kind::Test => vec![create(), close()],
+                    // Refused in configuration: an alert nobody closes.
+                    Kind::Deployment => {
+                        return Err(SendError::permanent("Opsgenie takes no deployment notices"));
                     }
-                    Kind::Resolve => {
-                        post_json(
-                            client,
-                            &close,
-                            &headers,
-                            &payload::opsgenie_close(n),
-                            timeout,
-                        )
-                        .await
-                    }
-                    Kind::Test => {
-                        post_json(
-                            client,
-                            &create,
-                            &headers,
-                            &payload::opsgenie_create(n),
-                            timeout,
-                        )
-                        .await?;
-                        post_json(
-                            client,
-                            &close,
-                            &headers,
-                            &payload::opsgenie_close(n),
-                            timeout,
-                        )
-                        .await
-                    }
-                }
+                };
+                post_all(
+                    client,
+                    &[("authorization", auth.as_str())],
+                    requests,
+                    timeout,
+                )
+                .await
             }
             Target::Email {
                 transport,
@@ -457,6 +394,19 @@ async fn post_json(
         request = request.header(*name, value);
     }
     finish(request.send().await).await
+}
+
+/// Posts each (URL, body) in turn, stopping at the first failure.
+async fn post_all(
+    client: &reqwest::Client,
+    headers: &[(&str, &str)],
+    requests: Vec<(String, serde_json::Value)>,
+    timeout: Duration,
+) -> Result<(), SendError> {
+    for (url, body) in requests {
+        post_json(client, &url, headers, &body, timeout).await?;
+    }
+    Ok(())
 }
 
 /// Classifies a response: 2xx is done; 408, 429 and 5xx are worth a retry.

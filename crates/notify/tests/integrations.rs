@@ -415,6 +415,10 @@ async fn bad_templates_and_settings_are_refused_naming_the_key() {
             "alerting.integrations[0].email.from",
         ),
         (
+            "name = \"h\"\ndeployments = true\nopsgenie = { api_key = \"k\" }",
+            "alerting.integrations[0].deployments",
+        ),
+        (
             "name = \"h\"\nrate_per_minute = 0\nslack = { webhook_url = \"http://x\" }",
             "alerting.integrations[0].rate_per_minute",
         ),
