@@ -348,6 +348,29 @@ impl IncidentStore {
         Ok(out)
     }
 
+    /// The open incidents' ids by (inspection, subject), from the trackers
+    /// (not a scan of every incident kept).
+    pub fn open_incidents(
+        &self,
+        project: &str,
+    ) -> Result<BTreeMap<(String, String), String>, StorageError> {
+        let txn = self.db.begin_read()?;
+        let trackers = txn.open_table(TRACKERS)?;
+        let mut out = BTreeMap::new();
+        for entry in trackers.range((project, "", "")..)? {
+            let (k, v) = entry?;
+            let (p, inspection, subject) = k.value();
+            if p != project {
+                break;
+            }
+            let t: Tracker = decode_record(v.value())?;
+            if let Some(id) = t.incident {
+                out.insert((inspection.to_owned(), subject.to_owned()), id);
+            }
+        }
+        Ok(out)
+    }
+
     /// Deletes the project's incidents resolved before `before_ms`; open
     /// ones stay whatever their age. Returns how many went.
     pub fn prune(&self, project: &str, before_ms: i64) -> Result<usize, StorageError> {

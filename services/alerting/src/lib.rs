@@ -109,7 +109,13 @@ pub async fn run(
     ))
     .add_descriptor_set(vigil_proto::FILE_DESCRIPTOR_SET);
 
-    let worker = Worker::new(&config, store, notifier, dispatcher.clone(), last)?;
+    let worker = Worker::new(
+        &config,
+        BearerAuth::new(&api_key)?,
+        store,
+        (notifier, dispatcher.clone()),
+        last,
+    )?;
     metrics.register(
         "inspection_runs",
         "Inspection rounds by outcome",
@@ -169,19 +175,16 @@ impl Worker {
     /// recording into `store` and queueing for `dispatcher`.
     fn new(
         config: &AlertingConfig,
+        auth: BearerAuth,
         store: IncidentStore,
-        notifier: Arc<Notifier>,
-        dispatcher: Dispatcher,
+        (notifier, dispatcher): (Arc<Notifier>, Dispatcher),
         last: Arc<RwLock<LastRound>>,
     ) -> Result<Self, AlertingError> {
         let channel =
             vigil_runtime::grpc::channel(&config.query_endpoint, config.grpc.request_timeout)?;
         Ok(Self {
-            query: QueryServiceClient::with_interceptor(
-                channel,
-                BearerAuth::new(&config.resolve_api_key()?)?,
-            )
-            .max_decoding_message_size(MAX_RESPONSE_BYTES),
+            query: QueryServiceClient::with_interceptor(channel, auth)
+                .max_decoding_message_size(MAX_RESPONSE_BYTES),
             store,
             settings: Settings::new(config)?,
             notifier,
@@ -212,7 +215,8 @@ impl Worker {
             notifier.clone(),
             RetryPolicy::default(),
         );
-        Self::new(config, store, notifier, dispatcher, Arc::default())
+        let auth = BearerAuth::new(&config.resolve_api_key()?)?;
+        Self::new(config, auth, store, (notifier, dispatcher), Arc::default())
     }
 
     pub fn settings(&self) -> &Settings {
@@ -734,12 +738,7 @@ impl AlertingService for AlertingApi {
     ) -> Result<Response<pb::InspectionStatusResponse>, Status> {
         let project = self.project(&request, &request.get_ref().project)?;
         let app = request.get_ref().application.clone();
-        let open: BTreeMap<(String, String), String> = self
-            .blocking(move |s| s.list(&project, Some(true), 100_000))
-            .await?
-            .into_iter()
-            .map(|i| ((i.inspection, i.subject), i.id))
-            .collect();
+        let open = self.blocking(move |s| s.open_incidents(&project)).await?;
         let last = self
             .last
             .read()

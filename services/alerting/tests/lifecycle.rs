@@ -363,6 +363,15 @@ fn for_keep_firing_and_a_restart_in_the_middle() {
     }
     // The worker restarts mid-incident: nothing opens twice.
     let h = Harness::open(&path);
+    let open = h.store.open_incidents("default").expect("open");
+    let keys: Vec<&(String, String)> = open.keys().collect();
+    assert_eq!(
+        keys,
+        [
+            &("failed_connects".to_owned(), "frontend".to_owned()),
+            &("slo_availability".to_owned(), "frontend".to_owned())
+        ]
+    );
     let t = h.round(&s, &broken, t0 + 50 * SEC);
     assert!(opened(&t).is_empty() && resolved(&t).is_empty(), "{t:?}");
     assert_eq!(
