@@ -17,10 +17,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let descriptors = protox::compile(PROTOS, ["proto"])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(
-        out_dir.join("vigil_descriptor.bin"),
-        prost::Message::encode_to_vec(&descriptors),
-    )?;
+    let encoded = prost::Message::encode_to_vec(&descriptors);
+    std::fs::write(out_dir.join("vigil_descriptor.bin"), &encoded)?;
+    // JSON (proto3 mapping, proto field names, every field emitted) for the
+    // UI gateway, which speaks JSON to browsers.
+    pbjson_build::Builder::new()
+        .register_descriptors(&encoded)?
+        .preserve_proto_field_names()
+        .emit_fields()
+        .build(&[".vigil.query", ".vigil.alerting", ".vigil.heartbeat"])?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

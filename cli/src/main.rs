@@ -18,7 +18,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio::task::JoinSet;
 use vigil_runtime::{
     Shutdown,
-    auth::{ProjectConfig, generate_api_key},
+    auth::{AccessConfig, ProjectConfig, generate_api_key},
     config::{ConfigLoader, LogConfig},
     service::{DRAIN_TIMEOUT, EXIT_CONFIG},
 };
@@ -86,6 +86,7 @@ struct SuiteConfig {
     data_dir: PathBuf,
     storage: StorageConfig,
     projects: Vec<ProjectConfig>,
+    access: AccessConfig,
     ingest: vigil_ingest::IngestConfig,
     query: vigil_query::QueryConfig,
     alerting: vigil_alerting::AlertingConfig,
@@ -101,6 +102,7 @@ impl SuiteConfig {
             data_dir: loader.data_dir()?,
             storage: loader.section("storage")?,
             projects: loader.section("projects")?,
+            access: loader.section("access")?,
             ingest: loader.section("ingest")?,
             query: loader.section("query")?,
             alerting: loader.section("alerting")?,
@@ -204,6 +206,52 @@ fn ensure_project(suite: &mut SuiteConfig) -> anyhow::Result<(String, String, bo
     Ok(("default".into(), api_key, generated))
 }
 
+/// A secret kept in `<data_dir>/<name>`, made on first use.
+fn kept_secret(data_dir: &Path, name: &str) -> anyhow::Result<String> {
+    let path = data_dir.join(name);
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
+        _ => {
+            let secret = generate_api_key();
+            write_secret(&path, &secret)?;
+            Ok(secret)
+        }
+    }
+}
+
+/// What the UI gateway needs in one process: a gateway key that query and
+/// alerting know (fresh each start, never written), the session secret
+/// and, in token mode, the login token (both kept in the data directory so
+/// sessions and printed links survive a restart). Returns the login token.
+fn ensure_ui_access(suite: &mut SuiteConfig, project: &str) -> anyhow::Result<Option<String>> {
+    let ui = &mut suite.ui_gateway;
+    if ui.projects == ["default"] {
+        ui.projects = vec![project.to_owned()];
+    }
+    if ui.gateway_key.0.is_empty() && ui.gateway_key_file.is_none() {
+        let key = generate_api_key();
+        suite.access.gateway_keys.push(key.clone());
+        ui.gateway_key.0 = key;
+    }
+    let auth = &mut ui.auth;
+    if auth.session_secret.0.is_empty() && auth.session_secret_file.is_none() {
+        auth.session_secret.0 = kept_secret(&suite.data_dir, "ui-session-secret")?;
+    }
+    // A browser sends Secure cookies to http://127.0.0.1 and localhost, but
+    // other local clients do not: on loopback without a public URL, plain.
+    if auth.public_url.is_none() && ui.http.listen.ip().is_loopback() {
+        auth.secure_cookies = false;
+    }
+    if auth.mode != vigil_ui_gateway::AuthMode::Token {
+        return Ok(None);
+    }
+    if auth.login_token.0.is_empty() && auth.login_token_file.is_none() {
+        auth.login_token.0 = kept_secret(&suite.data_dir, "ui-login-token")?;
+        return Ok(Some(auth.login_token.0.clone()));
+    }
+    Ok(None)
+}
+
 fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -222,7 +270,8 @@ async fn run_suite(mut suite: SuiteConfig, services: &[Service]) -> anyhow::Resu
     std::fs::create_dir_all(&suite.data_dir)
         .with_context(|| format!("cannot create data directory {}", suite.data_dir.display()))?;
     let (project, api_key, generated) = ensure_project(&mut suite)?;
-    let keys = vigil_runtime::auth::ApiKeys::new(&suite.projects)?;
+    let login_token = ensure_ui_access(&mut suite, &project)?;
+    let keys = vigil_runtime::auth::ApiKeys::new(&suite.projects)?.with_gateways(&suite.access)?;
 
     // In one process the services find each other at their own listen addresses.
     let ingest_grpc = reachable(suite.ingest.grpc.listen);
@@ -235,9 +284,9 @@ async fn run_suite(mut suite: SuiteConfig, services: &[Service]) -> anyhow::Resu
     }
     suite.ui_gateway.query_endpoint = query_grpc.to_string();
     suite.ui_gateway.alerting_endpoint = alerting_grpc.to_string();
-    suite.ui_gateway.project.clone_from(&project);
-    if suite.ui_gateway.api_key.0.is_empty() && suite.ui_gateway.api_key_file.is_none() {
-        suite.ui_gateway.api_key.0.clone_from(&api_key);
+    if suite.ui_gateway.heartbeat_endpoint.is_none() {
+        suite.ui_gateway.heartbeat_endpoint =
+            Some(reachable(suite.heartbeat.grpc.listen).to_string());
     }
     suite.agent.ingest_endpoint = ingest_grpc.to_string();
     if suite.agent.spool_dir.is_none() {
@@ -298,6 +347,7 @@ async fn run_suite(mut suite: SuiteConfig, services: &[Service]) -> anyhow::Resu
         });
     }
     if wants(Service::Alerting) {
+        let access = suite.access.clone();
         let (config, dir, s) = (
             suite.alerting.clone(),
             suite.data_dir.clone(),
@@ -306,7 +356,7 @@ async fn run_suite(mut suite: SuiteConfig, services: &[Service]) -> anyhow::Resu
         tasks.spawn(async move {
             (
                 "alerting",
-                vigil_alerting::run(config, &dir, s)
+                vigil_alerting::run(config, &access, &dir, s)
                     .await
                     .map_err(Into::into),
             )
@@ -365,7 +415,14 @@ async fn run_suite(mut suite: SuiteConfig, services: &[Service]) -> anyhow::Resu
         result.with_context(|| format!("{name} failed to start"))?;
         anyhow::bail!("{name} stopped during start-up");
     }
-    print_summary(&suite, services, &project, &api_key, generated);
+    print_summary(
+        &suite,
+        services,
+        &project,
+        &api_key,
+        generated,
+        login_token.as_deref(),
+    );
 
     // Run until Ctrl-C / SIGTERM, or until a service fails.
     let mut first_error = None;
@@ -428,14 +485,23 @@ fn print_summary(
     project: &str,
     api_key: &str,
     generated: bool,
+    login_token: Option<&str>,
 ) {
     let wants = |s: Service| services.contains(&s);
     let mut out = String::from("\nVigil is up (monolith, embedded redb storage).\n");
     if wants(Service::UiGateway) {
-        out += &format!(
-            "  UI:         http://{}/\n",
-            reachable(suite.ui_gateway.http.listen)
-        );
+        let ui = reachable(suite.ui_gateway.http.listen);
+        match login_token {
+            // The token rides in the fragment, which browsers never send.
+            Some(token) => {
+                out += &format!("  UI:         http://{ui}/auth/login#token={token}\n");
+                out += &format!(
+                    "              (login token kept in {})\n",
+                    suite.data_dir.join("ui-login-token").display()
+                );
+            }
+            None => out += &format!("  UI:         http://{ui}/\n"),
+        }
     }
     let origin = if generated {
         "generated now, saved in"

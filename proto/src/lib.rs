@@ -20,18 +20,21 @@ pub mod telemetry {
 pub mod query {
     pub mod v1 {
         tonic::include_proto!("vigil.query.v1");
+        include!(concat!(env!("OUT_DIR"), "/vigil.query.v1.serde.rs"));
     }
 }
 
 pub mod alerting {
     pub mod v1 {
         tonic::include_proto!("vigil.alerting.v1");
+        include!(concat!(env!("OUT_DIR"), "/vigil.alerting.v1.serde.rs"));
     }
 }
 
 pub mod heartbeat {
     pub mod v1 {
         tonic::include_proto!("vigil.heartbeat.v1");
+        include!(concat!(env!("OUT_DIR"), "/vigil.heartbeat.v1.serde.rs"));
     }
 }
 

@@ -466,15 +466,9 @@ impl Notifier {
         source: &str,
     ) -> Result<Self, ConfigError> {
         validate_all(prefix, configs)?;
-        // reqwest is built without a default crypto provider; use ring.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| {
-                ConfigError::invalid(prefix, format!("cannot build an HTTP client: {e}"))
-            })?;
+        let client =
+            vigil_runtime::http_client::build(concat!("vigil/", env!("CARGO_PKG_VERSION")))
+                .map_err(|e| ConfigError::invalid(prefix, e))?;
         let integrations = configs
             .iter()
             .enumerate()

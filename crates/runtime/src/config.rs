@@ -23,6 +23,7 @@ pub const SECTIONS: &[&str] = &[
     "log",
     "storage",
     "projects",
+    "access",
     "agent",
     "ingest",
     "query",

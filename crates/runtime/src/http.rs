@@ -77,13 +77,17 @@ impl HttpServer {
             .layer(DefaultBodyLimit::max(config.max_body_bytes));
         let addr = listener.local_addr().unwrap_or(config.listen);
         tracing::info!(server = %name, %addr, "HTTP listening");
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.signalled())
-            .await
-            .map_err(|e| RuntimeError::Serve {
-                server: name.clone(),
-                message: e.to_string(),
-            })?;
+        // Handlers may ask for the peer's address (`ConnectInfo<SocketAddr>`).
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.signalled())
+        .await
+        .map_err(|e| RuntimeError::Serve {
+            server: name.clone(),
+            message: e.to_string(),
+        })?;
         tracing::info!(server = %name, "HTTP drained and stopped");
         Ok(())
     }

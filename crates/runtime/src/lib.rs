@@ -17,6 +17,8 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod http;
+#[cfg(feature = "http-client")]
+pub mod http_client;
 pub mod metrics;
 pub mod rate;
 pub mod service;

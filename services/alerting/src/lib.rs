@@ -38,7 +38,10 @@ use vigil_proto::{
 };
 use vigil_runtime::{
     Metrics, Readiness, RuntimeError, ServiceError, Shutdown,
-    auth::{ApiKeys, BearerAuth, Project, ProjectConfig, is_valid_project_name},
+    auth::{
+        AccessConfig, ApiKeys, BearerAuth, Project, ProjectConfig, Role, is_valid_project_name,
+        require_role,
+    },
     grpc::GrpcServer,
     http::HttpServer,
     time::{millis, now_ms},
@@ -68,6 +71,7 @@ struct LastRound {
 /// Runs the worker, its dispatcher and its API until `shutdown`.
 pub async fn run(
     config: AlertingConfig,
+    access: &AccessConfig,
     data_dir: &Path,
     shutdown: Shutdown,
 ) -> Result<(), AlertingError> {
@@ -89,11 +93,14 @@ pub async fn run(
     dispatcher.register(&metrics);
     let readiness = Readiness::default();
     let api_key = config.resolve_api_key()?;
-    let keys = Arc::new(ApiKeys::new(&[ProjectConfig {
-        name: config.project.clone(),
-        api_keys: vec![api_key.clone()],
-        api_keys_file: None,
-    }])?);
+    let keys = Arc::new(
+        ApiKeys::new(&[ProjectConfig {
+            name: config.project.clone(),
+            api_keys: vec![api_key.clone()],
+            api_keys_file: None,
+        }])?
+        .with_gateways(access)?,
+    );
     let last = Arc::new(RwLock::new(LastRound::default()));
     let mut grpc = GrpcServer::bind("alerting", &config.grpc).await?;
     let http = HttpServer::bind("alerting-http", &config.http).await?;
@@ -714,8 +721,13 @@ impl AlertingService for AlertingApi {
         &self,
         request: Request<pb::AcknowledgeIncidentRequest>,
     ) -> Result<Response<pb::Incident>, Status> {
+        let caller = require_role(&request, Role::Editor)?;
         let project = self.project(&request, &request.get_ref().project)?;
-        let r = request.into_inner();
+        let mut r = request.into_inner();
+        // A gateway names its signed-in user: that is who acknowledged.
+        if let Some(user) = caller.user {
+            r.by = user;
+        }
         let id = incident_id(&r.id)?;
         if r.by.is_empty() || r.by.chars().count() > 200 || r.by.chars().any(char::is_control) {
             return Err(Status::invalid_argument(
@@ -830,6 +842,7 @@ impl AlertingService for AlertingApi {
         &self,
         request: Request<pb::TestIntegrationRequest>,
     ) -> Result<Response<pb::TestIntegrationResponse>, Status> {
+        let caller = require_role(&request, Role::Editor)?;
         let project = self.project(&request, "")?;
         let name = request.into_inner().name;
         if self.notifier.get(&name).is_none() {
@@ -841,6 +854,7 @@ impl AlertingService for AlertingApi {
         tracing::info!(
             integration = name,
             ok = result.is_ok(),
+            by = caller.user.as_deref().unwrap_or("an API key"),
             "test notification sent"
         );
         Ok(Response::new(match result {

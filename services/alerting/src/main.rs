@@ -6,10 +6,11 @@ fn main() -> ExitCode {
         "Vigil inspection/alerting worker: finds problems through the query API and records incidents",
         |loader| {
             let config: vigil_alerting::AlertingConfig = loader.section("alerting")?;
-            Ok((config, loader.data_dir()?))
+            let access: vigil_runtime::auth::AccessConfig = loader.section("access")?;
+            Ok((config, access, loader.data_dir()?))
         },
-        |(config, data_dir), shutdown| async move {
-            vigil_alerting::run(config, &data_dir, shutdown).await
+        |(config, access, data_dir), shutdown| async move {
+            vigil_alerting::run(config, &access, &data_dir, shutdown).await
         },
     )
 }

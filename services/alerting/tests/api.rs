@@ -76,7 +76,10 @@ async fn the_api_checks_keys_and_input_and_sends_test_notifications() {
     let shutdown = Shutdown::new();
     let s = shutdown.clone();
     let data = dir.path().to_owned();
-    let worker = tokio::spawn(async move { vigil_alerting::run(config, &data, s).await });
+    let worker =
+        tokio::spawn(
+            async move { vigil_alerting::run(config, &Default::default(), &data, s).await },
+        );
     let mut client = None;
     for _ in 0..100 {
         if let Ok(c) = AlertingServiceClient::<Channel>::connect(format!("http://{grpc}")).await {

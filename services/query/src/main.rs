@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use vigil_runtime::auth::{ApiKeys, ProjectConfig};
+use vigil_runtime::auth::{AccessConfig, ApiKeys, ProjectConfig};
 use vigil_storage::{Deployment, StorageConfig};
 
 fn main() -> ExitCode {
@@ -11,7 +11,8 @@ fn main() -> ExitCode {
             let config: vigil_query::QueryConfig = loader.section("query")?;
             let storage: StorageConfig = loader.section("storage")?;
             let projects: Vec<ProjectConfig> = loader.section("projects")?;
-            let keys = ApiKeys::new(&projects)?;
+            let access: AccessConfig = loader.section("access")?;
+            let keys = ApiKeys::new(&projects)?.with_gateways(&access)?;
             Ok((config, storage, keys, loader.data_dir()?))
         },
         |(config, storage, keys, data_dir), shutdown| async move {

@@ -224,6 +224,94 @@ pub fn http_post(url: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
+/// A signed-in browser session at the UI gateway (token mode): its cookie
+/// and CSRF token.
+#[derive(Debug, Clone)]
+pub struct UiSession {
+    base: String,
+    cookie: String,
+    pub csrf: String,
+}
+
+impl UiSession {
+    /// Signs in at `base` (`http://host:port`) with the login token, or
+    /// None when the gateway does not answer or refuses.
+    pub fn sign_in(base: &str, token: &str) -> Option<Self> {
+        static NO_REDIRECTS: OnceLock<ureq::Agent> = OnceLock::new();
+        let agent = NO_REDIRECTS.get_or_init(|| {
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .max_redirects(0)
+                .timeout_global(Some(Duration::from_secs(10)))
+                .build()
+                .into()
+        });
+        let body = format!("token={token}&return_to=%2F");
+        let response = agent
+            .post(&format!("{base}/auth/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .send(body.as_bytes())
+            .ok()?;
+        if response.status().as_u16() != 303 {
+            return None;
+        }
+        let cookie = response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with("vigil_session="))?
+            .split(';')
+            .next()?
+            .to_owned();
+        let mut session = Self {
+            base: base.to_owned(),
+            cookie,
+            csrf: String::new(),
+        };
+        let (status, me) = session.get("/api/v1/session")?;
+        if status != 200 {
+            return None;
+        }
+        let me: serde_json::Value = serde_json::from_str(&me).ok()?;
+        session.csrf = me["csrf"].as_str()?.to_owned();
+        Some(session)
+    }
+
+    /// GET a path with the session: (status, body).
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut response = agent()
+            .get(&format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+            .call()
+            .ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.body_mut().read_to_string().ok()?))
+    }
+
+    /// Calls `service`/`method` through the gateway's JSON API.
+    pub fn rpc(
+        &self,
+        service: &str,
+        method: &str,
+        body: &serde_json::Value,
+    ) -> Option<(u16, serde_json::Value)> {
+        let mut response = agent()
+            .post(&format!("{}/api/v1/rpc/{service}/{method}", self.base))
+            .header("cookie", &self.cookie)
+            .header("x-csrf-token", &self.csrf)
+            .header("content-type", "application/json")
+            .send(body.to_string().as_bytes())
+            .ok()?;
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().ok()?;
+        Some((
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        ))
+    }
+}
+
 /// Runs the real `curl` against `url`, as a cron job pinging a check would:
 /// (HTTP status, body).
 pub fn curl(url: &str) -> (u16, String) {

@@ -16,9 +16,10 @@ use std::{
     time::Duration,
 };
 
-use vigil_e2e::{Running, eventually, free_port, http_get, json, pause, start, wait_healthy};
+use vigil_e2e::{Running, UiSession, eventually, free_port, json, pause, start, wait_healthy};
 
 const API_KEY: &str = "e2e-key-0123456789abcdef";
+const LOGIN_TOKEN: &str = "e2e-login-token-0123456789";
 
 /// A process killed when dropped.
 struct Proc(Child);
@@ -172,6 +173,8 @@ webhook = {{ url = "http://127.0.0.1:{hook}/hook" }}
 [ui_gateway]
 [ui_gateway.http]
 listen = "127.0.0.1:{ui}"
+[ui_gateway.auth]
+login_token = "{LOGIN_TOKEN}"
 [heartbeat.http]
 listen = "127.0.0.1:{heartbeat}"
 [heartbeat.grpc]
@@ -314,8 +317,9 @@ fn a_stopped_upstream_opens_one_incident_naming_it_and_resolves_once() {
     );
 
     // The UI lists the open incident with the hint, and the failed connects.
-    let (_, incidents) =
-        http_get(&format!("http://127.0.0.1:{ui}/api/v1/incidents")).expect("incidents");
+    let session = UiSession::sign_in(&format!("http://127.0.0.1:{ui}"), LOGIN_TOKEN)
+        .expect("signed in at the UI");
+    let (_, incidents) = session.get("/api/v1/incidents").expect("incidents");
     let incidents = json(&incidents);
     let list = incidents["incidents"]
         .as_array()
@@ -326,7 +330,7 @@ fn a_stopped_upstream_opens_one_incident_naming_it_and_resolves_once() {
         .filter(|i| {
             i["inspection"] == "slo_availability"
                 && i["subject"] == "frontend"
-                && i["state"] == "open"
+                && i["state"] == "INCIDENT_STATE_OPEN"
         })
         .collect();
     assert_eq!(open_slo.len(), 1, "one incident: {incidents}");

@@ -5,11 +5,13 @@
 use std::{path::Path, time::Duration};
 
 use vigil_e2e::{
-    BINARIES, Running, curl, eventually, free_port, hostname, http_get, http_post, json,
+    BINARIES, Running, UiSession, curl, eventually, free_port, hostname, http_get, http_post, json,
     run_to_end, start, wait_healthy,
 };
 
 const API_KEY: &str = "e2e-key-0123456789abcdef";
+const GATEWAY_KEY: &str = "e2e-gateway-key-0123456789";
+const LOGIN_TOKEN: &str = "e2e-login-token-0123456789";
 const CHECK_UUID: &str = "0b8f1c0e-7d3a-4c55-9a61-5f2e8d7c9b10";
 
 struct Ports {
@@ -77,13 +79,20 @@ threshold = 0.0
 critical = 100.0
 for = "0s"
 
+[access]
+gateway_keys = ["{GATEWAY_KEY}"]
+
 [ui_gateway]
 processes_per_host = 1000
-api_key = "{API_KEY}"
+gateway_key = "{GATEWAY_KEY}"
 query_endpoint = "127.0.0.1:{query_grpc}"
 alerting_endpoint = "127.0.0.1:{alerting_grpc}"
+heartbeat_endpoint = "127.0.0.1:{heartbeat_grpc}"
 [ui_gateway.http]
 listen = "127.0.0.1:{ui}"
+[ui_gateway.auth]
+login_token = "{LOGIN_TOKEN}"
+session_secret = "e2e-session-secret-0123456789abcdef0123"
 
 [heartbeat.http]
 listen = "127.0.0.1:{heartbeat_http}"
@@ -120,29 +129,41 @@ listen = "127.0.0.1:{agent_http}"
     path.display().to_string()
 }
 
-/// The UI page lists this host with live figures and the given process.
-fn assert_ui_shows_host(p: &Ports, pid: u32) {
+/// Signs in at the UI with the login token (token mode, the default).
+fn ui_session(p: &Ports) -> UiSession {
     let ui = format!("http://127.0.0.1:{}", p.ui);
+    let (status, _) = http_get(&format!("{ui}/api/v1/hosts")).expect("UI answers");
+    assert_eq!(status, 401, "nothing without signing in");
+    assert!(
+        UiSession::sign_in(&ui, "wrong-token-0123456789").is_none(),
+        "a wrong token is refused"
+    );
+    UiSession::sign_in(&ui, LOGIN_TOKEN).expect("signed in with the login token")
+}
+
+/// The UI lists this host with live figures and the given process.
+fn assert_ui_shows_host(p: &Ports, pid: u32) {
+    let session = ui_session(p);
     let node = hostname();
-    let page = eventually(
+    let (status, page) = session.get("/").expect("the UI page");
+    assert_eq!(status, 200);
+    assert!(page.contains("/assets/app.js"), "{page}");
+    let hosts = eventually(
         Duration::from_secs(30),
-        "the UI page listing this host and process",
+        "the UI listing this host and process",
         || {
-            let (status, body) = http_get(&format!("{ui}/"))?;
-            let pid_cell = format!("<td class=\"num\">{pid}</td>");
+            let (status, body) = session.get("/api/v1/hosts")?;
+            let hosts = json(&body);
             (status == 200
-                && body.contains(&format!("data-node=\"{node}\""))
-                && body.contains(&pid_cell))
-            .then_some(body)
+                && hosts["hosts"].as_array()?.iter().any(|h| {
+                    h["node"] == node.as_str()
+                        && h["processes"]
+                            .as_array()
+                            .is_some_and(|ps| ps.iter().any(|x| x["pid"] == pid))
+                }))
+            .then_some(hosts)
         },
     );
-    assert!(
-        page.contains("<td class=\"num cpu\">"),
-        "CPU column present"
-    );
-    let (status, hosts) = http_get(&format!("{ui}/api/v1/hosts")).expect("hosts JSON");
-    assert_eq!(status, 200, "{hosts}");
-    let hosts = json(&hosts);
     let host = hosts["hosts"]
         .as_array()
         .and_then(|h| h.iter().find(|h| h["node"] == node.as_str()))
@@ -176,16 +197,16 @@ fn assert_ui_shows_host(p: &Ports, pid: u32) {
 
 /// The memory inspection (threshold 0%) opens an incident, seen through the UI.
 fn assert_incident_opened(p: &Ports) {
-    let url = format!("http://127.0.0.1:{}/api/v1/incidents", p.ui);
+    let session = ui_session(p);
     let incident = eventually(Duration::from_secs(30), "a node_memory incident", || {
-        let (status, body) = http_get(&url)?;
+        let (status, body) = session.get("/api/v1/incidents")?;
         if status != 200 {
             return None;
         }
         json(&body)["incidents"]
             .as_array()?
             .iter()
-            .find(|i| i["inspection"] == "node_memory" && i["state"] == "open")
+            .find(|i| i["inspection"] == "node_memory" && i["state"] == "INCIDENT_STATE_OPEN")
             .cloned()
     });
     assert_eq!(incident["subject"], format!("node/{}", hostname()));
@@ -196,10 +217,16 @@ fn assert_incident_opened(p: &Ports) {
             .contains("(threshold 0%)"),
         "{incident}"
     );
-    let (_, page) = http_get(&format!("http://127.0.0.1:{}/", p.ui)).expect("page");
+    // The same through the browser API, as the UI asks for it.
+    let (status, listed) = session
+        .rpc("alerting", "ListIncidents", &serde_json::json!({}))
+        .expect("ListIncidents");
+    assert_eq!(status, 200, "{listed}");
     assert!(
-        page.contains("class=\"incident\""),
-        "the page lists the incident"
+        listed["incidents"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|i| i["id"] == incident["id"])),
+        "{listed}"
     );
 }
 
@@ -419,7 +446,31 @@ fn monolith_generates_and_prints_an_api_key() {
             .mode();
         assert_eq!(mode & 0o077, 0, "the key file is private");
     }
-    assert!(out.contains(&format!("http://127.0.0.1:{ui}/")), "{out}");
+    // The UI link carries the generated login token in its fragment, and
+    // the token signs in; it is kept private in the data directory.
+    let token = std::fs::read_to_string(data.join("ui-login-token")).expect("token saved");
+    let token = token.trim();
+    assert!(
+        out.contains(&format!("http://127.0.0.1:{ui}/auth/login#token={token}")),
+        "{out}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join("ui-login-token"))
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "the token file is private");
+    }
+    let session = UiSession::sign_in(&format!("http://127.0.0.1:{ui}"), token)
+        .expect("the printed token signs in");
+    let (status, me) = session.get("/api/v1/session").expect("session");
+    assert_eq!(status, 200);
+    assert!(
+        me.contains("\"admin\""),
+        "the token holder is an admin: {me}"
+    );
     stop_cleanly(&mut vigil);
     // The same key on the next start.
     let mut again = start(dir.path(), "vigil", &["up", "--data-dir", &data_arg], &env);
