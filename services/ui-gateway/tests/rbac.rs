@@ -54,9 +54,11 @@ async fn start() -> Suite {
     }];
 
     let query_grpc = free();
-    let mut query = vigil_query::QueryConfig::default();
-    query.grpc = GrpcServerConfig::on(query_grpc);
-    query.http = HttpServerConfig::on(free());
+    let query = vigil_query::QueryConfig {
+        grpc: GrpcServerConfig::on(query_grpc),
+        http: HttpServerConfig::on(free()),
+        ..Default::default()
+    };
     let store = Arc::new(vigil_storage::redb::RedbStore::open(&dir.path().join("q.redb")).unwrap());
     let keys = ApiKeys::new(&projects)
         .unwrap()
@@ -66,11 +68,13 @@ async fn start() -> Suite {
     tokio::spawn(async move { vigil_query::run(query, store, keys, s).await.unwrap() });
 
     let alerting_grpc = free();
-    let mut alerting = vigil_alerting::AlertingConfig::default();
-    alerting.grpc = GrpcServerConfig::on(alerting_grpc);
-    alerting.http = HttpServerConfig::on(free());
-    alerting.query_endpoint = query_grpc.to_string();
-    alerting.api_key = Secret(PROJECT_KEY.into());
+    let alerting = vigil_alerting::AlertingConfig {
+        grpc: GrpcServerConfig::on(alerting_grpc),
+        http: HttpServerConfig::on(free()),
+        query_endpoint: query_grpc.to_string(),
+        api_key: Secret(PROJECT_KEY.into()),
+        ..Default::default()
+    };
     let (s, data) = (shutdown.clone(), dir.path().to_owned());
     let a = access.clone();
     tokio::spawn(async move { vigil_alerting::run(alerting, &a, &data, s).await.unwrap() });
