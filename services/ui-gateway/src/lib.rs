@@ -278,6 +278,8 @@ async fn token_login(
 #[derive(Deserialize)]
 struct CallbackQuery {
     code: Option<String>,
+    /// RFC 9207: the issuer of the response, when the provider says it.
+    iss: Option<String>,
     state: Option<String>,
     error: Option<String>,
     error_description: Option<String>,
@@ -300,7 +302,7 @@ async fn callback(
         )),
         (None, Some(code), Some(state)) => app
             .auth
-            .complete_oidc(&headers, code, state, now_ms())
+            .complete_oidc(&headers, code, state, q.iss.as_deref(), now_ms())
             .await
             .map_err(|e| e.to_string()),
         _ => Err("the callback lacks code or state".into()),

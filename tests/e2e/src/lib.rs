@@ -2,6 +2,8 @@
 //! free loopback ports with their own config and data directory, waits for
 //! health, and always stops what it started (SIGTERM, then SIGKILL on drop).
 
+pub mod apps;
+
 use std::{
     fs::File,
     net::TcpListener,
@@ -22,7 +24,8 @@ pub const BINARIES: &[&str] = &[
     "vigil-heartbeat",
 ];
 
-fn workspace_root() -> PathBuf {
+/// The repository root.
+pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 

@@ -10,78 +10,19 @@
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::TcpListener,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use vigil_e2e::{Running, UiSession, eventually, free_port, json, pause, start, wait_healthy};
+use vigil_e2e::{
+    Running, UiSession,
+    apps::{Apps, is_root},
+    eventually, free_port, json, pause, start, wait_healthy,
+};
 
 const API_KEY: &str = "e2e-key-0123456789abcdef";
 const LOGIN_TOKEN: &str = "e2e-login-token-0123456789";
-
-/// A process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The real Python interpreter (not a pyenv shim), so that a symlink to it
-/// gives a process its own name: the kernel names a process after the file
-/// it executed.
-fn python() -> PathBuf {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import os, sys; print(os.path.realpath(sys.executable))",
-        ])
-        .output()
-        .expect("python3 runs");
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
-
-fn named_python(dir: &Path, name: &str) -> PathBuf {
-    let link = dir.join(name);
-    std::os::unix::fs::symlink(python(), &link).expect("symlink");
-    link
-}
-
-const FRONTEND: &str = r#"
-import sys, urllib.request
-from http.server import HTTPServer, BaseHTTPRequestHandler
-port, backend = int(sys.argv[1]), sys.argv[2]
-class H(BaseHTTPRequestHandler):
-    def do_GET(self):
-        try:
-            with urllib.request.urlopen(backend, timeout=1) as r:
-                r.read()
-            code = 200
-        except Exception:
-            code = 502
-        self.send_response(code)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-    def log_message(self, *args):
-        pass
-HTTPServer(("127.0.0.1", port), H).serve_forever()
-"#;
-
-const LOADGEN: &str = r#"
-import sys, time, urllib.request, urllib.error
-url = sys.argv[1]
-while True:
-    try:
-        urllib.request.urlopen(url, timeout=2).read()
-    except Exception:
-        pass
-    time.sleep(0.01)
-"#;
 
 /// A webhook receiver: every POST body, in order.
 fn receiver() -> (u16, Arc<Mutex<Vec<serde_json::Value>>>) {
@@ -208,13 +149,6 @@ fn start_vigil(dir: &Path, config: &str, ui: u16, alerting_http: u16) -> Running
     vigil
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
 #[test]
 fn a_stopped_upstream_opens_one_incident_naming_it_and_resolves_once() {
     if !is_root() {
@@ -234,49 +168,11 @@ fn a_stopped_upstream_opens_one_incident_naming_it_and_resolves_once() {
     let (ui, alerting_http) = (ports[6], ports[5]);
     let mut vigil = start_vigil(dir.path(), &config, ui, alerting_http);
 
-    std::fs::write(dir.path().join("frontend.py"), FRONTEND).expect("write");
-    std::fs::write(dir.path().join("loadgen.py"), LOADGEN).expect("write");
-    let (backend_port, frontend_port) = (free_port(), free_port());
-    let quiet = |c: &mut Command| {
-        c.current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-    };
-    let start_backend = || {
-        let mut c = Command::new(dir.path().join("backend"));
-        c.args([
-            "-m",
-            "http.server",
-            &backend_port.to_string(),
-            "--bind",
-            "127.0.0.1",
-        ]);
-        quiet(&mut c);
-        let p = Proc(c.spawn().expect("backend starts"));
-        eventually(Duration::from_secs(20), "backend listening", || {
-            std::net::TcpStream::connect(("127.0.0.1", backend_port)).ok()
-        });
-        p
-    };
-    named_python(dir.path(), "backend");
-    named_python(dir.path(), "frontend");
-    named_python(dir.path(), "loadgen");
+    let apps = Apps::new(dir.path());
+    let start_backend = || apps.backend();
     let backend = start_backend();
-    let mut c = Command::new(dir.path().join("frontend"));
-    c.args([
-        "frontend.py",
-        &frontend_port.to_string(),
-        &format!("http://127.0.0.1:{backend_port}/"),
-    ]);
-    quiet(&mut c);
-    let _frontend = Proc(c.spawn().expect("frontend starts"));
-    eventually(Duration::from_secs(20), "frontend listening", || {
-        std::net::TcpStream::connect(("127.0.0.1", frontend_port)).ok()
-    });
-    let mut c = Command::new(dir.path().join("loadgen"));
-    c.args(["loadgen.py", &format!("http://127.0.0.1:{frontend_port}/")]);
-    quiet(&mut c);
-    let _loadgen = Proc(c.spawn().expect("loadgen starts"));
+    let _frontend = apps.frontend();
+    let _loadgen = apps.loadgen();
 
     // Healthy traffic first, so that the failure is a change.
     pause(Duration::from_secs(15));

@@ -458,6 +458,7 @@ impl Auth {
         headers: &HeaderMap,
         code: &str,
         state: &str,
+        iss: Option<&str>,
         now_ms: i64,
     ) -> Result<(String, HeaderValue), OidcError> {
         let oidc = self
@@ -476,6 +477,15 @@ impl Auth {
             return Err(OidcError::Refused(
                 "the state does not match this browser's sign-in".into(),
             ));
+        }
+        // RFC 9207: a response naming another issuer is a mix-up attack.
+        if let Some(iss) = iss
+            && iss.trim_end_matches('/') != self.config.oidc.issuer.trim_end_matches('/')
+        {
+            return Err(OidcError::Refused(format!(
+                "the response comes from issuer {iss:?}, not {:?}",
+                self.config.oidc.issuer
+            )));
         }
         let signed_in = oidc.complete(code.to_owned(), &flow, now_ms).await?;
         let session = self.session_from(
