@@ -72,7 +72,7 @@ try {
 
   await page.click(`.map-node[data-app="${APP}"]`);
   await rendered(page, "app");
-  await page.waitForSelector("#red-charts .chart svg path", { timeout: 30000 });
+  await page.waitForSelector("#red-charts .chart svg path", { state: "attached", timeout: 30000 });
   const cards = await page.textContent("#app-cards");
   check(cards.includes("Requests/s"), "the application page shows RED figures");
   await page.waitForSelector(`text=${UPSTREAM}`);
@@ -105,7 +105,10 @@ try {
 
   await page.goto(`${BASE}/#/logs`);
   await rendered(page, "logs");
-  await page.waitForTimeout(1000);
+  await page.waitForSelector("tr.log-row", { timeout: 30000 });
+  const served = await page.$$eval("tr.log-row", (rows) => rows.filter((r) => r.textContent.includes("served GET / from backend")).length);
+  check(served > 0, `the logs explorer shows frontend's log lines (${served})`);
+  await page.waitForSelector("tr.pattern-row", { timeout: 30000 });
   await shot(page, "08-logs");
 
   await page.goto(`${BASE}/#/incidents`);

@@ -28,7 +28,8 @@ function el(tag, attrs = {}, ...children) {
 }
 
 const DASH = "–";
-const num = (v, d = 2) => (v === null || v === undefined || Number.isNaN(+v) ? DASH : (+v).toLocaleString(undefined, { maximumFractionDigits: d }));
+// `+ 0` turns -0 into 0.
+const num = (v, d = 2) => (v === null || v === undefined || Number.isNaN(+v) ? DASH : (+v + 0).toLocaleString(undefined, { maximumFractionDigits: d }));
 const pct = (v, d = 1) => (v === null || v === undefined ? DASH : `${(+v * 100).toFixed(d)}%`);
 function bytes(v) {
   if (v === null || v === undefined) return DASH;
@@ -155,6 +156,7 @@ function lineChart(title, series, fmt = num) {
     if (!s.points.length) return;
     const d = s.points.map((p, j) => `${j ? "L" : "M"}${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join("");
     svg.append(el("path", { d, fill: "none", stroke: COLORS[i % COLORS.length], "stroke-width": 1.6, "vector-effect": "non-scaling-stroke" }));
+    if (s.points.length === 1) svg.append(el("circle", { cx: sx(s.points[0][0]), cy: sy(s.points[0][1]), r: 3, fill: COLORS[i % COLORS.length] }));
   });
   svg.addEventListener("mousemove", (ev) => {
     const r = svg.getBoundingClientRect();
@@ -533,7 +535,7 @@ async function logs(appName = "", traceId = "") {
       try {
         const p = await api("query", "LogPatterns", query());
         patterns.replaceChildren(table(["#Count", "Pattern (example)", "Last seen"],
-          (p.patterns || []).slice(0, 20).map((x) => el("tr", {}, tdn(num(x.count, 0)), td(el("span", { class: "log-line", text: x.example })), td(ago(x.last_seen_ms)))),
+          (p.patterns || []).slice(0, 20).map((x) => el("tr", { class: "pattern-row" }, tdn(num(x.count, 0)), td(el("span", { class: "log-line", text: x.example })), td(ago(x.last_seen_ms)))),
           "No patterns."));
       } catch (e) { patterns.replaceChildren(errorBox(e)); }
     }

@@ -592,9 +592,14 @@ async fn bad_id_tokens_states_and_replays_are_refused() {
     // A response naming another issuer (RFC 9207 mix-up).
     let mut b = Browser::new();
     let callback = to_callback(&mut b, &gw).await;
-    let r = b.get(&format!("{callback}&iss=https%3A%2F%2Fevil.example")).await;
+    let r = b
+        .get(&format!("{callback}&iss=https%3A%2F%2Fevil.example"))
+        .await;
     assert_eq!(r.status(), 401);
-    assert!(r.text().await.unwrap().contains("comes from issuer"), "mix-up refused");
+    assert!(
+        r.text().await.unwrap().contains("comes from issuer"),
+        "mix-up refused"
+    );
 
     // A provider error is shown, not a session.
     let r = Browser::new()

@@ -1,7 +1,9 @@
 //! Three real HTTP processes for tests that need applications the agent
 //! can see: loadgen → frontend → backend (Python, each named after its
 //! role through a symlink to the interpreter, since the kernel names a
-//! process after the file it executed).
+//! process after the file it executed). loadgen starts a W3C trace per
+//! request and frontend passes it on, so the agent's spans of one request
+//! form one trace.
 
 use std::{
     path::{Path, PathBuf},
@@ -12,17 +14,24 @@ use std::{
 use crate::eventually;
 
 const FRONTEND: &str = r#"
-import sys, urllib.request
+import sys, time, urllib.request
 from http.server import HTTPServer, BaseHTTPRequestHandler
 port, backend = int(sys.argv[1]), sys.argv[2]
+log = open("frontend.log", "a", buffering=1)
 class H(BaseHTTPRequestHandler):
     def do_GET(self):
+        # Pass the W3C trace context on, as an instrumented service would.
+        headers = {}
+        if self.headers.get("traceparent"):
+            headers["traceparent"] = self.headers["traceparent"]
         try:
-            with urllib.request.urlopen(backend, timeout=1) as r:
+            with urllib.request.urlopen(urllib.request.Request(backend, headers=headers), timeout=1) as r:
                 r.read()
             code = 200
-        except Exception:
+            log.write("%s INFO served GET / from backend\n" % time.strftime("%Y-%m-%dT%H:%M:%S"))
+        except Exception as e:
             code = 502
+            log.write("%s ERROR backend unreachable: %s\n" % (time.strftime("%Y-%m-%dT%H:%M:%S"), e))
         self.send_response(code)
         self.send_header("Content-Length", "2")
         self.end_headers()
@@ -33,11 +42,13 @@ HTTPServer(("127.0.0.1", port), H).serve_forever()
 "#;
 
 const LOADGEN: &str = r#"
-import sys, time, urllib.request, urllib.error
+import os, sys, time, urllib.request, urllib.error
 url = sys.argv[1]
 while True:
+    # A new trace per request, as a traced client starts one.
+    parent = "00-%s-%s-01" % (os.urandom(16).hex(), os.urandom(8).hex())
     try:
-        urllib.request.urlopen(url, timeout=2).read()
+        urllib.request.urlopen(urllib.request.Request(url, headers={"traceparent": parent}), timeout=2).read()
     except Exception:
         pass
     time.sleep(0.01)
@@ -132,7 +143,8 @@ impl Apps {
         )
     }
 
-    /// Answers 200 when backend does, else 502.
+    /// Answers 200 when backend does, else 502; logs each request to
+    /// `frontend.log` (INFO when served, ERROR when backend failed).
     pub fn frontend(&self) -> Proc {
         let backend = format!("http://127.0.0.1:{}/", self.backend_port);
         let port = self.frontend_port.to_string();

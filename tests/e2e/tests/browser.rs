@@ -135,6 +135,9 @@ max_processes = 1000
 [agent.profiling]
 enabled = true
 window = "5s"
+[agent.logs]
+journal = false
+files = ["{logs}"]
 [agent.http]
 listen = "127.0.0.1:{}"
 "#,
@@ -148,6 +151,7 @@ listen = "127.0.0.1:{}"
         p[7],
         p[8],
         data = dir.join("data").display(),
+        logs = dir.join("frontend.log").display(),
     );
     let path = dir.join("vigil.toml");
     std::fs::write(&path, text).expect("config written");
