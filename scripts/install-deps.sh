@@ -5,8 +5,10 @@
 # no protoc. Servers the tests need are installed here and started by the
 # tests or scripts/test.sh on loopback: ClickHouse (Debian's 18.16) for the
 # storage conformance suite, curl for heartbeat pings, Prometheus,
-# node-exporter and the OpenTelemetry Python SDK as real ingest senders. Later tiers add clang
-# (eBPF), Chromium and an OpenID provider.
+# node-exporter and the OpenTelemetry Python SDK as real ingest senders,
+# clang (eBPF), and for the browser test Debian's Chromium with the npm
+# packages of tests/browser (playwright-core, the oidc-provider OpenID
+# provider) from their committed lockfile.
 set -euo pipefail
 
 need() { command -v "$1" >/dev/null 2>&1; }
@@ -54,6 +56,11 @@ need openssl || missing+=(openssl)
 need journalctl || missing+=(systemd)
 # ZooKeeper: ClickHouse 18.16 runs ON CLUSTER DDL through it (cluster-mode tests).
 [ -f /usr/share/java/zookeeper.jar ] || missing+=(zookeeper)
+# The browser test: Chromium (driven by playwright-core) and Node.js for it
+# and for the OpenID provider.
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+need node || missing+=(nodejs)
+need npm || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -76,5 +83,14 @@ fi
 if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
   echo "install-deps: installing aiosmtpd (PyPI)"
   python3 -m pip install -q --root-user-action=ignore "aiosmtpd==1.4.6"
+fi
+# playwright-core and oidc-provider, exactly as locked (no browser download:
+# playwright-core drives Debian's Chromium).
+browser_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/browser"
+lock_sum="$(sha256sum "$browser_dir/package-lock.json" | cut -d' ' -f1)"
+if [ "$(cat "$browser_dir/node_modules/.vigil-lock" 2>/dev/null)" != "$lock_sum" ]; then
+  echo "install-deps: installing tests/browser npm packages (npm ci)"
+  (cd "$browser_dir" && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$lock_sum" > "$browser_dir/node_modules/.vigil-lock"
 fi
 echo "install-deps: toolchain ready ($(rustc --version))"

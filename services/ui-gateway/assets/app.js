@@ -291,8 +291,10 @@ async function overview() {
 }
 const rank = (h) => ({ HEALTH_CRITICAL: 3, HEALTH_WARNING: 2, HEALTH_OK: 1 })[h] || 0;
 
-// Layered layout: sources left, callees right (longest path from a source),
-// cycles broken by visiting order. O(nodes + edges).
+// Layered layout: sources left, callees right (longest path from a
+// source); a cycle is broken at its least-called node. A layer taller than
+// MAP_ROWS wraps into more columns. O(nodes + edges).
+const MAP_ROWS = 14;
 function layout(nodes, edges) {
   const out = new Map(nodes.map((n) => [n.name, []]));
   const indeg = new Map(nodes.map((n) => [n.name, 0]));
@@ -302,27 +304,42 @@ function layout(nodes, edges) {
     indeg.set(e.to, indeg.get(e.to) + 1);
   }
   const layer = new Map();
-  const queue = nodes.filter((n) => indeg.get(n.name) === 0).map((n) => n.name);
-  for (const q of queue) layer.set(q, 0);
   const seen = new Set();
-  while (queue.length) {
-    const n = queue.shift();
-    if (seen.has(n)) continue;
-    seen.add(n);
-    for (const m of out.get(n)) {
-      layer.set(m, Math.max(layer.get(m) || 0, layer.get(n) + 1));
-      indeg.set(m, indeg.get(m) - 1);
-      if (indeg.get(m) <= 0) queue.push(m);
+  const drain = (queue) => {
+    while (queue.length) {
+      const n = queue.shift();
+      if (seen.has(n)) continue;
+      seen.add(n);
+      for (const m of out.get(n)) {
+        if (seen.has(m)) continue;
+        layer.set(m, Math.max(layer.get(m) || 0, layer.get(n) + 1));
+        indeg.set(m, indeg.get(m) - 1);
+        if (indeg.get(m) <= 0) queue.push(m);
+      }
     }
+  };
+  const starts = nodes.filter((n) => indeg.get(n.name) === 0).map((n) => n.name);
+  for (const q of starts) layer.set(q, 0);
+  drain(starts);
+  for (;;) {
+    const rest = nodes.filter((n) => !seen.has(n.name));
+    if (!rest.length) break;
+    const pick = rest.reduce((a, b) => (indeg.get(b.name) < indeg.get(a.name) ? b : a)).name;
+    if (!layer.has(pick)) layer.set(pick, 0);
+    drain([pick]);
   }
-  for (const n of nodes) if (!layer.has(n.name)) layer.set(n.name, 0); // cycles
-  const columns = [];
-  for (const n of nodes) {
-    const l = n.external ? Math.max(1, ...layer.values()) + (layer.get(n.name) === 0 ? 1 : 0) : layer.get(n.name);
-    (columns[l] ||= []).push(n);
-  }
+  const internal = nodes.filter((n) => !n.external).map((n) => layer.get(n.name));
+  const last = Math.max(0, ...internal);
+  const layers = [];
+  for (const n of nodes) (layers[n.external ? last + 1 : layer.get(n.name)] ||= []).push(n);
   const pos = new Map();
-  columns.forEach((col, x) => col.sort((a, b) => a.name.localeCompare(b.name)).forEach((n, y) => pos.set(n.name, { x: 40 + x * 260, y: 30 + y * 46 })));
+  let x = 0;
+  for (const col of layers) {
+    if (!col) continue;
+    col.sort((a, b) => a.name.localeCompare(b.name));
+    col.forEach((n, i) => pos.set(n.name, { x: 40 + (x + Math.floor(i / MAP_ROWS)) * 240, y: 30 + (i % MAP_ROWS) * 46 }));
+    x += Math.ceil(col.length / MAP_ROWS);
+  }
   return pos;
 }
 
@@ -357,10 +374,14 @@ async function serviceMap() {
   }
   // Pan and zoom with the view box.
   const xs = [...pos.values()];
-  // Never zoomed in past 1:1, so a small map keeps readable proportions.
-  const vb = { x: 0, y: 0, w: Math.max(1100, Math.max(...xs.map((p) => p.x)) + 240), h: Math.max(480, Math.max(...xs.map((p) => p.y)) + 70) };
+  // Opens near 1:1 (never zoomed in past it, so a small map keeps readable
+  // proportions; a big one opens at its start): "Fit" shows all of it.
+  const full = { w: Math.max(1100, Math.max(...xs.map((p) => p.x)) + 240), h: Math.max(480, Math.max(...xs.map((p) => p.y)) + 70) };
+  const vb = { x: 0, y: 0, w: Math.min(full.w, 1800), h: Math.min(full.h, 720) };
   const apply = () => svg.setAttribute("viewBox", `${vb.x} ${vb.y} ${vb.w} ${vb.h}`);
   apply();
+  const fit = el("button", { type: "button", class: "small", onclick: () => { Object.assign(vb, { x: 0, y: 0, ...full }); apply(); } }, "Fit");
+  filter.closest("form").append(fit);
   svg.addEventListener("wheel", (ev) => {
     ev.preventDefault();
     const k = ev.deltaY > 0 ? 1.15 : 1 / 1.15;

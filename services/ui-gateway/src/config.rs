@@ -30,6 +30,10 @@ pub struct UiGatewayConfig {
     /// Longest wait for a backend call.
     #[serde(with = "humantime_serde")]
     pub backend_timeout: Duration,
+    /// API calls per second per signed-in user (429 beyond), and the burst.
+    /// Sign-in attempts are limited per address to the same budget.
+    pub rate_per_user: u32,
+    pub burst_per_user: u32,
     /// Who may sign in, and what they may do.
     pub auth: AuthConfig,
 }
@@ -46,6 +50,8 @@ impl Default for UiGatewayConfig {
             gateway_key_file: None,
             processes_per_host: 15,
             backend_timeout: Duration::from_secs(10),
+            rate_per_user: 50,
+            burst_per_user: 200,
             auth: AuthConfig::default(),
         }
     }
@@ -270,6 +276,8 @@ impl Validate for UiGatewayConfig {
             "processes_per_host",
             self.processes_per_host as usize,
         )?;
+        positive(prefix, "rate_per_user", self.rate_per_user as usize)?;
+        positive(prefix, "burst_per_user", self.burst_per_user as usize)?;
         self.auth.validate(&key(prefix, "auth"))?;
         for (i, grant) in self.auth.roles.iter().enumerate() {
             if grant.project != "*" && !self.projects.contains(&grant.project) {

@@ -43,9 +43,6 @@ use crate::{
     render::{Page, Templates},
 };
 
-/// API calls per second per user, and the burst.
-const USER_RATE: (u32, u32) = (50, 200);
-
 #[derive(Clone)]
 struct App {
     auth: Arc<Auth>,
@@ -97,7 +94,10 @@ impl App {
             backends,
             templates: Templates::new(),
             projects: Arc::new(config.projects.clone()),
-            rate: Arc::new(ProjectRate::new(USER_RATE.0, USER_RATE.1)),
+            rate: Arc::new(ProjectRate::new(
+                config.rate_per_user,
+                config.burst_per_user,
+            )),
             processes_per_host: config.processes_per_host,
         })
     }
