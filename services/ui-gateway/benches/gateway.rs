@@ -17,7 +17,6 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::expect_used)]
 
 use std::{
-    net::SocketAddr,
     path::Path,
     sync::Arc,
     time::{Duration, Instant},
@@ -25,19 +24,15 @@ use std::{
 
 use tonic::Request;
 use vigil_proto::query::v1::{self as q, query_service_client::QueryServiceClient};
-use vigil_runtime::{
-    Shutdown,
-    auth::{AccessConfig, ApiKeys, ProjectConfig, Secret},
-    config::{GrpcServerConfig, HttpServerConfig},
-    time::now_ms,
-};
+use vigil_runtime::{Shutdown, auth::Secret, config::HttpServerConfig, time::now_ms};
 use vigil_storage::{TelemetryStore, redb::RedbStore};
 use vigil_testdata::{Span, generate, load};
 use vigil_ui_gateway::{AuthMode, UiGatewayConfig};
 
-const PROJECT: &str = "default";
-const KEY: &str = "bench-gateway-project-key-0123";
-const GATEWAY_KEY: &str = "bench-gateway-key-0123456789";
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::{GATEWAY_KEY, PROJECT, PROJECT_KEY as KEY, free};
+
 const TOKEN: &str = "bench-login-token-0123456789";
 
 fn env(name: &str, default: usize) -> usize {
@@ -45,13 +40,6 @@ fn env(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn free() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -82,40 +70,7 @@ async fn main() {
     load(&store, PROJECT, generate(apps, &span)).await;
 
     let shutdown = Shutdown::new();
-    let access = AccessConfig {
-        gateway_keys: vec![GATEWAY_KEY.into()],
-        gateway_keys_file: None,
-    };
-    let keys = ApiKeys::new(&[ProjectConfig {
-        name: PROJECT.into(),
-        api_keys: vec![KEY.into()],
-        api_keys_file: None,
-    }])
-    .unwrap()
-    .with_gateways(&access)
-    .unwrap();
-    let query_grpc = free();
-    let query = vigil_query::QueryConfig {
-        grpc: GrpcServerConfig::on(query_grpc),
-        http: HttpServerConfig::on(free()),
-        rate_per_project: 100_000,
-        burst_per_project: 100_000,
-        ..Default::default()
-    };
-    let s = shutdown.clone();
-    tokio::spawn(async move { vigil_query::run(query, store, keys, s).await.unwrap() });
-    let alerting_grpc = free();
-    let alerting = vigil_alerting::AlertingConfig {
-        grpc: GrpcServerConfig::on(alerting_grpc),
-        http: HttpServerConfig::on(free()),
-        query_endpoint: query_grpc.to_string(),
-        api_key: Secret(KEY.into()),
-        interval: Duration::from_secs(3600),
-        ..Default::default()
-    };
-    let (s, data) = (shutdown.clone(), dir.path().to_owned());
-    let a = access.clone();
-    tokio::spawn(async move { vigil_alerting::run(alerting, &a, &data, s).await.unwrap() });
+    let (query_grpc, alerting_grpc) = common::backends(store, dir.path(), &shutdown).await;
     let listen = free();
     let mut ui = UiGatewayConfig {
         http: HttpServerConfig::on(listen),
@@ -135,9 +90,7 @@ async fn main() {
     let base = format!("http://{listen}");
     let http = vigil_runtime::http_client::build("bench").unwrap();
     for _ in 0..200 {
-        if http.get(format!("{base}/readyz")).send().await.is_ok()
-            && tokio::net::TcpStream::connect(query_grpc).await.is_ok()
-        {
+        if http.get(format!("{base}/readyz")).send().await.is_ok() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -107,11 +107,11 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Who a call is made for.
-pub struct Acting<'a> {
-    pub project: &'a str,
+/// Who a call is made for: the signed-in user's project, role and name.
+pub struct Acting {
+    pub project: String,
     pub role: Role,
-    pub user: &'a str,
+    pub user: String,
 }
 
 fn parse<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
@@ -131,7 +131,7 @@ macro_rules! call {
     ($client:expr, $backend:literal, $method:ident, $req:ty, $body:expr, $acting:expr) => {{
         let message: $req = parse($body)?;
         let mut request = tonic::Request::new(message);
-        assert_caller(&mut request, $acting.project, $acting.role, $acting.user)
+        assert_caller(&mut request, &$acting.project, $acting.role, &$acting.user)
             .map_err(|s| ApiError::from_status($backend, &s))?;
         let reply = $client
             .$method(request)
@@ -149,7 +149,7 @@ impl Backends {
         service: &str,
         method: &str,
         body: &[u8],
-        acting: &Acting<'_>,
+        acting: &Acting,
     ) -> Result<serde_json::Value, ApiError> {
         let mut query = self.query.clone();
         let mut alerting = self.alerting.clone();

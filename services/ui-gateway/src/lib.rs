@@ -464,6 +464,35 @@ async fn session(
     }
 }
 
+/// The signed-in user of an API call, acting in the project the call
+/// names (`x-vigil-project`, else `?project=`, else their only one).
+async fn acting(
+    app: &App,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    query: Option<&str>,
+) -> Result<(Principal, Acting), ApiError> {
+    let principal = api_principal(app, headers, peer).await?;
+    let (project, role) = project_of(app, &principal, headers, query)?;
+    let user = principal.display();
+    Ok((
+        principal,
+        Acting {
+            project,
+            role,
+            user,
+        },
+    ))
+}
+
+/// A JSON answer, never cached, with the session's cookies.
+fn reply(result: Result<(serde_json::Value, Vec<HeaderValue>), ApiError>) -> Response {
+    match result {
+        Ok((value, cookies)) => with_cookies(no_store(Json(value).into_response()), cookies),
+        Err(e) => e.into_response(),
+    }
+}
+
 /// `POST /api/v1/rpc/<service>/<Method>`.
 async fn rpc(
     State(app): State<App>,
@@ -473,47 +502,35 @@ async fn rpc(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let result = async {
-        let principal = api_principal(&app, &headers, peer).await?;
-        let need = api::route(&service, &method_name).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("no method {service}/{method_name}"),
-            )
-        })?;
-        app.auth
-            .check_csrf(&principal, &method, &headers)
-            .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, e))?;
-        let (project, role) = project_of(&app, &principal, &headers, None)?;
-        if role < need {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "{service}/{method_name} needs the {need} role; you are {role} in {project}"
-                ),
-            ));
+    reply(
+        async {
+            let need = api::route(&service, &method_name).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("no method {service}/{method_name}"),
+                )
+            })?;
+            let (principal, acting) = acting(&app, &headers, peer, None).await?;
+            app.auth
+                .check_csrf(&principal, &method, &headers)
+                .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, e))?;
+            if acting.role < need {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "{service}/{method_name} needs the {need} role; you are {} in {}",
+                        acting.role, acting.project
+                    ),
+                ));
+            }
+            let value = app
+                .backends
+                .call(&service, &method_name, &body, &acting)
+                .await?;
+            Ok((value, principal.set_cookies))
         }
-        let user = principal.display();
-        let value = app
-            .backends
-            .call(
-                &service,
-                &method_name,
-                &body,
-                &Acting {
-                    project: &project,
-                    role,
-                    user: &user,
-                },
-            )
-            .await?;
-        Ok::<_, ApiError>((value, principal.set_cookies))
-    }
-    .await;
-    match result {
-        Ok((value, cookies)) => with_cookies(no_store(Json(value).into_response()), cookies),
-        Err(e) => e.into_response(),
-    }
+        .await,
+    )
 }
 
 #[derive(Deserialize)]
@@ -529,43 +546,34 @@ async fn hosts(
     headers: HeaderMap,
     Query(q): Query<ProjectQuery>,
 ) -> Response {
-    let result = async {
-        let principal = api_principal(&app, &headers, peer).await?;
-        let (project, role) = project_of(&app, &principal, &headers, q.project.as_deref())?;
-        let user = principal.display();
-        let acting = Acting {
-            project: &project,
-            role,
-            user: &user,
-        };
-        let listed = app
-            .backends
-            .call("query", "ListHosts", b"{}", &acting)
-            .await?;
-        let mut hosts = listed["hosts"].as_array().cloned().unwrap_or_default();
-        for host in &mut hosts {
-            let body = serde_json::json!({
-                "node": host["node"],
-                "limit": app.processes_per_host,
-            });
-            let processes = app
+    reply(
+        async {
+            let (principal, acting) = acting(&app, &headers, peer, q.project.as_deref()).await?;
+            let listed = app
                 .backends
-                .call(
-                    "query",
-                    "ListProcesses",
-                    body.to_string().as_bytes(),
-                    &acting,
-                )
+                .call("query", "ListHosts", b"{}", &acting)
                 .await?;
-            host["processes"] = processes["processes"].clone();
+            let mut hosts = listed["hosts"].as_array().cloned().unwrap_or_default();
+            for host in &mut hosts {
+                let body = serde_json::json!({
+                    "node": host["node"],
+                    "limit": app.processes_per_host,
+                });
+                let processes = app
+                    .backends
+                    .call(
+                        "query",
+                        "ListProcesses",
+                        body.to_string().as_bytes(),
+                        &acting,
+                    )
+                    .await?;
+                host["processes"] = processes["processes"].clone();
+            }
+            Ok((serde_json::json!({ "hosts": hosts }), principal.set_cookies))
         }
-        Ok::<_, ApiError>(serde_json::json!({ "hosts": hosts }))
-    }
-    .await;
-    match result {
-        Ok(v) => no_store(Json(v).into_response()),
-        Err(e) => e.into_response(),
-    }
+        .await,
+    )
 }
 
 /// `GET /api/v1/incidents`: the project's incidents, newest first.
@@ -575,22 +583,15 @@ async fn incidents(
     headers: HeaderMap,
     Query(q): Query<ProjectQuery>,
 ) -> Response {
-    let result = async {
-        let principal = api_principal(&app, &headers, peer).await?;
-        let (project, role) = project_of(&app, &principal, &headers, q.project.as_deref())?;
-        let user = principal.display();
-        let acting = Acting {
-            project: &project,
-            role,
-            user: &user,
-        };
-        app.backends
-            .call("alerting", "ListIncidents", b"{}", &acting)
-            .await
-    }
-    .await;
-    match result {
-        Ok(v) => no_store(Json(v).into_response()),
-        Err(e) => e.into_response(),
-    }
+    reply(
+        async {
+            let (principal, acting) = acting(&app, &headers, peer, q.project.as_deref()).await?;
+            let value = app
+                .backends
+                .call("alerting", "ListIncidents", b"{}", &acting)
+                .await?;
+            Ok((value, principal.set_cookies))
+        }
+        .await,
+    )
 }

@@ -18,20 +18,15 @@ use tonic::{Code, Request};
 use vigil_proto::alerting::v1::{self as al, alerting_service_client::AlertingServiceClient};
 use vigil_runtime::{
     Shutdown,
-    auth::{AccessConfig, ApiKeys, ProjectConfig, Role, Secret, assert_caller},
-    config::{GrpcServerConfig, HttpServerConfig},
+    auth::{Role, Secret, assert_caller},
+    config::HttpServerConfig,
 };
 use vigil_ui_gateway::{AuthMode, RoleGrant, UiGatewayConfig, api::ROUTES};
 
-const PROJECT_KEY: &str = "rbac-project-key-0123456789";
-const GATEWAY_KEY: &str = "rbac-gateway-key-0123456789";
 const TRUSTED: &str = "127.0.0.2";
 
-fn free() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-}
+mod common;
+use common::{GATEWAY_KEY, free};
 
 struct Suite {
     gateway: String,
@@ -43,41 +38,8 @@ struct Suite {
 async fn start() -> Suite {
     let dir = tempfile::tempdir().unwrap();
     let shutdown = Shutdown::new();
-    let access = AccessConfig {
-        gateway_keys: vec![GATEWAY_KEY.into()],
-        gateway_keys_file: None,
-    };
-    let projects = [ProjectConfig {
-        name: "default".into(),
-        api_keys: vec![PROJECT_KEY.into()],
-        api_keys_file: None,
-    }];
-
-    let query_grpc = free();
-    let query = vigil_query::QueryConfig {
-        grpc: GrpcServerConfig::on(query_grpc),
-        http: HttpServerConfig::on(free()),
-        ..Default::default()
-    };
     let store = Arc::new(vigil_storage::redb::RedbStore::open(&dir.path().join("q.redb")).unwrap());
-    let keys = ApiKeys::new(&projects)
-        .unwrap()
-        .with_gateways(&access)
-        .unwrap();
-    let s = shutdown.clone();
-    tokio::spawn(async move { vigil_query::run(query, store, keys, s).await.unwrap() });
-
-    let alerting_grpc = free();
-    let alerting = vigil_alerting::AlertingConfig {
-        grpc: GrpcServerConfig::on(alerting_grpc),
-        http: HttpServerConfig::on(free()),
-        query_endpoint: query_grpc.to_string(),
-        api_key: Secret(PROJECT_KEY.into()),
-        ..Default::default()
-    };
-    let (s, data) = (shutdown.clone(), dir.path().to_owned());
-    let a = access.clone();
-    tokio::spawn(async move { vigil_alerting::run(alerting, &a, &data, s).await.unwrap() });
+    let (query_grpc, alerting_grpc) = common::backends(store, dir.path(), &shutdown).await;
 
     let listen = free();
     let mut ui = UiGatewayConfig {
@@ -112,13 +74,7 @@ async fn start() -> Suite {
     let gateway = format!("http://{listen}");
     let probe = vigil_runtime::http_client::build("probe").unwrap();
     for _ in 0..200 {
-        let up = probe.get(format!("{gateway}/readyz")).send().await.is_ok()
-            && tonic::transport::Endpoint::from_shared(format!("http://{alerting_grpc}"))
-                .unwrap()
-                .connect()
-                .await
-                .is_ok();
-        if up {
+        if probe.get(format!("{gateway}/readyz")).send().await.is_ok() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -8,8 +8,6 @@
 #![allow(clippy::print_stderr)]
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
-    net::TcpListener,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::Duration,
@@ -17,7 +15,7 @@ use std::{
 
 use vigil_e2e::{
     apps::{Apps, Proc, is_root},
-    eventually, free_port, pause, start, wait_healthy, workspace_root,
+    eventually, free_port, pause, start, wait_healthy, webhook_receiver, workspace_root,
 };
 
 const API_KEY: &str = "e2e-key-0123456789abcdef";
@@ -45,35 +43,6 @@ fn missing() -> Option<String> {
         );
     }
     None
-}
-
-/// Answers every request 200: the `hook` integration's target.
-fn receiver() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let mut length = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some((name, value)) = line.split_once(':')
-                    && name.eq_ignore_ascii_case("content-length")
-                {
-                    length = value.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        }
-    });
-    port
 }
 
 fn write_config(dir: &Path, ui: u16, issuer: &str, hook: u16) -> String {
@@ -192,7 +161,8 @@ fn the_ui_in_chromium_signed_in_through_a_real_openid_provider() {
         std::net::TcpStream::connect(("127.0.0.1", op)).ok()
     });
 
-    let config = write_config(dir.path(), ui, &issuer, receiver());
+    let (hook, _) = webhook_receiver();
+    let config = write_config(dir.path(), ui, &issuer, hook);
     let mut vigil = start(dir.path(), "vigil", &["up", "--config", &config], &[]);
     wait_healthy(
         &mut vigil,

@@ -7,58 +7,16 @@
 //! twice); starting backend again brings exactly one resolve.
 #![allow(clippy::print_stderr)]
 
-use std::{
-    io::{BufRead, BufReader, Read, Write},
-    net::TcpListener,
-    path::Path,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{path::Path, sync::Mutex, time::Duration};
 
 use vigil_e2e::{
     Running, UiSession,
     apps::{Apps, is_root},
-    eventually, free_port, json, pause, start, wait_healthy,
+    eventually, free_port, json, pause, start, wait_healthy, webhook_receiver,
 };
 
 const API_KEY: &str = "e2e-key-0123456789abcdef";
 const LOGIN_TOKEN: &str = "e2e-login-token-0123456789";
-
-/// A webhook receiver: every POST body, in order.
-fn receiver() -> (u16, Arc<Mutex<Vec<serde_json::Value>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let bodies = Arc::new(Mutex::new(Vec::new()));
-    let store = bodies.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let mut length = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some((name, value)) = line.split_once(':')
-                    && name.eq_ignore_ascii_case("content-length")
-                {
-                    length = value.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; length];
-            if reader.read_exact(&mut body).is_ok() {
-                if let Ok(v) = serde_json::from_slice(&body) {
-                    store.lock().expect("lock").push(v);
-                }
-                let _ = stream.write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                );
-            }
-        }
-    });
-    (port, bodies)
-}
 
 fn kinds(bodies: &Mutex<Vec<serde_json::Value>>, kind: &str) -> Vec<serde_json::Value> {
     bodies
@@ -162,7 +120,7 @@ fn a_stopped_upstream_opens_one_incident_naming_it_and_resolves_once() {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let (hook, bodies) = receiver();
+    let (hook, bodies) = webhook_receiver();
     let ports: [u16; 9] = std::array::from_fn(|_| free_port());
     let config = write_config(dir.path(), &ports, hook);
     let (ui, alerting_http) = (ports[6], ports[5]);

@@ -430,16 +430,19 @@ impl Auth {
         self.write_session(&s, now_ms)
     }
 
+    fn oidc(&self) -> Result<&Oidc, OidcError> {
+        self.oidc
+            .as_ref()
+            .ok_or_else(|| OidcError::Refused("OpenID Connect is not set up".into()))
+    }
+
     /// Starts an OIDC sign-in: the provider URL and the flow cookie.
     pub async fn begin_oidc(
         &self,
         return_to: &str,
         now_ms: i64,
     ) -> Result<(String, HeaderValue), OidcError> {
-        let oidc = self
-            .oidc
-            .as_ref()
-            .ok_or_else(|| OidcError::Refused("OpenID Connect is not set up".into()))?;
+        let oidc = self.oidc()?;
         let (url, flow) = oidc
             .begin(safe_return(return_to), now_ms.saturating_add(FLOW_TTL_MS))
             .await?;
@@ -461,10 +464,7 @@ impl Auth {
         iss: Option<&str>,
         now_ms: i64,
     ) -> Result<(String, HeaderValue), OidcError> {
-        let oidc = self
-            .oidc
-            .as_ref()
-            .ok_or_else(|| OidcError::Refused("OpenID Connect is not set up".into()))?;
+        let oidc = self.oidc()?;
         let flow: Flow = self
             .cookies
             .read(headers, session::FLOW, now_ms)
