@@ -84,6 +84,12 @@ if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
   echo "install-deps: installing aiosmtpd (PyPI)"
   python3 -m pip install -q --root-user-action=ignore "aiosmtpd==1.4.6"
 fi
+# cronsim: the cron evaluator healthchecks.io uses, the reference for the
+# heartbeat monitor's cron schedules.
+if ! python3 -c 'import cronsim' >/dev/null 2>&1; then
+  echo "install-deps: installing cronsim (PyPI)"
+  python3 -m pip install -q --root-user-action=ignore "cronsim==2.6"
+fi
 # playwright-core and oidc-provider, exactly as locked (no browser download:
 # playwright-core drives Debian's Chromium).
 browser_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/browser"

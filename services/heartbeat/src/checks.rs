@@ -73,7 +73,14 @@ pub fn status(check: &CheckConfig, state: &PingState, now_ms: i64) -> Status {
     let Some(last) = state.last_success_ms else {
         return Status::New;
     };
-    let due = last.saturating_add(millis(check.period));
+    // Validation parsed the schedule; a check whose schedule cannot be read
+    // must alarm, not look healthy.
+    let Ok(schedule) = check.parsed_schedule() else {
+        return Status::Down;
+    };
+    let Some(due) = schedule.next_due(last) else {
+        return Status::Up;
+    };
     if now_ms <= due {
         Status::Up
     } else if now_ms <= due.saturating_add(millis(check.grace)) {
@@ -166,13 +173,12 @@ mod tests {
     const UUID: &str = "5b0f3c38-2f5e-4a53-9d0c-1c3f1f7b8a11";
 
     fn check() -> CheckConfig {
-        CheckConfig {
-            name: "nightly backup".into(),
-            slug: String::new(),
-            uuid: UUID.into(),
-            period: Duration::from_secs(60),
-            grace: Duration::from_secs(30),
-        }
+        CheckConfig::every(
+            "nightly backup",
+            UUID,
+            Duration::from_secs(60),
+            Duration::from_secs(30),
+        )
     }
 
     #[test]
@@ -202,6 +208,50 @@ mod tests {
             "failure is down at once"
         );
         assert_eq!(s.pings, 5);
+    }
+
+    #[test]
+    fn cron_checks_are_due_at_fire_times_and_bad_schedules_are_named() {
+        use vigil_runtime::config::Validate;
+        let parse = |toml: &str| -> CheckConfig {
+            let v: toml::Value = toml::from_str(toml).unwrap();
+            v.try_into().unwrap()
+        };
+        // Every day at 02:00 in Berlin, 1 h of grace.
+        let c = parse(&format!(
+            "name = \"backup\"\nuuid = \"{UUID}\"\nschedule = \"0 2 * * *\"\ntz = \"Europe/Berlin\"\ngrace = \"1h\""
+        ));
+        c.validate("heartbeat.checks[0]").unwrap();
+        let t = |s: &str| s.parse::<jiff::Timestamp>().unwrap().as_millisecond();
+        let mut s = PingState::default();
+        s.apply(PingKind::Success, t("2026-06-10T00:05:00Z")); // 02:05 CEST
+        // Due at 02:00 CEST the next day (00:00 UTC), down an hour later.
+        assert_eq!(status(&c, &s, t("2026-06-10T23:59:59Z")), Status::Up);
+        assert_eq!(status(&c, &s, t("2026-06-11T00:30:00Z")), Status::Late);
+        assert_eq!(status(&c, &s, t("2026-06-11T01:00:01Z")), Status::Down);
+
+        for (toml, key, says) in [
+            ("schedule = \"0 2 * *\"", "schedule", "4 fields"),
+            (
+                "schedule = \"0 2 * * *\"\ntz = \"Nowhere/City\"",
+                "schedule",
+                "not a time zone",
+            ),
+            (
+                "schedule = \"0 2 * * *\"\nperiod = \"1d\"",
+                "period",
+                "not both",
+            ),
+            ("grace = \"1h\"", "period", "set period"),
+            ("period = \"10ms\"", "period", "at least 1s"),
+        ] {
+            let c = parse(&format!("name = \"x\"\nuuid = \"{UUID}\"\n{toml}"));
+            let e = c.validate("heartbeat.checks[0]").unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("heartbeat.checks[0].{key}")) && e.contains(says),
+                "{toml}: {e}"
+            );
+        }
     }
 
     #[test]

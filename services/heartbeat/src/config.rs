@@ -1,4 +1,6 @@
-use std::{collections::HashSet, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{collections::HashSet, net::SocketAddr, path::PathBuf, sync::OnceLock, time::Duration};
+
+use crate::schedule::Schedule;
 
 use serde::Deserialize;
 use vigil_runtime::config::{
@@ -22,7 +24,8 @@ pub struct HeartbeatConfig {
     pub checks: Vec<CheckConfig>,
 }
 
-/// `[[heartbeat.checks]]`: a job or cluster expected to ping every `period`.
+/// `[[heartbeat.checks]]`: a job or cluster expected to ping every
+/// `period`, or on a cron `schedule` in time zone `tz`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckConfig {
@@ -32,11 +35,25 @@ pub struct CheckConfig {
     pub slug: String,
     /// The ping address is `/ping/<uuid>`.
     pub uuid: String,
-    #[serde(with = "humantime_serde")]
-    pub period: Duration,
-    /// Extra time after `period` before the check is down.
+    /// Simple schedule: a ping is due this long after the last one.
+    #[serde(with = "humantime_serde::option", default)]
+    pub period: Option<Duration>,
+    /// Cron schedule: 5 fields (`0 2 * * *`), pings due at each fire time.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// The IANA time zone the cron schedule is read in.
+    #[serde(default = "utc")]
+    pub tz: String,
+    /// Extra time after the due time before the check is down.
     #[serde(with = "humantime_serde", default)]
     pub grace: Duration,
+    /// The schedule, parsed once.
+    #[serde(skip)]
+    parsed: OnceLock<Result<Schedule, String>>,
+}
+
+fn utc() -> String {
+    "UTC".into()
 }
 
 impl Default for HeartbeatConfig {
@@ -52,6 +69,36 @@ impl Default for HeartbeatConfig {
 }
 
 impl CheckConfig {
+    /// A check due every `period`.
+    pub fn every(name: &str, uuid: &str, period: Duration, grace: Duration) -> Self {
+        Self {
+            name: name.into(),
+            slug: String::new(),
+            uuid: uuid.into(),
+            period: Some(period),
+            schedule: None,
+            tz: utc(),
+            grace,
+            parsed: OnceLock::new(),
+        }
+    }
+
+    /// The check's schedule: exactly one of `period` and `schedule`.
+    pub fn parsed_schedule(&self) -> Result<&Schedule, String> {
+        self.parsed
+            .get_or_init(|| match (&self.period, &self.schedule) {
+                (Some(p), None) if *p >= Duration::from_secs(1) => Ok(Schedule::Every(*p)),
+                (Some(_), None) => Err("period must be at least 1s".into()),
+                (None, Some(expr)) => Schedule::cron(expr, &self.tz),
+                (Some(_), Some(_)) => Err("set period or schedule, not both".into()),
+                (None, None) => {
+                    Err("set period (e.g. \"1d\") or schedule (e.g. \"0 2 * * *\")".into())
+                }
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
     pub fn slug(&self) -> String {
         if !self.slug.is_empty() {
             return self.slug.clone();
@@ -82,11 +129,13 @@ impl Validate for CheckConfig {
                 format!("{:?} is not a UUID", self.uuid),
             ));
         }
-        if self.period < Duration::from_secs(1) {
-            return Err(ConfigError::invalid(
-                key(prefix, "period"),
-                "must be at least 1s",
-            ));
+        if let Err(e) = self.parsed_schedule() {
+            let field = if self.schedule.is_some() && self.period.is_none() {
+                "schedule"
+            } else {
+                "period"
+            };
+            return Err(ConfigError::invalid(key(prefix, field), e));
         }
         Ok(())
     }

@@ -10,6 +10,7 @@
 
 pub mod checks;
 mod config;
+pub mod schedule;
 
 use std::{collections::HashMap, path::Path};
 use vigil_runtime::time::now_ms;
@@ -215,7 +216,11 @@ struct CheckView {
     slug: String,
     uuid: String,
     status: Status,
+    /// Simple schedule, else 0.
     period_seconds: u64,
+    /// Cron schedule and its time zone, else empty.
+    schedule: String,
+    tz: String,
     grace_seconds: u64,
     last_ping_ms: Option<i64>,
     last_success_ms: Option<i64>,
@@ -228,7 +233,9 @@ fn view(check: &CheckConfig, ping: &PingState, now: i64) -> CheckView {
         slug: check.slug(),
         uuid: check.uuid.clone(),
         status: checks::status(check, ping, now),
-        period_seconds: check.period.as_secs(),
+        period_seconds: check.period.map_or(0, |p| p.as_secs()),
+        schedule: check.schedule.clone().unwrap_or_default(),
+        tz: check.tz.clone(),
         grace_seconds: check.grace.as_secs(),
         last_ping_ms: ping.last_ping_ms,
         last_success_ms: ping.last_success_ms,
@@ -277,7 +284,11 @@ impl HeartbeatService for ChecksApi {
                     Status::Late => CheckStatus::Late,
                     Status::Down => CheckStatus::Down,
                 } as i32,
-                period_ms: i64::try_from(check.period.as_millis()).unwrap_or(i64::MAX),
+                period_ms: check
+                    .period
+                    .map_or(0, |p| i64::try_from(p.as_millis()).unwrap_or(i64::MAX)),
+                schedule: check.schedule.clone().unwrap_or_default(),
+                tz: check.tz.clone(),
                 grace_ms: i64::try_from(check.grace.as_millis()).unwrap_or(i64::MAX),
                 last_ping_ms: ping.last_ping_ms.unwrap_or(0),
                 pings: ping.pings,
