@@ -1,12 +1,20 @@
 //! Checks and their pings. A check's status is a pure function of its
 //! configuration, its last pings and the time; pings are stored in redb
 //! (durably, before the ping is answered) so a restart forgets nothing.
+//!
+//! A flip is a change between up and down (late is still up; new is
+//! neither). Each check's state remembers the side last announced, and a
+//! flip is recorded, with its notification queued in the durable outbox, in
+//! the same transaction that changes it: so each flip is announced exactly
+//! once, across crashes and restarts, and a monitor that was itself down
+//! announces at most one flip per check when it comes back.
 
 use std::{collections::HashMap, path::Path, sync::Arc};
 use vigil_runtime::time::millis;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
+use vigil_notify::{Field, Kind, Notification, Notifier, Outbox, Severity};
 use vigil_storage::{
     StorageError,
     redb::{decode_record, encode_record, open_database},
@@ -14,7 +22,12 @@ use vigil_storage::{
 
 use crate::config::CheckConfig;
 
-const PINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("pings");
+/// Check uuid → its [`PingState`].
+const PINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("pings_v2");
+/// (check uuid, flip time ms) → [`Flip`].
+const FLIPS: TableDefinition<(&str, i64), &[u8]> = TableDefinition::new("flips");
+/// Flips kept per check; older ones are dropped.
+const FLIPS_KEPT: usize = 100;
 
 /// What a ping says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +51,23 @@ pub struct PingState {
     /// Whether the last success-or-failure ping was a failure.
     pub failed: bool,
     pub pings: u64,
+    /// The side last announced: None while new.
+    pub announced: Option<Side>,
+}
+
+/// Up or down, as announced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Side {
+    Up,
+    Down,
+}
+
+/// A recorded change between up and down.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flip {
+    pub at_ms: i64,
+    pub from: Option<Side>,
+    pub to: Side,
 }
 
 impl PingState {
@@ -90,12 +120,149 @@ pub fn status(check: &CheckConfig, state: &PingState, now_ms: i64) -> Status {
     }
 }
 
+/// Where flips are announced: the notifier's routes and the project named
+/// in notifications.
+#[derive(Clone)]
+pub struct Announce {
+    pub notifier: Arc<Notifier>,
+    pub project: String,
+    /// The monitor's own page for a check, when known: `<ui_url>/...`.
+    pub ui_url: Option<String>,
+}
+
+/// The side a status stands for; None keeps the announced side.
+fn side_of(status: Status) -> Option<Side> {
+    match status {
+        Status::Up | Status::Late => Some(Side::Up),
+        Status::Down => Some(Side::Down),
+        Status::New => None,
+    }
+}
+
+/// Updates `state.announced` for the check's status at `now_ms`; the flip,
+/// if the side changed. The first up after new is a flip but not worth
+/// announcing (see [`announce`]).
+pub fn settle(check: &CheckConfig, state: &mut PingState, now_ms: i64) -> Option<Flip> {
+    let to = side_of(status(check, state, now_ms))?;
+    if state.announced == Some(to) {
+        return None;
+    }
+    let flip = Flip {
+        at_ms: now_ms,
+        from: state.announced,
+        to,
+    };
+    state.announced = Some(to);
+    Some(flip)
+}
+
+fn ago(ms: i64) -> String {
+    let secs = (ms.max(0) / 1000) as u64;
+    humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
+}
+
+fn when(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms).map_or_else(
+        |_| ms.to_string(),
+        |t| {
+            t.round(jiff::Unit::Second)
+                .map_or_else(|_| t.to_string(), |t| t.to_string())
+        },
+    )
+}
+
+/// The notification for a flip, or None when it needs none (new → up).
+/// Names the check, its last ping and how late it is.
+pub fn announce(
+    check: &CheckConfig,
+    state: &PingState,
+    flip: &Flip,
+    project: &str,
+    ui_url: Option<&str>,
+) -> Option<Notification> {
+    let last_ping = match state.last_ping_ms {
+        Some(at) => format!("{} ({} ago)", when(at), ago(flip.at_ms - at)),
+        None => "never".to_owned(),
+    };
+    let schedule = match (&check.period, &check.schedule) {
+        (Some(p), _) => format!("every {}", humantime::format_duration(*p)),
+        (None, Some(expr)) => format!("cron \"{expr}\" ({})", check.tz),
+        (None, None) => String::new(),
+    };
+    let mut fields = vec![
+        Field::new("Last ping", last_ping.clone()),
+        Field::new("Schedule", schedule),
+        Field::new("Grace", humantime::format_duration(check.grace).to_string()),
+    ];
+    let (kind, severity, title, text) = match flip.to {
+        Side::Down => {
+            let why = if state.failed {
+                format!("Its last ping reported a failure, at {last_ping}.")
+            } else {
+                let due = state
+                    .last_success_ms
+                    .and_then(|last| check.parsed_schedule().ok()?.next_due(last));
+                match due {
+                    Some(due) => {
+                        let late = ago(flip.at_ms - due);
+                        fields.push(Field::new("Late by", late.clone()));
+                        format!(
+                            "No ping since {last_ping}; one was due at {}, {late} ago.",
+                            when(due)
+                        )
+                    }
+                    None => format!("No ping since {last_ping}."),
+                }
+            };
+            (
+                Kind::Trigger,
+                Severity::Critical,
+                format!("{} is DOWN", check.name),
+                why,
+            )
+        }
+        Side::Up if flip.from == Some(Side::Down) => (
+            Kind::Resolve,
+            Severity::Critical,
+            format!("{} is up again", check.name),
+            format!("It pinged at {last_ping}."),
+        ),
+        Side::Up => return None,
+    };
+    Some(Notification {
+        kind,
+        // One key per check: a resolve closes the trigger before it.
+        key: format!("heartbeat/{}", check.uuid.to_ascii_lowercase()),
+        project: project.to_owned(),
+        category: "heartbeat".into(),
+        severity,
+        title,
+        text,
+        subject: check.name.clone(),
+        source: "vigil-heartbeat".into(),
+        hint: None,
+        fields,
+        started_at_ms: flip.at_ms,
+        resolved_at_ms: (kind == Kind::Resolve).then_some(flip.at_ms),
+        url: ui_url.map(|u| format!("{}/#/heartbeats", u.trim_end_matches('/'))),
+    })
+}
+
 /// The configured checks and their stored pings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CheckStore {
     db: Arc<Database>,
     checks: Arc<Vec<CheckConfig>>,
     by_uuid: Arc<HashMap<String, usize>>,
+    announce: Option<Announce>,
+}
+
+impl std::fmt::Debug for CheckStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckStore")
+            .field("checks", &self.checks.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl CheckStore {
@@ -103,6 +270,7 @@ impl CheckStore {
         let db = open_database(path)?;
         let txn = db.begin_write()?;
         txn.open_table(PINGS)?;
+        txn.open_table(FLIPS)?;
         txn.commit()?;
         let by_uuid = checks
             .iter()
@@ -113,7 +281,110 @@ impl CheckStore {
             db: Arc::new(db),
             checks: Arc::new(checks),
             by_uuid: Arc::new(by_uuid),
+            announce: None,
         })
+    }
+
+    /// Announces flips through `announce` (queued in this database's
+    /// outbox, which the caller's dispatcher delivers).
+    pub fn with_announce(mut self, announce: Announce) -> Result<Self, StorageError> {
+        Outbox::open(self.db.clone())?;
+        self.announce = Some(announce);
+        Ok(self)
+    }
+
+    pub fn database(&self) -> Arc<Database> {
+        self.db.clone()
+    }
+
+    /// Records `flip` of `check` and queues its notification, in `txn`.
+    fn record_flip(
+        &self,
+        txn: &WriteTransaction,
+        check: &CheckConfig,
+        state: &PingState,
+        flip: &Flip,
+    ) -> Result<(), StorageError> {
+        let uuid = check.uuid.to_ascii_lowercase();
+        let mut flips = txn.open_table(FLIPS)?;
+        flips.insert((uuid.as_str(), flip.at_ms), encode_record(flip)?.as_slice())?;
+        let kept: Vec<i64> = flips
+            .range((uuid.as_str(), i64::MIN)..=(uuid.as_str(), i64::MAX))?
+            .rev()
+            .skip(FLIPS_KEPT)
+            .map(|e| e.map(|(k, _)| k.value().1))
+            .collect::<Result<_, _>>()?;
+        for at in kept {
+            flips.remove((uuid.as_str(), at))?;
+        }
+        tracing::info!(check = check.name, from = ?flip.from, to = ?flip.to, "check flipped");
+        if let Some(a) = &self.announce
+            && let Some(n) = announce(check, state, flip, &a.project, a.ui_url.as_deref())
+        {
+            Outbox::enqueue(txn, &n, &a.notifier.route(&n), flip.at_ms)?;
+        }
+        Ok(())
+    }
+
+    /// Settles every check at `now_ms`: records each flip and queues its
+    /// notification, in one transaction. Returns the flips.
+    pub fn evaluate(&self, now_ms: i64) -> Result<Vec<(String, Flip)>, StorageError> {
+        // Most rounds change nothing: look first, write only when needed.
+        let changed: Vec<usize> = {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(PINGS)?;
+            let mut changed = Vec::new();
+            for (i, check) in self.checks.iter().enumerate() {
+                let mut state = match table.get(check.uuid.to_ascii_lowercase().as_str())? {
+                    Some(v) => decode_record(v.value())?,
+                    None => PingState::default(),
+                };
+                if settle(check, &mut state, now_ms).is_some() {
+                    changed.push(i);
+                }
+            }
+            changed
+        };
+        if changed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let txn = self.db.begin_write()?;
+        let mut flips = Vec::new();
+        for i in changed {
+            let check = &self.checks[i];
+            let uuid = check.uuid.to_ascii_lowercase();
+            let mut state: PingState = {
+                let table = txn.open_table(PINGS)?;
+                let v = table.get(uuid.as_str())?;
+                match v {
+                    Some(v) => decode_record(v.value())?,
+                    None => PingState::default(),
+                }
+            };
+            if let Some(flip) = settle(check, &mut state, now_ms) {
+                txn.open_table(PINGS)?
+                    .insert(uuid.as_str(), encode_record(&state)?.as_slice())?;
+                self.record_flip(&txn, check, &state, &flip)?;
+                flips.push((check.uuid.clone(), flip));
+            }
+        }
+        txn.commit()?;
+        Ok(flips)
+    }
+
+    /// A check's flips, newest first.
+    pub fn flips(&self, uuid: &str) -> Result<Vec<Flip>, StorageError> {
+        let uuid = uuid.to_ascii_lowercase();
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(FLIPS)?;
+        table
+            .range((uuid.as_str(), i64::MIN)..=(uuid.as_str(), i64::MAX))?
+            .rev()
+            .map(|e| {
+                e.map_err(StorageError::from)
+                    .and_then(|(_, v)| decode_record(v.value()))
+            })
+            .collect()
     }
 
     pub fn checks(&self) -> &[CheckConfig] {
@@ -128,21 +399,27 @@ impl CheckStore {
         now_ms: i64,
     ) -> Result<Option<PingState>, StorageError> {
         let uuid = uuid.to_ascii_lowercase();
-        if !self.by_uuid.contains_key(&uuid) {
+        let Some(&index) = self.by_uuid.get(&uuid) else {
             return Ok(None);
-        }
+        };
+        let check = &self.checks[index];
         let txn = self.db.begin_write()?;
-        let state = {
-            let mut table = txn.open_table(PINGS)?;
-            let mut state = match table.get(uuid.as_str())? {
+        let mut state: PingState = {
+            let table = txn.open_table(PINGS)?;
+            let v = table.get(uuid.as_str())?;
+            match v {
                 Some(v) => decode_record(v.value())?,
                 None => PingState::default(),
-            };
-            state.apply(kind, now_ms);
-            let encoded = encode_record(&state)?;
-            table.insert(uuid.as_str(), encoded.as_slice())?;
-            state
+            }
         };
+        state.apply(kind, now_ms);
+        // A ping can flip a check at once (a failure, or a success after down).
+        let flip = settle(check, &mut state, now_ms);
+        txn.open_table(PINGS)?
+            .insert(uuid.as_str(), encode_record(&state)?.as_slice())?;
+        if let Some(flip) = &flip {
+            self.record_flip(&txn, check, &state, flip)?;
+        }
         txn.commit()?;
         Ok(Some(state))
     }
@@ -252,6 +529,127 @@ mod tests {
                 "{toml}: {e}"
             );
         }
+    }
+
+    fn announcing(path: &Path, checks: Vec<CheckConfig>) -> CheckStore {
+        let hook: vigil_notify::IntegrationConfig =
+            toml::from_str("name = \"hook\"\nwebhook = { url = \"http://127.0.0.1:9/hook\" }")
+                .unwrap();
+        let notifier = Arc::new(Notifier::new("heartbeat.integrations", &[hook], "test").unwrap());
+        CheckStore::open(path, checks)
+            .unwrap()
+            .with_announce(Announce {
+                notifier,
+                project: "default".into(),
+                ui_url: Some("http://vigil.example".into()),
+            })
+            .unwrap()
+    }
+
+    /// (kind, title) of every queued notification, oldest first.
+    fn queued(store: &CheckStore) -> Vec<(Kind, String)> {
+        Outbox::open(store.database())
+            .unwrap()
+            .entries()
+            .unwrap()
+            .into_iter()
+            .map(|(_, e)| (e.notification.kind, e.notification.title))
+            .collect()
+    }
+
+    #[test]
+    fn each_flip_is_announced_once_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hb.redb");
+        let s = announcing(&path, vec![check()]);
+        s.ping(UUID, PingKind::Success, 0).unwrap();
+        assert!(queued(&s).is_empty(), "new → up is not announced");
+        assert_eq!(s.flips(UUID).unwrap().len(), 1, "but it is a flip");
+        assert!(s.evaluate(60_000).unwrap().is_empty());
+        assert!(s.evaluate(90_000).unwrap().is_empty(), "late is still up");
+        let flips = s.evaluate(95_000).unwrap();
+        assert_eq!(flips.len(), 1);
+        assert_eq!(flips[0].1.to, Side::Down);
+        let q = queued(&s);
+        assert_eq!(
+            q,
+            vec![(Kind::Trigger, "nightly backup is DOWN".to_owned())]
+        );
+        let n = &Outbox::open(s.database()).unwrap().entries().unwrap()[0]
+            .1
+            .notification;
+        assert!(
+            n.text
+                .contains("one was due at 1970-01-01T00:01:00Z, 35s ago"),
+            "{}",
+            n.text
+        );
+        assert!(
+            n.fields
+                .iter()
+                .any(|f| f.name == "Late by" && f.value == "35s"),
+            "{:?}",
+            n.fields
+        );
+        assert!(
+            n.fields
+                .iter()
+                .any(|f| f.name == "Last ping" && f.value.contains("1m 35s ago")),
+            "{:?}",
+            n.fields
+        );
+        assert_eq!(n.url.as_deref(), Some("http://vigil.example/#/heartbeats"));
+        assert!(s.evaluate(200_000).unwrap().is_empty(), "announced once");
+        drop(s);
+
+        // A restart (the same file) announces nothing again.
+        let s = announcing(&path, vec![check()]);
+        assert!(s.evaluate(300_000).unwrap().is_empty());
+        assert_eq!(queued(&s).len(), 1);
+        // Back up: one resolve. A failure ping: down at once.
+        s.ping(UUID, PingKind::Success, 400_000).unwrap();
+        s.ping(UUID, PingKind::Fail, 410_000).unwrap();
+        let kinds: Vec<Kind> = queued(&s).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(kinds, [Kind::Trigger, Kind::Resolve, Kind::Trigger]);
+        let sides: Vec<Side> = s.flips(UUID).unwrap().iter().map(|f| f.to).collect();
+        assert_eq!(
+            sides,
+            [Side::Down, Side::Up, Side::Down, Side::Up],
+            "newest first"
+        );
+    }
+
+    #[test]
+    fn a_monitor_that_was_down_announces_one_flip_per_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let uuids = [
+            "5b0f3c38-2f5e-4a53-9d0c-1c3f1f7b8a11",
+            "6c1f4d49-3a6f-4b64-8e1d-2d4a2a8c9b22",
+            "7d2a5e5a-4b7a-4c75-9f2e-3e5b3b9dac33",
+        ];
+        let checks: Vec<CheckConfig> = uuids
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                CheckConfig::every(
+                    &format!("job {i}"),
+                    u,
+                    Duration::from_secs(60),
+                    Duration::from_secs(0),
+                )
+            })
+            .collect();
+        let s = announcing(&dir.path().join("hb.redb"), checks);
+        for u in uuids {
+            s.ping(u, PingKind::Success, 0).unwrap();
+        }
+        // Ten days later, evaluated every second for a minute: 3 flips, no storm.
+        let mut flips = 0;
+        for k in 0..60 {
+            flips += s.evaluate(864_000_000 + k * 1000).unwrap().len();
+        }
+        assert_eq!(flips, 3);
+        assert_eq!(queued(&s).len(), 3);
     }
 
     #[test]

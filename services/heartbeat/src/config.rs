@@ -22,6 +22,14 @@ pub struct HeartbeatConfig {
     pub evaluate_every: Duration,
     /// The checks, declared in configuration.
     pub checks: Vec<CheckConfig>,
+    /// Where down and up flips are announced (Slack, PagerDuty, Teams,
+    /// Opsgenie, email, webhook; see docs/notifications.md), category
+    /// `heartbeat`.
+    pub integrations: Vec<vigil_notify::IntegrationConfig>,
+    /// The project named in notifications.
+    pub project: String,
+    /// The UI's address, for links in notifications.
+    pub ui_url: Option<String>,
 }
 
 /// `[[heartbeat.checks]]`: a job or cluster expected to ping every
@@ -64,6 +72,9 @@ impl Default for HeartbeatConfig {
             state_path: None,
             evaluate_every: Duration::from_secs(1),
             checks: Vec::new(),
+            integrations: Vec::new(),
+            project: "default".into(),
+            ui_url: None,
         }
     }
 }
@@ -147,6 +158,7 @@ impl Validate for HeartbeatConfig {
         self.grpc.validate(&key(prefix, "grpc"))?;
         nonzero_duration(prefix, "evaluate_every", self.evaluate_every)?;
         self.checks.validate(&key(prefix, "checks"))?;
+        vigil_notify::validate_all(&key(prefix, "integrations"), &self.integrations)?;
         let mut uuids = HashSet::new();
         let mut slugs = HashSet::new();
         for (i, check) in self.checks.iter().enumerate() {

@@ -12,7 +12,7 @@ pub mod checks;
 mod config;
 pub mod schedule;
 
-use std::{collections::HashMap, path::Path};
+use std::path::Path;
 use vigil_runtime::time::now_ms;
 
 use axum::{
@@ -22,11 +22,13 @@ use axum::{
     response::{IntoResponse, Response as HttpResponse},
     routing::get,
 };
-use checks::{CheckStore, PingKind, PingState, Status};
+use checks::{Announce, CheckStore, PingKind, PingState, Status};
 pub use config::{CheckConfig, HeartbeatConfig};
 use prometheus_client::metrics::{counter::Counter, family::Family};
 use serde::Serialize;
+use std::sync::Arc;
 use tonic::{Request, Response, Status as GrpcStatus};
+use vigil_notify::{Dispatcher, Notifier, Outbox, RetryPolicy};
 use vigil_proto::heartbeat::v1::{
     self as pb, CheckStatus, ListChecksRequest, ListChecksResponse,
     heartbeat_service_server::{HeartbeatService, HeartbeatServiceServer},
@@ -40,12 +42,15 @@ pub enum HeartbeatError {
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
+    Config(#[from] vigil_runtime::config::ConfigError),
+    #[error(transparent)]
     Store(#[from] vigil_storage::StorageError),
 }
 
 #[derive(Clone)]
 struct AppState {
     store: CheckStore,
+    dispatcher: Dispatcher,
     pings: Family<[(&'static str, &'static str); 1], Counter>,
 }
 
@@ -59,9 +64,24 @@ pub async fn run(
         .state_path
         .clone()
         .unwrap_or_else(|| data_dir.join("heartbeat.redb"));
-    let store = CheckStore::open(&path, config.checks.clone())?;
+    let notifier = Arc::new(Notifier::new(
+        "heartbeat.integrations",
+        &config.integrations,
+        "vigil-heartbeat",
+    )?);
+    let store = CheckStore::open(&path, config.checks.clone())?.with_announce(Announce {
+        notifier: notifier.clone(),
+        project: config.project.clone(),
+        ui_url: config.ui_url.clone(),
+    })?;
+    let dispatcher = Dispatcher::new(
+        Outbox::open(store.database())?,
+        notifier,
+        RetryPolicy::default(),
+    );
     tracing::info!(path = %path.display(), checks = config.checks.len(), "heartbeat store open");
     let metrics = Metrics::new("heartbeat");
+    dispatcher.register(&metrics);
     let readiness = Readiness::default();
     let http = HttpServer::bind("heartbeat-http", &config.http).await?;
     let mut grpc = GrpcServer::bind("heartbeat", &config.grpc).await?;
@@ -75,6 +95,7 @@ pub async fn run(
 
     let state = AppState {
         store: store.clone(),
+        dispatcher: dispatcher.clone(),
         pings: Family::default(),
     };
     let changes: Family<[(&'static str, &'static str); 1], Counter> = Family::default();
@@ -92,35 +113,22 @@ pub async fn run(
     readiness.set_ready(true);
 
     let monitor = async {
-        let mut last: HashMap<String, Status> = HashMap::new();
         loop {
             let store = store.clone();
-            match tokio::task::spawn_blocking(move || store.states()).await {
-                Ok(Ok(states)) => {
-                    let now = now_ms();
-                    for (check, ping) in states {
-                        let status = checks::status(&check, &ping, now);
-                        let previous = last.insert(check.uuid.clone(), status);
-                        if previous.is_some_and(|p| p != status) {
-                            changes
-                                .get_or_create(&[("status", status_name(status))])
-                                .inc();
-                            match status {
-                                Status::Down | Status::Late => tracing::warn!(
-                                    check = check.name,
-                                    status = status_name(status),
-                                    "check stopped pinging in time"
-                                ),
-                                _ => tracing::info!(
-                                    check = check.name,
-                                    status = status_name(status),
-                                    "check status changed"
-                                ),
-                            }
-                        }
+            match tokio::task::spawn_blocking(move || store.evaluate(now_ms())).await {
+                Ok(Ok(flips)) => {
+                    for (_, flip) in &flips {
+                        let to = match flip.to {
+                            checks::Side::Up => "up",
+                            checks::Side::Down => "down",
+                        };
+                        changes.get_or_create(&[("status", to)]).inc();
+                    }
+                    if !flips.is_empty() {
+                        dispatcher.wake();
                     }
                 }
-                Ok(Err(e)) => tracing::error!(error = %e, "cannot read check states"),
+                Ok(Err(e)) => tracing::error!(error = %e, "cannot evaluate the checks"),
                 Err(e) => tracing::error!(error = %e, "check evaluation task failed"),
             }
             if !shutdown.sleep(config.evaluate_every).await {
@@ -129,21 +137,19 @@ pub async fn run(
         }
         Ok::<(), RuntimeError>(())
     };
+    let deliver = async {
+        dispatcher
+            .run(&shutdown, std::time::Duration::from_secs(5), &|| true)
+            .await;
+        Ok::<(), RuntimeError>(())
+    };
     tokio::try_join!(
         monitor,
+        deliver,
         http.serve(app, &metrics, &readiness, &shutdown),
         grpc.serve(&metrics, &shutdown),
     )?;
     Ok(())
-}
-
-fn status_name(status: Status) -> &'static str {
-    match status {
-        Status::New => "new",
-        Status::Up => "up",
-        Status::Late => "late",
-        Status::Down => "down",
-    }
 }
 
 async fn record(state: AppState, uuid: String, kind: PingKind) -> HttpResponse {
@@ -155,6 +161,8 @@ async fn record(state: AppState, uuid: String, kind: PingKind) -> HttpResponse {
     let result = tokio::task::spawn_blocking(move || store.ping(&uuid, kind, now)).await;
     match result {
         Ok(Ok(Some(_))) => {
+            // A ping may have flipped the check: deliver at once.
+            state.dispatcher.wake();
             let kind_name = match kind {
                 PingKind::Success => "success",
                 PingKind::Start => "start",

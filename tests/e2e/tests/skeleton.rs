@@ -2,11 +2,11 @@
 //! agent → ingest → store → query → UI page; an inspection incident;
 //! heartbeat up → late → down; split mode; bad configuration.
 
-use std::{path::Path, time::Duration};
+use std::{path::Path, sync::Mutex, time::Duration};
 
 use vigil_e2e::{
     BINARIES, Running, UiSession, curl, eventually, free_port, hostname, http_get, http_post, json,
-    run_to_end, start, wait_healthy,
+    pause, run_to_end, start, wait_healthy, webhook_receiver,
 };
 
 const API_KEY: &str = "e2e-key-0123456789abcdef";
@@ -47,7 +47,7 @@ impl Ports {
 /// One configuration file for the whole suite, as a user would write it:
 /// fast intervals, a memory threshold of 0% so the inspection must fire,
 /// and a heartbeat check with a 2 s period and 1 s grace.
-fn write_config(dir: &Path, p: &Ports) -> String {
+fn write_config(dir: &Path, p: &Ports, hook: u16) -> String {
     let text = format!(
         r#"
 data_dir = "{data}"
@@ -103,6 +103,9 @@ name = "nightly backup"
 uuid = "{CHECK_UUID}"
 period = "2s"
 grace = "1s"
+[[heartbeat.integrations]]
+name = "hook"
+webhook = {{ url = "http://127.0.0.1:{hook}/hook" }}
 
 [agent]
 ingest_endpoint = "127.0.0.1:{ingest_grpc}"
@@ -274,7 +277,8 @@ fn check_status(p: &Ports) -> String {
 }
 
 /// New → ping → up → (pings stop) → late → down; unknown checks are 404.
-fn assert_heartbeat_up_then_down(p: &Ports) {
+/// Each flip between up and down reaches the webhook once.
+fn assert_heartbeat_up_then_down(p: &Ports, notified: &Mutex<Vec<serde_json::Value>>) {
     let base = format!("http://127.0.0.1:{}", p.heartbeat_http);
     assert_eq!(check_status(p), "new");
     let (status, body) = curl(&format!("{base}/ping/{CHECK_UUID}"));
@@ -291,6 +295,15 @@ fn assert_heartbeat_up_then_down(p: &Ports) {
     eventually(Duration::from_secs(10), "the check to go down", || {
         (check_status(p) == "down").then_some(())
     });
+    let down = eventually(Duration::from_secs(10), "the down notification", || {
+        notified.lock().expect("lock").first().cloned()
+    });
+    assert_eq!(down["kind"], "trigger", "{down}");
+    assert_eq!(down["subject"], "nightly backup", "{down}");
+    assert!(
+        down["text"].as_str().unwrap_or("").contains("was due at"),
+        "names how late: {down}"
+    );
     // A ping brings it back; a failure signal takes it down at once.
     assert_eq!(
         http_post(&format!("{base}/ping/{CHECK_UUID}/0"))
@@ -306,6 +319,19 @@ fn assert_heartbeat_up_then_down(p: &Ports) {
         200
     );
     assert_eq!(check_status(p), "down");
+    // Down, up, down: three flips, each announced exactly once.
+    let kinds = |n: &Mutex<Vec<serde_json::Value>>| -> Vec<String> {
+        n.lock()
+            .expect("lock")
+            .iter()
+            .map(|b| b["kind"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    eventually(Duration::from_secs(10), "three flip notifications", || {
+        (kinds(notified).len() >= 3).then_some(())
+    });
+    pause(Duration::from_secs(3));
+    assert_eq!(kinds(notified), ["trigger", "resolve", "trigger"]);
 }
 
 fn stop_cleanly(running: &mut Running) {
@@ -324,7 +350,8 @@ fn stop_cleanly(running: &mut Running) {
 fn monolith_walking_skeleton() {
     let dir = tempfile::tempdir().expect("temp dir");
     let p = Ports::new();
-    let config = write_config(dir.path(), &p);
+    let (hook, notified) = webhook_receiver();
+    let config = write_config(dir.path(), &p, hook);
     let mut vigil = start(dir.path(), "vigil", &["up", "--config", &config], &[]);
     wait_healthy(
         &mut vigil,
@@ -363,7 +390,7 @@ fn monolith_walking_skeleton() {
     assert_ui_shows_host(&p, vigil.pid());
     assert_prometheus_api(&p);
     assert_incident_opened(&p);
-    assert_heartbeat_up_then_down(&p);
+    assert_heartbeat_up_then_down(&p, &notified);
 
     // Each service exposes its own Prometheus metrics.
     let (status, metrics) =
@@ -487,7 +514,8 @@ fn monolith_generates_and_prints_an_api_key() {
 fn split_mode() {
     let dir = tempfile::tempdir().expect("temp dir");
     let p = Ports::new();
-    let config = write_config(dir.path(), &p);
+    let (hook, notified) = webhook_receiver();
+    let config = write_config(dir.path(), &p, hook);
 
     // redb is single-process: ingest or query alone must refuse it.
     for binary in ["vigil-ingest", "vigil-query"] {
@@ -572,7 +600,7 @@ fn split_mode() {
     assert_ui_shows_host(&p, agent_pid);
     assert_prometheus_api(&p);
     assert_incident_opened(&p);
-    assert_heartbeat_up_then_down(&p);
+    assert_heartbeat_up_then_down(&p, &notified);
 
     for (running, _) in &mut others {
         stop_cleanly(running);
