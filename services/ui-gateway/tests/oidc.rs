@@ -190,7 +190,8 @@ fn id_token(s: &OpState, nonce: Option<&str>) -> String {
         expires,
         issued,
         StandardClaims::new(SubjectIdentifier::new("user-42".into()))
-            .set_email(Some(EndUserEmail::new("ada@example.com".into()))),
+            .set_email(Some(EndUserEmail::new("ada@example.com".into())))
+            .set_email_verified(Some(true)),
         Groups {
             groups: vec!["sre".into(), "unrelated-group".into()],
         },

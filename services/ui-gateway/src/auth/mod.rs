@@ -90,6 +90,9 @@ pub struct Auth {
     /// Where users reach the gateway: the OIDC redirect base, and the one
     /// origin allowed to change state.
     public_origin: String,
+    /// Without a public URL, on loopback: the port any loopback name may
+    /// use as the origin.
+    loopback_port: Option<u16>,
     pub oidc: Option<Oidc>,
     login_token_digest: Option<[u8; 32]>,
     forward: ForwardAuthConfig,
@@ -123,6 +126,15 @@ impl Auth {
         http: reqwest::Client,
     ) -> Result<Self, ConfigError> {
         let auth = &config.auth;
+        if auth.public_url.is_none() && !listen.ip().is_loopback() {
+            return Err(ConfigError::invalid(
+                "ui_gateway.auth.public_url",
+                format!(
+                    "is needed when the gateway listens on {listen} (not loopback): the address users reach it at, e.g. https://vigil.example.com"
+                ),
+            ));
+        }
+        let loopback_port = auth.public_url.is_none().then_some(listen.port());
         let public_url = auth
             .public_url
             .clone()
@@ -162,6 +174,7 @@ impl Auth {
             cookies: Cookies::new(&auth.resolve_session_secret()?, auth.secure_cookies),
             session_ttl_ms: i64::try_from(auth.session_ttl.as_millis()).unwrap_or(i64::MAX),
             public_origin,
+            loopback_port,
             oidc,
             login_token_digest,
             forward: auth.forward_auth.clone(),
@@ -261,6 +274,7 @@ impl Auth {
                     expires_ms: now_ms,
                     csrf,
                     oidc: None,
+                    token_tag: None,
                 });
                 p.set_cookies.extend(set);
                 return Ok(p);
@@ -271,6 +285,20 @@ impl Auth {
             .cookies
             .read(headers, session::SESSION, now_ms)
             .ok_or_else(|| Unauthenticated::SignIn("not signed in, or the session ended".into()))?;
+        // A session opened another way (before the mode changed), or with a
+        // login token that has since changed, is over.
+        let current = match self.mode {
+            AuthMode::Oidc => session.method == Method::Oidc,
+            AuthMode::Token => {
+                session.method == Method::Token && session.token_tag == self.token_tag()
+            }
+            AuthMode::ForwardAuth | AuthMode::Anonymous => false,
+        };
+        if !current {
+            return Err(Unauthenticated::SignIn(
+                "the session was opened under another sign-in setup: sign in again".into(),
+            ));
+        }
         let mut principal = self.principal_of(&session);
         if let (Some(oidc), Some(tokens)) = (&self.oidc, &session.oidc)
             && tokens.refresh_at_ms <= now_ms
@@ -311,6 +339,19 @@ impl Auth {
                 "sign in through the authenticating proxy".into(),
             ));
         }
+        // The proxy sets these headers; a request carrying one twice (the
+        // client's own beside the proxy's) is refused rather than guessed at.
+        for name in [
+            &self.forward.user_header,
+            &self.forward.email_header,
+            &self.forward.groups_header,
+        ] {
+            if headers.get_all(name.as_str()).iter().count() > 1 {
+                return Err(Unauthenticated::SignIn(format!(
+                    "{name} was sent more than once: the proxy must replace, not append, it"
+                )));
+            }
+        }
         let header = |name: &str| {
             headers
                 .get(name)
@@ -347,6 +388,7 @@ impl Auth {
             expires_ms: now_ms,
             csrf,
             oidc: None,
+            token_tag: None,
         });
         p.set_cookies.extend(set);
         Ok(p)
@@ -384,7 +426,7 @@ impl Auth {
             return Ok(());
         }
         if let Some(origin) = headers.get(header::ORIGIN)
-            && origin.as_bytes() != self.public_origin.as_bytes()
+            && !self.origin_allowed(origin.as_bytes())
         {
             return Err(format!(
                 "cross-origin request refused: Origin {:?} is not {}",
@@ -402,6 +444,27 @@ impl Auth {
             );
         }
         Ok(())
+    }
+
+    /// Which login token is configured: a digest prefix, kept in the
+    /// sessions it opens.
+    fn token_tag(&self) -> Option<String> {
+        self.login_token_digest.map(|d| hex_prefix(&d))
+    }
+
+    /// Whether a state change may come from `origin`: the public URL's, or
+    /// with no public URL set, the listen port on any loopback name
+    /// (127.0.0.1, localhost, [::1]).
+    fn origin_allowed(&self, origin: &[u8]) -> bool {
+        if origin == self.public_origin.as_bytes() {
+            return true;
+        }
+        let Some(port) = self.loopback_port else {
+            return false;
+        };
+        ["127.0.0.1", "localhost", "[::1]"]
+            .iter()
+            .any(|host| origin == format!("http://{host}:{port}").as_bytes())
     }
 
     /// Checks the login token (token mode), in constant time.
@@ -426,6 +489,7 @@ impl Auth {
             expires_ms: now_ms.saturating_add(self.session_ttl_ms),
             csrf: random_token(),
             oidc: None,
+            token_tag: self.token_tag(),
         };
         self.write_session(&s, now_ms)
     }
@@ -500,6 +564,7 @@ impl Auth {
                 expires_ms: now_ms.saturating_add(self.session_ttl_ms),
                 csrf: random_token(),
                 oidc: None,
+                token_tag: None,
             },
             now_ms,
         );
@@ -517,10 +582,11 @@ impl Auth {
             subject: clip(&claims.subject),
             name: claims.name.as_deref().map(clip).or(base.name),
             email: claims.email.as_deref().map(clip).or(base.email),
-            groups: if claims.groups.is_empty() && !base.groups.is_empty() {
-                base.groups
-            } else {
-                self.relevant_groups(&claims.groups)
+            // Groups the provider stated replace the old ones (a removal
+            // takes effect at the next refresh); none stated keeps them.
+            groups: match &claims.groups {
+                Some(groups) => self.relevant_groups(groups),
+                None => base.groups,
             },
             oidc: Some(tokens),
             ..base
@@ -560,19 +626,27 @@ impl Auth {
     }
 }
 
+fn hex_prefix(digest: &[u8; 32]) -> String {
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A path on this site to go back to after sign-in: anything else (another
 /// host, `//evil`, a scheme) becomes `/`.
 pub fn safe_return(return_to: &str) -> String {
+    // No control characters (browsers drop a tab, turning "/\t/x" into
+    // "//x") and no backslash (some read it as a slash).
     let ok = return_to.starts_with('/')
         && !return_to.starts_with("//")
-        && !return_to.starts_with("/\\")
-        && !return_to.contains(['\r', '\n'])
+        && !return_to
+            .bytes()
+            .any(|b| b < 0x20 || b == 0x7f || b == b'\\')
         && return_to.len() <= 2048;
     if ok { return_to.to_owned() } else { "/".into() }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -586,6 +660,83 @@ mod tests {
             "/a\r\nSet-Cookie: x",
         ] {
             assert_eq!(safe_return(bad), "/", "{bad}");
+        }
+    }
+
+    fn auth(mode: AuthMode, token: &str) -> Auth {
+        let mut c = UiGatewayConfig::default();
+        c.auth.mode = mode;
+        c.auth.session_secret = vigil_runtime::auth::Secret("s".repeat(40));
+        c.auth.login_token = vigil_runtime::auth::Secret(token.into());
+        c.auth.oidc.issuer = "https://sso.example".into();
+        c.auth.oidc.client_id = "vigil".into();
+        c.auth.forward_auth.trusted_proxies = vec!["127.0.0.1".into()];
+        let http = vigil_runtime::http_client::build("test").unwrap();
+        Auth::new(&c, "127.0.0.1:7480".parse().unwrap(), http).unwrap()
+    }
+
+    fn with_cookie(set: &HeaderValue) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        let pair = set.to_str().unwrap().split(';').next().unwrap().to_owned();
+        h.insert(header::COOKIE, pair.parse().unwrap());
+        h
+    }
+
+    #[tokio::test]
+    async fn sessions_end_when_the_mode_or_the_login_token_changes() {
+        let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let token = auth(AuthMode::Token, "login-token-0123456789");
+        let cookie = token.token_session(1_000).unwrap();
+        let h = with_cookie(&cookie);
+        let p = token.principal(&h, peer, 2_000).await.unwrap();
+        assert_eq!(p.role_in("default"), Some(Role::Admin));
+        // The same secret, the token changed: the old session is over.
+        let changed = auth(AuthMode::Token, "another-token-0123456789");
+        assert!(changed.principal(&h, peer, 2_000).await.is_err());
+        // The same secret, now OIDC: a token session is no way in.
+        let oidc = auth(AuthMode::Oidc, "login-token-0123456789");
+        assert!(oidc.principal(&h, peer, 2_000).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn forward_auth_refuses_a_header_sent_twice() {
+        let fa = auth(AuthMode::ForwardAuth, "login-token-0123456789");
+        let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-user", "ada".parse().unwrap());
+        assert!(fa.principal(&h, peer, 1).await.is_ok());
+        h.append("x-forwarded-groups", "viewers".parse().unwrap());
+        h.append("x-forwarded-groups", "admins".parse().unwrap());
+        let Err(Unauthenticated::SignIn(why)) = fa.principal(&h, peer, 1).await else {
+            panic!("a doubled header is refused");
+        };
+        assert!(why.contains("more than once"), "{why}");
+        // And from an untrusted address nothing is believed.
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-user", "ada".parse().unwrap());
+        assert!(
+            fa.principal(&h, "10.0.0.9:5000".parse().unwrap(), 1)
+                .await
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn state_changes_from_loopback_names_and_the_public_url_only() {
+        let a = auth(AuthMode::Token, "login-token-0123456789");
+        for ok in [
+            "http://127.0.0.1:7480",
+            "http://localhost:7480",
+            "http://[::1]:7480",
+        ] {
+            assert!(a.origin_allowed(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            "http://localhost:7481",
+            "https://evil.example",
+            "http://127.0.0.1.evil:7480",
+        ] {
+            assert!(!a.origin_allowed(bad.as_bytes()), "{bad}");
         }
     }
 

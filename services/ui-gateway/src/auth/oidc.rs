@@ -73,8 +73,11 @@ pub enum OidcError {
 pub struct Claims {
     pub subject: String,
     pub name: Option<String>,
+    /// Only a verified email (`email_verified`): grants and audit records
+    /// match on it, so an address a user merely typed must not count.
     pub email: Option<String>,
-    pub groups: Vec<String>,
+    /// None when neither the ID token nor userinfo was read for groups.
+    pub groups: Option<Vec<String>>,
 }
 
 /// What a completed sign-in or refresh yields.
@@ -405,7 +408,7 @@ impl Oidc {
         // the token's payload, whose signature was just checked.
         claims.groups = payload_of(&id_token.to_string())
             .map(|p| groups_in(&p, &self.config.groups_claim))
-            .unwrap_or_default();
+            .filter(|g| !g.is_empty());
         Ok(Some(claims))
     }
 
@@ -438,7 +441,7 @@ impl Oidc {
         response: &CoreTokenResponse,
         claims: &mut Claims,
     ) {
-        if claims.email.is_some() && !claims.groups.is_empty() {
+        if claims.email.is_some() && claims.groups.is_some() {
             return;
         }
         let Some(endpoint) = provider.metadata.userinfo_endpoint() else {
@@ -465,7 +468,7 @@ impl Oidc {
         match info.await {
             // The userinfo subject must be the ID token's (OIDC Core 5.3.2).
             Ok(v) if v["sub"].as_str() == Some(claims.subject.as_str()) => {
-                if claims.email.is_none() {
+                if claims.email.is_none() && v["email_verified"].as_bool() == Some(true) {
                     claims.email = v["email"].as_str().map(str::to_owned);
                 }
                 if claims.name.is_none() {
@@ -474,8 +477,10 @@ impl Oidc {
                         .or_else(|| v["preferred_username"].as_str())
                         .map(str::to_owned);
                 }
-                if claims.groups.is_empty() {
-                    claims.groups = groups_in(&v, &self.config.groups_claim);
+                if claims.groups.is_none() {
+                    // Userinfo answered: its groups are the user's groups,
+                    // even none (a user removed from every group).
+                    claims.groups = Some(groups_in(&v, &self.config.groups_claim));
                 }
             }
             Ok(_) => tracing::warn!("userinfo names another subject than the ID token: ignored"),
@@ -503,8 +508,11 @@ fn check_id_token(
             .and_then(|n| n.get(None))
             .map(|n| n.to_string())
             .or_else(|| claims.preferred_username().map(|u| u.to_string())),
-        email: claims.email().map(|e| e.to_string()),
-        groups: Vec::new(),
+        email: claims
+            .email()
+            .filter(|_| claims.email_verified() == Some(true))
+            .map(|e| e.to_string()),
+        groups: None,
     })
 }
 

@@ -40,6 +40,10 @@ pub struct Session {
     /// The token state-changing calls must echo in `x-csrf-token`.
     pub csrf: String,
     pub oidc: Option<OidcTokens>,
+    /// Token mode: which login token opened the session (a digest prefix),
+    /// so that changing the token ends the sessions it opened.
+    #[serde(default)]
+    pub token_tag: Option<String>,
 }
 
 /// What the provider gave that the session still needs.
