@@ -248,6 +248,17 @@ pub fn announce(
     })
 }
 
+/// A check's stored state (default when it was never pinged).
+fn read_state(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    uuid: &str,
+) -> Result<PingState, StorageError> {
+    match table.get(uuid)? {
+        Some(v) => decode_record(v.value()),
+        None => Ok(PingState::default()),
+    }
+}
+
 /// The configured checks and their stored pings.
 #[derive(Clone)]
 pub struct CheckStore {
@@ -335,10 +346,7 @@ impl CheckStore {
             let table = txn.open_table(PINGS)?;
             let mut changed = Vec::new();
             for (i, check) in self.checks.iter().enumerate() {
-                let mut state = match table.get(check.uuid.to_ascii_lowercase().as_str())? {
-                    Some(v) => decode_record(v.value())?,
-                    None => PingState::default(),
-                };
+                let mut state = read_state(&table, &check.uuid.to_ascii_lowercase())?;
                 if settle(check, &mut state, now_ms).is_some() {
                     changed.push(i);
                 }
@@ -353,14 +361,7 @@ impl CheckStore {
         for i in changed {
             let check = &self.checks[i];
             let uuid = check.uuid.to_ascii_lowercase();
-            let mut state: PingState = {
-                let table = txn.open_table(PINGS)?;
-                let v = table.get(uuid.as_str())?;
-                match v {
-                    Some(v) => decode_record(v.value())?,
-                    None => PingState::default(),
-                }
-            };
+            let mut state = read_state(&txn.open_table(PINGS)?, &uuid)?;
             if let Some(flip) = settle(check, &mut state, now_ms) {
                 txn.open_table(PINGS)?
                     .insert(uuid.as_str(), encode_record(&state)?.as_slice())?;
@@ -404,14 +405,7 @@ impl CheckStore {
         };
         let check = &self.checks[index];
         let txn = self.db.begin_write()?;
-        let mut state: PingState = {
-            let table = txn.open_table(PINGS)?;
-            let v = table.get(uuid.as_str())?;
-            match v {
-                Some(v) => decode_record(v.value())?,
-                None => PingState::default(),
-            }
-        };
+        let mut state = read_state(&txn.open_table(PINGS)?, &uuid)?;
         state.apply(kind, now_ms);
         // A ping can flip a check at once (a failure, or a success after down).
         let flip = settle(check, &mut state, now_ms);
@@ -431,10 +425,7 @@ impl CheckStore {
         self.checks
             .iter()
             .map(|check| {
-                let state = match table.get(check.uuid.to_ascii_lowercase().as_str())? {
-                    Some(v) => decode_record(v.value())?,
-                    None => PingState::default(),
-                };
+                let state = read_state(&table, &check.uuid.to_ascii_lowercase())?;
                 Ok((check.clone(), state))
             })
             .collect()

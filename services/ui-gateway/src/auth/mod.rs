@@ -263,21 +263,13 @@ impl Auth {
         match self.mode {
             AuthMode::ForwardAuth => return self.forwarded(headers, peer, now_ms),
             AuthMode::Anonymous => {
-                let (csrf, set) = self.csrf_cookie(headers, now_ms);
-                let mut p = self.principal_of(&Session {
-                    subject: "anonymous".into(),
-                    name: Some("anonymous".into()),
-                    email: None,
-                    groups: Vec::new(),
-                    method: Method::Anonymous,
-                    issued_ms: now_ms,
-                    expires_ms: now_ms,
-                    csrf,
-                    oidc: None,
-                    token_tag: None,
-                });
-                p.set_cookies.extend(set);
-                return Ok(p);
+                return Ok(self.sessionless(
+                    headers,
+                    Method::Anonymous,
+                    ("anonymous".into(), None),
+                    Vec::new(),
+                    now_ms,
+                ));
             }
             AuthMode::Oidc | AuthMode::Token => {}
         }
@@ -377,13 +369,32 @@ impl Auth {
                     .collect()
             })
             .unwrap_or_default();
+        Ok(self.sessionless(
+            headers,
+            Method::ForwardAuth,
+            (clip(user), header(&self.forward.email_header).map(clip)),
+            groups,
+            now_ms,
+        ))
+    }
+
+    /// A user of a mode without session cookies (forward-auth, anonymous),
+    /// named `(subject, email)`, with the CSRF cookie.
+    fn sessionless(
+        &self,
+        headers: &HeaderMap,
+        method: Method,
+        (subject, email): (String, Option<String>),
+        groups: Vec<String>,
+        now_ms: i64,
+    ) -> Principal {
         let (csrf, set) = self.csrf_cookie(headers, now_ms);
         let mut p = self.principal_of(&Session {
-            subject: clip(user),
-            name: Some(clip(user)),
-            email: header(&self.forward.email_header).map(clip),
+            name: Some(subject.clone()),
+            subject,
+            email,
             groups,
-            method: Method::ForwardAuth,
+            method,
             issued_ms: now_ms,
             expires_ms: now_ms,
             csrf,
@@ -391,7 +402,7 @@ impl Auth {
             token_tag: None,
         });
         p.set_cookies.extend(set);
-        Ok(p)
+        p
     }
 
     /// The CSRF token of a mode without sessions, from its cookie or new.
