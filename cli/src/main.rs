@@ -5,6 +5,8 @@
 //! store (monolith mode). Each service still serves its own ports and calls
 //! the others through their gRPC contracts, exactly as when split.
 
+mod ping;
+
 use std::{
     io::Write,
     net::SocketAddr,
@@ -39,6 +41,10 @@ struct Cli {
 enum Command {
     /// Run the whole suite on this machine in one process, with embedded storage.
     Up(UpArgs),
+    /// Ping a heartbeat check, or run a command between a start ping and a
+    /// ping with its exit status and the tail of its output (for cron jobs
+    /// and backups): `vigil ping <url> -- <command> [args]`.
+    Ping(ping::PingArgs),
     /// Check a configuration file (and VIGIL_* variables) without starting anything.
     CheckConfig {
         /// Configuration file (.toml, .yaml or .yml).
@@ -131,6 +137,16 @@ fn main() -> ExitCode {
             }
         }
         Command::Up(args) => up(args),
+        Command::Ping(args) => match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(ping::run(args)),
+            Err(e) => {
+                eprintln!("vigil ping: cannot start the async runtime: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
