@@ -161,14 +161,10 @@ fn ago(ms: i64) -> String {
     humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
 }
 
+/// A time in RFC 3339, to the second.
 fn when(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms).map_or_else(
-        |_| ms.to_string(),
-        |t| {
-            t.round(jiff::Unit::Second)
-                .map_or_else(|_| t.to_string(), |t| t.to_string())
-        },
-    )
+    jiff::Timestamp::from_second(ms.div_euclid(1000))
+        .map_or_else(|_| ms.to_string(), |t| t.to_string())
 }
 
 /// The notification for a flip, or None when it needs none (new → up).

@@ -29,33 +29,6 @@ pub struct Backends {
     pub heartbeat: Option<HeartbeatServiceClient<Authed>>,
 }
 
-/// Every method the browser may call, with the least role it needs.
-pub const ROUTES: &[(&str, &str, Role)] = &[
-    ("query", "ListHosts", Role::Viewer),
-    ("query", "ListProcesses", Role::Viewer),
-    ("query", "QueryRange", Role::Viewer),
-    ("query", "Query", Role::Viewer),
-    ("query", "ListApplications", Role::Viewer),
-    ("query", "GetApplication", Role::Viewer),
-    ("query", "ServiceMap", Role::Viewer),
-    ("query", "SearchLogs", Role::Viewer),
-    ("query", "LogPatterns", Role::Viewer),
-    ("query", "GetTrace", Role::Viewer),
-    ("query", "SearchTraces", Role::Viewer),
-    ("query", "Flamegraph", Role::Viewer),
-    ("query", "FlamegraphDiff", Role::Viewer),
-    ("query", "ExportPprof", Role::Viewer),
-    ("query", "ListEvents", Role::Viewer),
-    ("alerting", "ListIncidents", Role::Viewer),
-    ("alerting", "GetIncident", Role::Viewer),
-    ("alerting", "InspectionStatus", Role::Viewer),
-    ("alerting", "ListInspections", Role::Viewer),
-    ("alerting", "ListIntegrations", Role::Viewer),
-    ("alerting", "AcknowledgeIncident", Role::Editor),
-    ("alerting", "TestIntegration", Role::Editor),
-    ("heartbeat", "ListChecks", Role::Viewer),
-];
-
 /// The least role of a method, if the browser may call it.
 pub fn route(service: &str, method: &str) -> Option<Role> {
     ROUTES
@@ -126,226 +99,90 @@ fn parse<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-/// Calls `method` of a client with a JSON body, in the user's name.
-macro_rules! call {
-    ($client:expr, $backend:literal, $method:ident, $req:ty, $body:expr, $acting:expr) => {{
-        let message: $req = parse($body)?;
-        let mut request = tonic::Request::new(message);
-        assert_caller(&mut request, &$acting.project, $acting.role, &$acting.user)
-            .map_err(|s| ApiError::from_status($backend, &s))?;
-        let reply = $client
-            .$method(request)
-            .await
-            .map_err(|s| ApiError::from_status($backend, &s))?;
-        serde_json::to_value(reply.into_inner())
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
-    }};
+impl Backends {
+    fn query_client(&self) -> Result<QueryServiceClient<Authed>, ApiError> {
+        Ok(self.query.clone())
+    }
+
+    fn alerting_client(&self) -> Result<AlertingServiceClient<Authed>, ApiError> {
+        Ok(self.alerting.clone())
+    }
+
+    fn heartbeat_client(&self) -> Result<HeartbeatServiceClient<Authed>, ApiError> {
+        self.heartbeat.clone().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no heartbeat monitor is set up (ui_gateway.heartbeat_endpoint)",
+            )
+        })
+    }
 }
 
-impl Backends {
-    /// Calls `service`/`method` with a JSON body; the role was checked.
-    pub async fn call(
-        &self,
-        service: &str,
-        method: &str,
-        body: &[u8],
-        acting: &Acting,
-    ) -> Result<serde_json::Value, ApiError> {
-        let mut query = self.query.clone();
-        let mut alerting = self.alerting.clone();
-        match (service, method) {
-            ("query", "ListHosts") => call!(
-                query,
-                "query API",
-                list_hosts,
-                q::ListHostsRequest,
-                body,
-                acting
-            ),
-            ("query", "ListProcesses") => call!(
-                query,
-                "query API",
-                list_processes,
-                q::ListProcessesRequest,
-                body,
-                acting
-            ),
-            ("query", "QueryRange") => call!(
-                query,
-                "query API",
-                query_range,
-                q::QueryRangeRequest,
-                body,
-                acting
-            ),
-            ("query", "Query") => {
-                call!(query, "query API", query, q::PromQueryRequest, body, acting)
-            }
-            ("query", "ListApplications") => call!(
-                query,
-                "query API",
-                list_applications,
-                q::ListApplicationsRequest,
-                body,
-                acting
-            ),
-            ("query", "GetApplication") => call!(
-                query,
-                "query API",
-                get_application,
-                q::GetApplicationRequest,
-                body,
-                acting
-            ),
-            ("query", "ServiceMap") => call!(
-                query,
-                "query API",
-                service_map,
-                q::ServiceMapRequest,
-                body,
-                acting
-            ),
-            ("query", "SearchLogs") => call!(
-                query,
-                "query API",
-                search_logs,
-                q::SearchLogsRequest,
-                body,
-                acting
-            ),
-            ("query", "LogPatterns") => call!(
-                query,
-                "query API",
-                log_patterns,
-                q::SearchLogsRequest,
-                body,
-                acting
-            ),
-            ("query", "GetTrace") => call!(
-                query,
-                "query API",
-                get_trace,
-                q::GetTraceRequest,
-                body,
-                acting
-            ),
-            ("query", "SearchTraces") => call!(
-                query,
-                "query API",
-                search_traces,
-                q::SearchTracesRequest,
-                body,
-                acting
-            ),
-            ("query", "Flamegraph") => call!(
-                query,
-                "query API",
-                flamegraph,
-                q::FlamegraphRequest,
-                body,
-                acting
-            ),
-            ("query", "FlamegraphDiff") => call!(
-                query,
-                "query API",
-                flamegraph_diff,
-                q::FlamegraphDiffRequest,
-                body,
-                acting
-            ),
-            ("query", "ExportPprof") => call!(
-                query,
-                "query API",
-                export_pprof,
-                q::FlamegraphRequest,
-                body,
-                acting
-            ),
-            ("query", "ListEvents") => call!(
-                query,
-                "query API",
-                list_events,
-                q::ListEventsRequest,
-                body,
-                acting
-            ),
-            ("alerting", "ListIncidents") => call!(
-                alerting,
-                "alerting API",
-                list_incidents,
-                al::ListIncidentsRequest,
-                body,
-                acting
-            ),
-            ("alerting", "GetIncident") => call!(
-                alerting,
-                "alerting API",
-                get_incident,
-                al::GetIncidentRequest,
-                body,
-                acting
-            ),
-            ("alerting", "InspectionStatus") => call!(
-                alerting,
-                "alerting API",
-                inspection_status,
-                al::InspectionStatusRequest,
-                body,
-                acting
-            ),
-            ("alerting", "ListInspections") => call!(
-                alerting,
-                "alerting API",
-                list_inspections,
-                al::ListInspectionsRequest,
-                body,
-                acting
-            ),
-            ("alerting", "ListIntegrations") => call!(
-                alerting,
-                "alerting API",
-                list_integrations,
-                al::ListIntegrationsRequest,
-                body,
-                acting
-            ),
-            ("alerting", "AcknowledgeIncident") => call!(
-                alerting,
-                "alerting API",
-                acknowledge_incident,
-                al::AcknowledgeIncidentRequest,
-                body,
-                acting
-            ),
-            ("alerting", "TestIntegration") => call!(
-                alerting,
-                "alerting API",
-                test_integration,
-                al::TestIntegrationRequest,
-                body,
-                acting
-            ),
-            ("heartbeat", "ListChecks") => match &self.heartbeat {
-                Some(client) => {
-                    let mut client = client.clone();
-                    call!(
-                        client,
-                        "heartbeat monitor",
-                        list_checks,
-                        hb::ListChecksRequest,
-                        body,
-                        acting
-                    )
+/// One list of the methods the browser may call makes both [`ROUTES`] (with
+/// each method's least role) and [`Backends::call`], so neither can name a
+/// method the other lacks.
+macro_rules! methods {
+    ($($service:literal $method:literal $role:ident => $client:ident . $call:ident($req:ty);)*) => {
+        /// Every method the browser may call, with the least role it needs.
+        pub const ROUTES: &[(&str, &str, Role)] = &[$(($service, $method, Role::$role)),*];
+
+        impl Backends {
+            /// Calls `service`/`method` with a JSON body in the user's name;
+            /// the caller checked the role.
+            pub async fn call(
+                &self,
+                service: &str,
+                method: &str,
+                body: &[u8],
+                acting: &Acting,
+            ) -> Result<serde_json::Value, ApiError> {
+                match (service, method) {
+                    $(($service, $method) => {
+                        let message: $req = parse(body)?;
+                        let mut request = tonic::Request::new(message);
+                        assert_caller(&mut request, &acting.project, acting.role, &acting.user)
+                            .map_err(|s| ApiError::from_status($service, &s))?;
+                        let reply = self
+                            .$client()?
+                            .$call(request)
+                            .await
+                            .map_err(|s| ApiError::from_status($service, &s))?;
+                        serde_json::to_value(reply.into_inner()).map_err(|e| {
+                            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                        })
+                    })*
+                    _ => Err(ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        format!("no method {service}/{method}"),
+                    )),
                 }
-                None => Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "no heartbeat monitor is set up (ui_gateway.heartbeat_endpoint)",
-                )),
-            },
-            _ => Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("no method {service}/{method}"),
-            )),
+            }
         }
-    }
+    };
+}
+
+methods! {
+    "query" "ListHosts" Viewer => query_client.list_hosts(q::ListHostsRequest);
+    "query" "ListProcesses" Viewer => query_client.list_processes(q::ListProcessesRequest);
+    "query" "QueryRange" Viewer => query_client.query_range(q::QueryRangeRequest);
+    "query" "Query" Viewer => query_client.query(q::PromQueryRequest);
+    "query" "ListApplications" Viewer => query_client.list_applications(q::ListApplicationsRequest);
+    "query" "GetApplication" Viewer => query_client.get_application(q::GetApplicationRequest);
+    "query" "ServiceMap" Viewer => query_client.service_map(q::ServiceMapRequest);
+    "query" "SearchLogs" Viewer => query_client.search_logs(q::SearchLogsRequest);
+    "query" "LogPatterns" Viewer => query_client.log_patterns(q::SearchLogsRequest);
+    "query" "GetTrace" Viewer => query_client.get_trace(q::GetTraceRequest);
+    "query" "SearchTraces" Viewer => query_client.search_traces(q::SearchTracesRequest);
+    "query" "Flamegraph" Viewer => query_client.flamegraph(q::FlamegraphRequest);
+    "query" "FlamegraphDiff" Viewer => query_client.flamegraph_diff(q::FlamegraphDiffRequest);
+    "query" "ExportPprof" Viewer => query_client.export_pprof(q::FlamegraphRequest);
+    "query" "ListEvents" Viewer => query_client.list_events(q::ListEventsRequest);
+    "alerting" "ListIncidents" Viewer => alerting_client.list_incidents(al::ListIncidentsRequest);
+    "alerting" "GetIncident" Viewer => alerting_client.get_incident(al::GetIncidentRequest);
+    "alerting" "InspectionStatus" Viewer => alerting_client.inspection_status(al::InspectionStatusRequest);
+    "alerting" "ListInspections" Viewer => alerting_client.list_inspections(al::ListInspectionsRequest);
+    "alerting" "ListIntegrations" Viewer => alerting_client.list_integrations(al::ListIntegrationsRequest);
+    "alerting" "AcknowledgeIncident" Editor => alerting_client.acknowledge_incident(al::AcknowledgeIncidentRequest);
+    "alerting" "TestIntegration" Editor => alerting_client.test_integration(al::TestIntegrationRequest);
+    "heartbeat" "ListChecks" Viewer => heartbeat_client.list_checks(hb::ListChecksRequest);
 }

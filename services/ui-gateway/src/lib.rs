@@ -17,7 +17,7 @@ use axum::{
     Form, Json, Router,
     body::Bytes,
     extract::{ConnectInfo, Path, Query, State},
-    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     middleware::{self, Next},
     response::{Html, IntoResponse, Redirect, Response},
     routing::{get, post},
@@ -338,7 +338,6 @@ async fn callback(
 async fn logout(
     State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
     headers: HeaderMap,
     Form(form): Form<LogoutForm>,
 ) -> Response {
@@ -347,11 +346,7 @@ async fn logout(
         Ok(p) => p,
         Err(_) => return Redirect::to("/auth/signed-out").into_response(),
     };
-    let mut checked = headers.clone();
-    if let Ok(v) = HeaderValue::from_str(&form.csrf) {
-        checked.insert("x-csrf-token", v);
-    }
-    if let Err(e) = app.auth.check_csrf(&principal, &method, &checked) {
+    if let Err(e) = app.auth.check_csrf(&principal, &headers, Some(&form.csrf)) {
         return ApiError::new(StatusCode::FORBIDDEN, e).into_response();
     }
     let (clear, target) = app.auth.sign_out(&headers, now).await;
@@ -498,7 +493,6 @@ async fn rpc(
     State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((service, method_name)): Path<(String, String)>,
-    method: Method,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -512,7 +506,7 @@ async fn rpc(
             })?;
             let (principal, acting) = acting(&app, &headers, peer, None).await?;
             app.auth
-                .check_csrf(&principal, &method, &headers)
+                .check_csrf(&principal, &headers, None)
                 .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, e))?;
             if acting.role < need {
                 return Err(ApiError::new(

@@ -11,7 +11,7 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
-use axum::http::{HeaderMap, HeaderValue, Method as HttpMethod, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use ipnet::IpNet;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -21,7 +21,7 @@ use self::{
     oidc::{Oidc, OidcError, SignedIn},
     session::{Cookies, CsrfCookie, Flow, Method, Session, random_token, same_token},
 };
-use crate::config::{AuthConfig, AuthMode, ForwardAuthConfig, UiGatewayConfig};
+use crate::config::{AuthConfig, AuthMode, UiGatewayConfig};
 
 /// How long a sign-in may take at the provider.
 const FLOW_TTL_MS: i64 = 10 * 60 * 1000;
@@ -84,7 +84,6 @@ pub enum Unauthenticated {
 
 /// The gateway's sign-in state.
 pub struct Auth {
-    mode: AuthMode,
     cookies: Cookies,
     session_ttl_ms: i64,
     /// Where users reach the gateway: the OIDC redirect base, and the one
@@ -95,7 +94,6 @@ pub struct Auth {
     loopback_port: Option<u16>,
     pub oidc: Option<Oidc>,
     login_token_digest: Option<[u8; 32]>,
-    forward: ForwardAuthConfig,
     trusted: Vec<IpNet>,
     config: AuthConfig,
     projects: Vec<String>,
@@ -104,7 +102,7 @@ pub struct Auth {
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Auth")
-            .field("mode", &self.mode)
+            .field("mode", &self.config.mode)
             .field("public_origin", &self.public_origin)
             .finish_non_exhaustive()
     }
@@ -170,14 +168,12 @@ impl Auth {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ConfigError::invalid("ui_gateway.auth.forward_auth.trusted_proxies", e))?;
         Ok(Self {
-            mode: auth.mode,
             cookies: Cookies::new(&auth.resolve_session_secret()?, auth.secure_cookies),
             session_ttl_ms: i64::try_from(auth.session_ttl.as_millis()).unwrap_or(i64::MAX),
             public_origin,
             loopback_port,
             oidc,
             login_token_digest,
-            forward: auth.forward_auth.clone(),
             trusted,
             config: auth.clone(),
             projects: config.projects.clone(),
@@ -185,7 +181,7 @@ impl Auth {
     }
 
     pub fn mode(&self) -> AuthMode {
-        self.mode
+        self.config.mode
     }
 
     /// The roles of a user with these names and groups.
@@ -260,7 +256,7 @@ impl Auth {
         peer: SocketAddr,
         now_ms: i64,
     ) -> Result<Principal, Unauthenticated> {
-        match self.mode {
+        match self.config.mode {
             AuthMode::ForwardAuth => return self.forwarded(headers, peer, now_ms),
             AuthMode::Anonymous => {
                 return Ok(self.sessionless(
@@ -279,7 +275,7 @@ impl Auth {
             .ok_or_else(|| Unauthenticated::SignIn("not signed in, or the session ended".into()))?;
         // A session opened another way (before the mode changed), or with a
         // login token that has since changed, is over.
-        let current = match self.mode {
+        let current = match self.config.mode {
             AuthMode::Oidc => session.method == Method::Oidc,
             AuthMode::Token => {
                 session.method == Method::Token && session.token_tag == self.token_tag()
@@ -297,7 +293,7 @@ impl Auth {
         {
             match oidc.refresh(tokens, &session.subject, now_ms).await {
                 Ok(signed_in) => {
-                    let renewed = self.session_from(signed_in, session, now_ms);
+                    let renewed = self.session_from(signed_in, session);
                     principal = self.principal_of(&renewed);
                     principal
                         .set_cookies
@@ -334,9 +330,9 @@ impl Auth {
         // The proxy sets these headers; a request carrying one twice (the
         // client's own beside the proxy's) is refused rather than guessed at.
         for name in [
-            &self.forward.user_header,
-            &self.forward.email_header,
-            &self.forward.groups_header,
+            &self.config.forward_auth.user_header,
+            &self.config.forward_auth.email_header,
+            &self.config.forward_auth.groups_header,
         ] {
             if headers.get_all(name.as_str()).iter().count() > 1 {
                 return Err(Unauthenticated::SignIn(format!(
@@ -351,15 +347,15 @@ impl Auth {
                 .map(str::trim)
                 .filter(|v| !v.is_empty())
         };
-        let Some(user) =
-            header(&self.forward.user_header).or_else(|| header(&self.forward.email_header))
+        let Some(user) = header(&self.config.forward_auth.user_header)
+            .or_else(|| header(&self.config.forward_auth.email_header))
         else {
             return Err(Unauthenticated::SignIn(format!(
                 "the proxy sent no {} header",
-                self.forward.user_header
+                self.config.forward_auth.user_header
             )));
         };
-        let groups: Vec<String> = header(&self.forward.groups_header)
+        let groups: Vec<String> = header(&self.config.forward_auth.groups_header)
             .map(|g| {
                 g.split(',')
                     .map(str::trim)
@@ -372,7 +368,10 @@ impl Auth {
         Ok(self.sessionless(
             headers,
             Method::ForwardAuth,
-            (clip(user), header(&self.forward.email_header).map(clip)),
+            (
+                clip(user),
+                header(&self.config.forward_auth.email_header).map(clip),
+            ),
             groups,
             now_ms,
         ))
@@ -421,21 +420,15 @@ impl Auth {
         (c.token, set)
     }
 
-    /// Refuses a state-changing request (anything but GET, HEAD, OPTIONS)
-    /// without the principal's CSRF token in `x-csrf-token`, or sent from
-    /// another origin.
+    /// Refuses a state change (every POST route) without the principal's
+    /// CSRF token, in `x-csrf-token` or, for a plain form, `form_token`, or
+    /// sent from another origin.
     pub fn check_csrf(
         &self,
         principal: &Principal,
-        method: &HttpMethod,
         headers: &HeaderMap,
+        form_token: Option<&str>,
     ) -> Result<(), String> {
-        if matches!(
-            *method,
-            HttpMethod::GET | HttpMethod::HEAD | HttpMethod::OPTIONS
-        ) {
-            return Ok(());
-        }
         if let Some(origin) = headers.get(header::ORIGIN)
             && !self.origin_allowed(origin.as_bytes())
         {
@@ -445,9 +438,8 @@ impl Auth {
                 self.public_origin
             ));
         }
-        let sent = headers
-            .get("x-csrf-token")
-            .and_then(|v| v.to_str().ok())
+        let sent = form_token
+            .or_else(|| headers.get("x-csrf-token").and_then(|v| v.to_str().ok()))
             .unwrap_or("");
         if sent.is_empty() || !same_token(sent, &principal.csrf) {
             return Err(
@@ -577,7 +569,6 @@ impl Auth {
                 oidc: None,
                 token_tag: None,
             },
-            now_ms,
         );
         tracing::info!(user = %session.subject, email = ?session.email, "signed in with OpenID Connect");
         let cookie = self
@@ -587,7 +578,7 @@ impl Auth {
     }
 
     /// `base` updated with what the provider said.
-    fn session_from(&self, signed_in: SignedIn, base: Session, _now_ms: i64) -> Session {
+    fn session_from(&self, signed_in: SignedIn, base: Session) -> Session {
         let SignedIn { claims, tokens } = signed_in;
         Session {
             subject: clip(&claims.subject),

@@ -448,22 +448,22 @@ impl Oidc {
             return;
         };
         let info = async {
-            let r = self
-                .http
-                .0
-                .get(endpoint.url().clone())
-                .bearer_auth(response.access_token().secret())
-                .send()
+            // Through the same bounded client as the rest of the flow.
+            let request = openidconnect::http::Request::get(endpoint.url().as_str())
+                .header(
+                    "authorization",
+                    format!("Bearer {}", response.access_token().secret()),
+                )
+                .header("accept", "application/json")
+                .body(Vec::new())
+                .map_err(|e| e.to_string())?;
+            let r = send(&self.http.0, request)
                 .await
-                .map_err(|e| e.without_url().to_string())?;
+                .map_err(|e| e.to_string())?;
             if !r.status().is_success() {
                 return Err(format!("status {}", r.status()));
             }
-            let bytes = r.bytes().await.map_err(|e| e.without_url().to_string())?;
-            if bytes.len() > MAX_PROVIDER_RESPONSE {
-                return Err("response too big".into());
-            }
-            serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| e.to_string())
+            serde_json::from_slice::<serde_json::Value>(r.body()).map_err(|e| e.to_string())
         };
         match info.await {
             // The userinfo subject must be the ID token's (OIDC Core 5.3.2).
