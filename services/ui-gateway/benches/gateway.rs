@@ -16,22 +16,18 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::expect_used)]
 
-use std::{
-    path::Path,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{path::Path, sync::Arc, time::Instant};
 
 use tonic::Request;
 use vigil_proto::query::v1::{self as q, query_service_client::QueryServiceClient};
-use vigil_runtime::{Shutdown, auth::Secret, config::HttpServerConfig, time::now_ms};
+use vigil_runtime::{Shutdown, auth::Secret, time::now_ms};
 use vigil_storage::{TelemetryStore, redb::RedbStore};
 use vigil_testdata::{Span, generate, load};
-use vigil_ui_gateway::{AuthMode, UiGatewayConfig};
+use vigil_ui_gateway::AuthMode;
 
 #[path = "../tests/common/mod.rs"]
 mod common;
-use common::{GATEWAY_KEY, PROJECT, PROJECT_KEY as KEY, free};
+use common::{PROJECT, PROJECT_KEY as KEY};
 
 const TOKEN: &str = "bench-login-token-0123456789";
 
@@ -71,30 +67,13 @@ async fn main() {
 
     let shutdown = Shutdown::new();
     let (query_grpc, alerting_grpc) = common::backends(store, dir.path(), &shutdown).await;
-    let listen = free();
-    let mut ui = UiGatewayConfig {
-        http: HttpServerConfig::on(listen),
-        gateway_key: Secret(GATEWAY_KEY.into()),
-        query_endpoint: query_grpc.to_string(),
-        alerting_endpoint: alerting_grpc.to_string(),
-        rate_per_user: 100_000,
-        burst_per_user: 100_000,
-        ..UiGatewayConfig::default()
-    };
+    let mut ui = common::gateway_config(&query_grpc.to_string(), &alerting_grpc.to_string());
+    ui.rate_per_user = 100_000;
+    ui.burst_per_user = 100_000;
     ui.auth.mode = AuthMode::Token;
     ui.auth.login_token = Secret(TOKEN.into());
-    ui.auth.session_secret = Secret("b".repeat(40));
-    ui.auth.secure_cookies = false;
-    let s = shutdown.clone();
-    tokio::spawn(async move { vigil_ui_gateway::run(ui, s).await.unwrap() });
-    let base = format!("http://{listen}");
+    let base = common::start_gateway(ui, &shutdown).await;
     let http = vigil_runtime::http_client::build("bench").unwrap();
-    for _ in 0..200 {
-        if http.get(format!("{base}/readyz")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 
     // A session, as a browser gets one.
     let signed_in = http

@@ -31,8 +31,10 @@ use openidconnect::{
     },
 };
 use serde::{Deserialize, Serialize};
-use vigil_runtime::{Shutdown, auth::Secret, config::HttpServerConfig};
-use vigil_ui_gateway::{AuthMode, RoleGrant, UiGatewayConfig};
+use vigil_runtime::{Shutdown, auth::Secret};
+use vigil_ui_gateway::{AuthMode, RoleGrant};
+
+mod common;
 
 const CLIENT_ID: &str = "vigil-ui";
 const CLIENT_SECRET: &str = "client-secret-0123456789";
@@ -309,21 +311,10 @@ async fn start_op() -> (String, Op) {
 }
 
 async fn start_gateway(issuer: &str) -> (String, Shutdown) {
-    let listen = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
-    let mut config = UiGatewayConfig {
-        http: HttpServerConfig::on(listen),
-        gateway_key: Secret("gateway-key-0123456789".into()),
-        query_endpoint: "127.0.0.1:9".into(),
-        alerting_endpoint: "127.0.0.1:9".into(),
-        ..UiGatewayConfig::default()
-    };
+    // No backends: sign-in never calls them.
+    let mut config = common::gateway_config("127.0.0.1:9", "127.0.0.1:9");
     let auth = &mut config.auth;
     auth.mode = AuthMode::Oidc;
-    auth.session_secret = Secret("s".repeat(40));
-    auth.secure_cookies = false;
     auth.oidc.issuer = issuer.to_owned();
     auth.oidc.client_id = CLIENT_ID.into();
     auth.oidc.client_secret = Secret(CLIENT_SECRET.into());
@@ -335,18 +326,8 @@ async fn start_gateway(issuer: &str) -> (String, Shutdown) {
         groups: vec!["sre".into()],
         everyone: false,
     }];
-    vigil_runtime::config::Validate::validate(&config, "ui_gateway").unwrap();
     let shutdown = Shutdown::new();
-    let s = shutdown.clone();
-    tokio::spawn(async move { vigil_ui_gateway::run(config, s).await.unwrap() });
-    let base = format!("http://{listen}");
-    let probe = vigil_runtime::http_client::build("test").unwrap();
-    for _ in 0..100 {
-        if probe.get(format!("{base}/healthz")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let base = common::start_gateway(config, &shutdown).await;
     (base, shutdown)
 }
 

@@ -11,22 +11,20 @@
 use std::{
     net::{IpAddr, SocketAddr},
     sync::Arc,
-    time::Duration,
 };
 
 use tonic::{Code, Request};
 use vigil_proto::alerting::v1::{self as al, alerting_service_client::AlertingServiceClient};
 use vigil_runtime::{
     Shutdown,
-    auth::{Role, Secret, assert_caller},
-    config::HttpServerConfig,
+    auth::{Role, assert_caller},
 };
-use vigil_ui_gateway::{AuthMode, RoleGrant, UiGatewayConfig, api::ROUTES};
+use vigil_ui_gateway::{AuthMode, RoleGrant, api::ROUTES};
 
 const TRUSTED: &str = "127.0.0.2";
 
 mod common;
-use common::{GATEWAY_KEY, free};
+use common::GATEWAY_KEY;
 
 struct Suite {
     gateway: String,
@@ -41,17 +39,8 @@ async fn start() -> Suite {
     let store = Arc::new(vigil_storage::redb::RedbStore::open(&dir.path().join("q.redb")).unwrap());
     let (query_grpc, alerting_grpc) = common::backends(store, dir.path(), &shutdown).await;
 
-    let listen = free();
-    let mut ui = UiGatewayConfig {
-        http: HttpServerConfig::on(listen),
-        gateway_key: Secret(GATEWAY_KEY.into()),
-        query_endpoint: query_grpc.to_string(),
-        alerting_endpoint: alerting_grpc.to_string(),
-        ..UiGatewayConfig::default()
-    };
+    let mut ui = common::gateway_config(&query_grpc.to_string(), &alerting_grpc.to_string());
     ui.auth.mode = AuthMode::ForwardAuth;
-    ui.auth.session_secret = Secret("r".repeat(40));
-    ui.auth.secure_cookies = false;
     ui.auth.forward_auth.trusted_proxies = vec![format!("{TRUSTED}/32")];
     ui.auth.roles = [
         ("viewers", Role::Viewer),
@@ -67,18 +56,7 @@ async fn start() -> Suite {
         everyone: false,
     })
     .collect();
-    vigil_runtime::config::Validate::validate(&ui, "ui_gateway").unwrap();
-    let s = shutdown.clone();
-    tokio::spawn(async move { vigil_ui_gateway::run(ui, s).await.unwrap() });
-
-    let gateway = format!("http://{listen}");
-    let probe = vigil_runtime::http_client::build("probe").unwrap();
-    for _ in 0..200 {
-        if probe.get(format!("{gateway}/readyz")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let gateway = common::start_gateway(ui, &shutdown).await;
     Suite {
         gateway,
         alerting: alerting_grpc,

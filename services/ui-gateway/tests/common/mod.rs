@@ -79,3 +79,39 @@ pub async fn backends(
     }
     (query_grpc, alerting_grpc)
 }
+
+/// A gateway on a free loopback port in front of `query` and `alerting`,
+/// with the gateway key, a session secret and plain-HTTP cookies; tests set
+/// the sign-in mode.
+pub fn gateway_config(query: &str, alerting: &str) -> vigil_ui_gateway::UiGatewayConfig {
+    let mut c = vigil_ui_gateway::UiGatewayConfig {
+        http: HttpServerConfig::on(free()),
+        gateway_key: Secret(GATEWAY_KEY.into()),
+        query_endpoint: query.into(),
+        alerting_endpoint: alerting.into(),
+        ..Default::default()
+    };
+    c.auth.session_secret = Secret("s".repeat(40));
+    c.auth.secure_cookies = false;
+    c
+}
+
+/// Checks `config`, runs the gateway until `shutdown`, and returns its base
+/// URL once it answers.
+pub async fn start_gateway(
+    config: vigil_ui_gateway::UiGatewayConfig,
+    shutdown: &Shutdown,
+) -> String {
+    vigil_runtime::config::Validate::validate(&config, "ui_gateway").unwrap();
+    let base = format!("http://{}", config.http.listen);
+    let s = shutdown.clone();
+    tokio::spawn(async move { vigil_ui_gateway::run(config, s).await.unwrap() });
+    let probe = vigil_runtime::http_client::build("probe").unwrap();
+    for _ in 0..200 {
+        if probe.get(format!("{base}/readyz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    base
+}
