@@ -22,6 +22,7 @@ const ATTEMPTS: u32 = 3;
 #[derive(Debug, clap::Args)]
 pub struct PingArgs {
     /// The check's ping URL, e.g. https://monitor.example.com/ping/<uuid>.
+    #[arg(value_parser = ping_url)]
     url: String,
     /// How long one ping may take.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
@@ -29,6 +30,22 @@ pub struct PingArgs {
     /// The command to run, after `--`.
     #[arg(last = true)]
     command: Vec<String>,
+}
+
+/// An http(s) URL with a host: a mistyped one is refused before the job
+/// runs, not discovered after it.
+fn ping_url(text: &str) -> Result<String, String> {
+    let scheme_ok = text.starts_with("http://") || text.starts_with("https://");
+    let host = text
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split(['/', '?']).next());
+    match (scheme_ok, host) {
+        (true, Some(h)) if !h.is_empty() && !h.contains(char::is_whitespace) => Ok(text.to_owned()),
+        _ => Err(format!(
+            "{text:?} is not a ping URL: use http(s)://host/ping/<uuid>"
+        )),
+    }
 }
 
 /// Sends a ping with `body`, retrying; says on stderr when it fails.

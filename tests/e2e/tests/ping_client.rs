@@ -113,4 +113,18 @@ webhook = {{ url = "http://127.0.0.1:{hook}/hook" }}
     );
     assert!(code.success(), "{code}: {err}");
     assert!(err.contains("404"), "says why: {err}");
+
+    // A mistyped URL is a usage error: the job does not run.
+    let marker = dir.path().join("ran");
+    let touch = format!("touch {}", marker.display());
+    let (code, _, err) = run_to_end(
+        dir.path(),
+        "vigil",
+        &["ping", "monitor.example/ping/x", "--", "sh", "-c", &touch],
+        &[],
+        Duration::from_secs(60),
+    );
+    assert_eq!(code.code(), Some(2), "{err}");
+    assert!(err.contains("is not a ping URL"), "{err}");
+    assert!(!marker.exists(), "the job did not run");
 }
