@@ -388,6 +388,7 @@ async fn run_suite(mut suite: SuiteConfig, services: &[Service]) -> anyhow::Resu
         });
     }
     if wants(Service::Heartbeat) {
+        let access = suite.access.clone();
         let (config, dir, s) = (
             suite.heartbeat.clone(),
             suite.data_dir.clone(),
@@ -396,7 +397,7 @@ async fn run_suite(mut suite: SuiteConfig, services: &[Service]) -> anyhow::Resu
         tasks.spawn(async move {
             (
                 "heartbeat",
-                vigil_heartbeat::run(config, &dir, s)
+                vigil_heartbeat::run(config, &access, &dir, s)
                     .await
                     .map_err(Into::into),
             )

@@ -9,25 +9,13 @@
 //! once, across crashes and restarts, and a monitor that was itself down
 //! announces at most one flip per check when it comes back.
 
-use std::{collections::HashMap, path::Path, sync::Arc};
+use std::sync::Arc;
 use vigil_runtime::time::millis;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
-use vigil_notify::{Field, Kind, Notification, Notifier, Outbox, Severity};
-use vigil_storage::{
-    StorageError,
-    redb::{decode_record, encode_record, open_database},
-};
+use vigil_notify::{Field, Kind, Notification, Notifier, Severity};
 
 use crate::config::CheckConfig;
-
-/// Check uuid → its [`PingState`].
-const PINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("pings_v2");
-/// (check uuid, flip time ms) → [`Flip`].
-const FLIPS: TableDefinition<(&str, i64), &[u8]> = TableDefinition::new("flips");
-/// Flips kept per check; older ones are dropped.
-const FLIPS_KEPT: usize = 100;
 
 /// What a ping says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,19 +28,47 @@ pub enum PingKind {
     Fail,
     /// A message only; the status does not change (`/ping/<uuid>/log`).
     Log,
+    /// Kept but ignored: a method the check does not take, or a ping to a
+    /// paused check that waits for a manual resume.
+    Ignored,
 }
 
-/// The stored pings of one check.
+impl PingKind {
+    /// The name healthchecks.io gives this kind.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PingKind::Success => "success",
+            PingKind::Start => "start",
+            PingKind::Fail => "fail",
+            PingKind::Log => "log",
+            PingKind::Ignored => "ign",
+        }
+    }
+}
+
+/// Runs longer than this get no duration.
+const MAX_RUN_MS: i64 = 72 * 3600 * 1000;
+
+/// A check's state, changed by its pings.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PingState {
+    /// The last success or failure.
     pub last_ping_ms: Option<i64>,
     pub last_success_ms: Option<i64>,
+    /// A run started and not finished: when, and its run id.
     pub last_start_ms: Option<i64>,
+    pub last_start_rid: Option<String>,
+    /// How long the last finished run took.
+    pub last_duration_ms: Option<i64>,
     /// Whether the last success-or-failure ping was a failure.
     pub failed: bool,
+    /// Every ping, ignored ones too.
     pub pings: u64,
     /// The side last announced: None while new.
     pub announced: Option<Side>,
+    pub paused: bool,
+    /// The start of the last failure ping's body (for notifications).
+    pub last_message: Option<String>,
 }
 
 /// Up or down, as announced.
@@ -70,19 +86,83 @@ pub struct Flip {
     pub to: Side,
 }
 
+/// Most of a failure ping's body kept for its notification.
+const MESSAGE_CHARS: usize = 300;
+
 impl PingState {
-    pub fn apply(&mut self, kind: PingKind, now_ms: i64) {
+    /// Applies a ping: what it counts as (a ping to a paused check that
+    /// waits for a manual resume is ignored) and the run's duration, if it
+    /// finished one.
+    pub fn apply(
+        &mut self,
+        kind: PingKind,
+        rid: Option<&str>,
+        manual_resume: bool,
+        message: &[u8],
+        now_ms: i64,
+    ) -> (PingKind, Option<i64>) {
         self.pings += 1;
-        self.last_ping_ms = Some(now_ms);
+        let kind = if self.paused && manual_resume {
+            PingKind::Ignored
+        } else {
+            kind
+        };
+        let mut duration = None;
         match kind {
-            PingKind::Success => {
-                self.last_success_ms = Some(now_ms);
-                self.failed = false;
+            PingKind::Start => {
+                self.last_start_ms = Some(now_ms);
+                self.last_start_rid = rid.map(str::to_owned);
             }
-            PingKind::Fail => self.failed = true,
-            PingKind::Start => self.last_start_ms = Some(now_ms),
-            PingKind::Log => {}
+            PingKind::Success | PingKind::Fail => {
+                self.last_ping_ms = Some(now_ms);
+                self.last_duration_ms = None;
+                if let Some(start) = self.last_start_ms {
+                    if self.last_start_rid.as_deref() == rid {
+                        let took = now_ms - start;
+                        if (0..MAX_RUN_MS).contains(&took) {
+                            duration = Some(took);
+                            self.last_duration_ms = Some(took);
+                        }
+                        self.last_start_ms = None;
+                        self.last_start_rid = None;
+                    } else if kind == PingKind::Fail || rid.is_none() {
+                        self.last_start_ms = None;
+                        self.last_start_rid = None;
+                    }
+                }
+                self.paused = false;
+                if kind == PingKind::Success {
+                    self.last_success_ms = Some(now_ms);
+                    self.failed = false;
+                    self.last_message = None;
+                } else {
+                    self.failed = true;
+                    let text = String::from_utf8_lossy(message);
+                    let text = text.trim();
+                    self.last_message =
+                        (!text.is_empty()).then(|| text.chars().take(MESSAGE_CHARS).collect());
+                }
+            }
+            PingKind::Log | PingKind::Ignored => {}
         }
+        (kind, duration)
+    }
+
+    /// Pauses: no alerts until a ping (or a resume) comes.
+    pub fn pause(&mut self) {
+        self.paused = true;
+        self.last_start_ms = None;
+        self.last_start_rid = None;
+    }
+
+    /// Resumes a paused check as new.
+    pub fn resume(&mut self) {
+        self.paused = false;
+        self.failed = false;
+        self.last_ping_ms = None;
+        self.last_success_ms = None;
+        self.last_start_ms = None;
+        self.last_start_rid = None;
     }
 }
 
@@ -93,27 +173,51 @@ pub enum Status {
     Up,
     Late,
     Down,
+    Paused,
+}
+
+/// When the next success is due, after the last one; None when no
+/// success is awaited (new, or a schedule that never fires again).
+/// i64::MIN when the schedule cannot be read: such a check must alarm,
+/// not look healthy (validation refuses it, so this is a safeguard).
+pub fn due(check: &CheckConfig, state: &PingState) -> Option<i64> {
+    let last = state.last_success_ms?;
+    match check.parsed_schedule() {
+        Ok(schedule) => schedule.next_due(last),
+        Err(_) => Some(i64::MIN),
+    }
 }
 
 /// The status of a check at `now_ms`.
 pub fn status(check: &CheckConfig, state: &PingState, now_ms: i64) -> Status {
+    status_due(check, state, due(check, state), now_ms)
+}
+
+/// [`status`] with the due time already known (see [`due`]).
+pub fn status_due(check: &CheckConfig, state: &PingState, due: Option<i64>, now_ms: i64) -> Status {
+    if state.paused {
+        return Status::Paused;
+    }
     if state.failed {
         return Status::Down;
     }
-    let Some(last) = state.last_success_ms else {
-        return Status::New;
-    };
-    // Validation parsed the schedule; a check whose schedule cannot be read
-    // must alarm, not look healthy.
-    let Ok(schedule) = check.parsed_schedule() else {
+    let grace = millis(check.grace);
+    // A run that started and did not finish within the grace time.
+    if let Some(start) = state.last_start_ms
+        && grace > 0
+        && now_ms > start.saturating_add(grace)
+    {
         return Status::Down;
-    };
-    let Some(due) = schedule.next_due(last) else {
+    }
+    if state.last_success_ms.is_none() {
+        return Status::New;
+    }
+    let Some(due) = due else {
         return Status::Up;
     };
     if now_ms <= due {
         Status::Up
-    } else if now_ms <= due.saturating_add(millis(check.grace)) {
+    } else if now_ms <= due.saturating_add(grace) {
         Status::Late
     } else {
         Status::Down
@@ -135,15 +239,25 @@ fn side_of(status: Status) -> Option<Side> {
     match status {
         Status::Up | Status::Late => Some(Side::Up),
         Status::Down => Some(Side::Down),
-        Status::New => None,
+        Status::New | Status::Paused => None,
     }
+}
+
+/// Whether [`settle`] would record a flip at `now_ms`.
+pub fn would_flip(check: &CheckConfig, state: &PingState, due: Option<i64>, now_ms: i64) -> bool {
+    side_of(status_due(check, state, due, now_ms)).is_some_and(|to| state.announced != Some(to))
 }
 
 /// Updates `state.announced` for the check's status at `now_ms`; the flip,
 /// if the side changed. The first up after new is a flip but not worth
 /// announcing (see [`announce`]).
-pub fn settle(check: &CheckConfig, state: &mut PingState, now_ms: i64) -> Option<Flip> {
-    let to = side_of(status(check, state, now_ms))?;
+pub fn settle(
+    check: &CheckConfig,
+    state: &mut PingState,
+    due: Option<i64>,
+    now_ms: i64,
+) -> Option<Flip> {
+    let to = side_of(status_due(check, state, due, now_ms))?;
     if state.announced == Some(to) {
         return None;
     }
@@ -193,7 +307,18 @@ pub fn announce(
     let (kind, severity, title, text) = match flip.to {
         Side::Down => {
             let why = if state.failed {
+                if let Some(m) = &state.last_message {
+                    fields.push(Field::new("Message", m.clone()));
+                }
                 format!("Its last ping reported a failure, at {last_ping}.")
+            } else if let Some(start) = state.last_start_ms.filter(|s| {
+                check.grace > std::time::Duration::ZERO && flip.at_ms > s + millis(check.grace)
+            }) {
+                format!(
+                    "A run started at {} and has not finished after {}.",
+                    when(start),
+                    ago(flip.at_ms - start)
+                )
             } else {
                 let due = state
                     .last_success_ms
@@ -244,190 +369,6 @@ pub fn announce(
     })
 }
 
-/// A check's stored state (default when it was never pinged).
-fn read_state(
-    table: &impl ReadableTable<&'static str, &'static [u8]>,
-    uuid: &str,
-) -> Result<PingState, StorageError> {
-    match table.get(uuid)? {
-        Some(v) => decode_record(v.value()),
-        None => Ok(PingState::default()),
-    }
-}
-
-/// The configured checks and their stored pings.
-#[derive(Clone)]
-pub struct CheckStore {
-    db: Arc<Database>,
-    checks: Arc<Vec<CheckConfig>>,
-    by_uuid: Arc<HashMap<String, usize>>,
-    announce: Option<Announce>,
-}
-
-impl std::fmt::Debug for CheckStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CheckStore")
-            .field("checks", &self.checks.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl CheckStore {
-    pub fn open(path: &Path, checks: Vec<CheckConfig>) -> Result<Self, StorageError> {
-        let db = open_database(path)?;
-        let txn = db.begin_write()?;
-        txn.open_table(PINGS)?;
-        txn.open_table(FLIPS)?;
-        txn.commit()?;
-        let by_uuid = checks
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.uuid.to_ascii_lowercase(), i))
-            .collect();
-        Ok(Self {
-            db: Arc::new(db),
-            checks: Arc::new(checks),
-            by_uuid: Arc::new(by_uuid),
-            announce: None,
-        })
-    }
-
-    /// Announces flips through `announce` (queued in this database's
-    /// outbox, which the caller's dispatcher delivers).
-    pub fn with_announce(mut self, announce: Announce) -> Result<Self, StorageError> {
-        Outbox::open(self.db.clone())?;
-        self.announce = Some(announce);
-        Ok(self)
-    }
-
-    pub fn database(&self) -> Arc<Database> {
-        self.db.clone()
-    }
-
-    /// Records `flip` of `check` and queues its notification, in `txn`.
-    fn record_flip(
-        &self,
-        txn: &WriteTransaction,
-        check: &CheckConfig,
-        state: &PingState,
-        flip: &Flip,
-    ) -> Result<(), StorageError> {
-        let uuid = check.uuid.to_ascii_lowercase();
-        let mut flips = txn.open_table(FLIPS)?;
-        flips.insert((uuid.as_str(), flip.at_ms), encode_record(flip)?.as_slice())?;
-        let kept: Vec<i64> = flips
-            .range((uuid.as_str(), i64::MIN)..=(uuid.as_str(), i64::MAX))?
-            .rev()
-            .skip(FLIPS_KEPT)
-            .map(|e| e.map(|(k, _)| k.value().1))
-            .collect::<Result<_, _>>()?;
-        for at in kept {
-            flips.remove((uuid.as_str(), at))?;
-        }
-        tracing::info!(check = check.name, from = ?flip.from, to = ?flip.to, "check flipped");
-        if let Some(a) = &self.announce
-            && let Some(n) = announce(check, state, flip, &a.project, a.ui_url.as_deref())
-        {
-            Outbox::enqueue(txn, &n, &a.notifier.route(&n), flip.at_ms)?;
-        }
-        Ok(())
-    }
-
-    /// Settles every check at `now_ms`: records each flip and queues its
-    /// notification, in one transaction. Returns the flips.
-    pub fn evaluate(&self, now_ms: i64) -> Result<Vec<(String, Flip)>, StorageError> {
-        // Most rounds change nothing: look first, write only when needed.
-        let changed: Vec<usize> = {
-            let txn = self.db.begin_read()?;
-            let table = txn.open_table(PINGS)?;
-            let mut changed = Vec::new();
-            for (i, check) in self.checks.iter().enumerate() {
-                let mut state = read_state(&table, &check.uuid.to_ascii_lowercase())?;
-                if settle(check, &mut state, now_ms).is_some() {
-                    changed.push(i);
-                }
-            }
-            changed
-        };
-        if changed.is_empty() {
-            return Ok(Vec::new());
-        }
-        let txn = self.db.begin_write()?;
-        let mut flips = Vec::new();
-        for i in changed {
-            let check = &self.checks[i];
-            let uuid = check.uuid.to_ascii_lowercase();
-            let mut state = read_state(&txn.open_table(PINGS)?, &uuid)?;
-            if let Some(flip) = settle(check, &mut state, now_ms) {
-                txn.open_table(PINGS)?
-                    .insert(uuid.as_str(), encode_record(&state)?.as_slice())?;
-                self.record_flip(&txn, check, &state, &flip)?;
-                flips.push((check.uuid.clone(), flip));
-            }
-        }
-        txn.commit()?;
-        Ok(flips)
-    }
-
-    /// A check's flips, newest first.
-    pub fn flips(&self, uuid: &str) -> Result<Vec<Flip>, StorageError> {
-        let uuid = uuid.to_ascii_lowercase();
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(FLIPS)?;
-        table
-            .range((uuid.as_str(), i64::MIN)..=(uuid.as_str(), i64::MAX))?
-            .rev()
-            .map(|e| {
-                e.map_err(StorageError::from)
-                    .and_then(|(_, v)| decode_record(v.value()))
-            })
-            .collect()
-    }
-
-    pub fn checks(&self) -> &[CheckConfig] {
-        &self.checks
-    }
-
-    /// Records a ping for the check with this uuid; None if no such check.
-    pub fn ping(
-        &self,
-        uuid: &str,
-        kind: PingKind,
-        now_ms: i64,
-    ) -> Result<Option<PingState>, StorageError> {
-        let uuid = uuid.to_ascii_lowercase();
-        let Some(&index) = self.by_uuid.get(&uuid) else {
-            return Ok(None);
-        };
-        let check = &self.checks[index];
-        let txn = self.db.begin_write()?;
-        let mut state = read_state(&txn.open_table(PINGS)?, &uuid)?;
-        state.apply(kind, now_ms);
-        // A ping can flip a check at once (a failure, or a success after down).
-        let flip = settle(check, &mut state, now_ms);
-        txn.open_table(PINGS)?
-            .insert(uuid.as_str(), encode_record(&state)?.as_slice())?;
-        if let Some(flip) = &flip {
-            self.record_flip(&txn, check, &state, flip)?;
-        }
-        txn.commit()?;
-        Ok(Some(state))
-    }
-
-    /// Every configured check with its pings, in configuration order.
-    pub fn states(&self) -> Result<Vec<(CheckConfig, PingState)>, StorageError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(PINGS)?;
-        self.checks
-            .iter()
-            .map(|check| {
-                let state = read_state(&table, &check.uuid.to_ascii_lowercase())?;
-                Ok((check.clone(), state))
-            })
-            .collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -450,22 +391,22 @@ mod tests {
         let c = check();
         let mut s = PingState::default();
         assert_eq!(status(&c, &s, 0), Status::New);
-        s.apply(PingKind::Start, 0);
+        s.apply(PingKind::Start, None, false, b"", 0);
         assert_eq!(status(&c, &s, 0), Status::New, "a start is not a success");
-        s.apply(PingKind::Success, 1_000);
+        s.apply(PingKind::Success, None, false, b"", 1_000);
         assert_eq!(status(&c, &s, 61_000), Status::Up);
         assert_eq!(status(&c, &s, 61_001), Status::Late);
         assert_eq!(status(&c, &s, 91_000), Status::Late);
         assert_eq!(status(&c, &s, 91_001), Status::Down);
-        s.apply(PingKind::Log, 91_002);
+        s.apply(PingKind::Log, None, false, b"", 91_002);
         assert_eq!(
             status(&c, &s, 91_003),
             Status::Down,
             "a log ping changes nothing"
         );
-        s.apply(PingKind::Success, 100_000);
+        s.apply(PingKind::Success, None, false, b"", 100_000);
         assert_eq!(status(&c, &s, 100_001), Status::Up);
-        s.apply(PingKind::Fail, 100_002);
+        s.apply(PingKind::Fail, None, false, b"", 100_002);
         assert_eq!(
             status(&c, &s, 100_003),
             Status::Down,
@@ -488,7 +429,13 @@ mod tests {
         c.validate("heartbeat.checks[0]").unwrap();
         let t = |s: &str| s.parse::<jiff::Timestamp>().unwrap().as_millisecond();
         let mut s = PingState::default();
-        s.apply(PingKind::Success, t("2026-06-10T00:05:00Z")); // 02:05 CEST
+        s.apply(
+            PingKind::Success,
+            None,
+            false,
+            b"",
+            t("2026-06-10T00:05:00Z"),
+        ); // 02:05 CEST
         // Due at 02:00 CEST the next day (00:00 UTC), down an hour later.
         assert_eq!(status(&c, &s, t("2026-06-10T23:59:59Z")), Status::Up);
         assert_eq!(status(&c, &s, t("2026-06-11T00:30:00Z")), Status::Late);
@@ -518,153 +465,48 @@ mod tests {
         }
     }
 
-    fn announcing(path: &Path, checks: Vec<CheckConfig>) -> CheckStore {
-        let hook: vigil_notify::IntegrationConfig =
-            toml::from_str("name = \"hook\"\nwebhook = { url = \"http://127.0.0.1:9/hook\" }")
-                .unwrap();
-        let notifier = Arc::new(Notifier::new("heartbeat.integrations", &[hook], "test").unwrap());
-        CheckStore::open(path, checks)
-            .unwrap()
-            .with_announce(Announce {
-                notifier,
-                project: "default".into(),
-                ui_url: Some("http://vigil.example".into()),
-            })
-            .unwrap()
-    }
-
-    /// (kind, title) of every queued notification, oldest first.
-    fn queued(store: &CheckStore) -> Vec<(Kind, String)> {
-        Outbox::open(store.database())
-            .unwrap()
-            .entries()
-            .unwrap()
-            .into_iter()
-            .map(|(_, e)| (e.notification.kind, e.notification.title))
-            .collect()
-    }
-
-    #[test]
-    fn each_flip_is_announced_once_across_restarts() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("hb.redb");
-        let s = announcing(&path, vec![check()]);
-        s.ping(UUID, PingKind::Success, 0).unwrap();
-        assert!(queued(&s).is_empty(), "new → up is not announced");
-        assert_eq!(s.flips(UUID).unwrap().len(), 1, "but it is a flip");
-        assert!(s.evaluate(60_000).unwrap().is_empty());
-        assert!(s.evaluate(90_000).unwrap().is_empty(), "late is still up");
-        let flips = s.evaluate(95_000).unwrap();
-        assert_eq!(flips.len(), 1);
-        assert_eq!(flips[0].1.to, Side::Down);
-        let q = queued(&s);
-        assert_eq!(
-            q,
-            vec![(Kind::Trigger, "nightly backup is DOWN".to_owned())]
-        );
-        let n = &Outbox::open(s.database()).unwrap().entries().unwrap()[0]
-            .1
-            .notification;
-        assert!(
-            n.text
-                .contains("one was due at 1970-01-01T00:01:00Z, 35s ago"),
-            "{}",
-            n.text
-        );
-        assert!(
-            n.fields
-                .iter()
-                .any(|f| f.name == "Late by" && f.value == "35s"),
-            "{:?}",
-            n.fields
-        );
-        assert!(
-            n.fields
-                .iter()
-                .any(|f| f.name == "Last ping" && f.value.contains("1m 35s ago")),
-            "{:?}",
-            n.fields
-        );
-        assert_eq!(n.url.as_deref(), Some("http://vigil.example/#/heartbeats"));
-        assert!(s.evaluate(200_000).unwrap().is_empty(), "announced once");
-        drop(s);
-
-        // A restart (the same file) announces nothing again.
-        let s = announcing(&path, vec![check()]);
-        assert!(s.evaluate(300_000).unwrap().is_empty());
-        assert_eq!(queued(&s).len(), 1);
-        // Back up: one resolve. A failure ping: down at once.
-        s.ping(UUID, PingKind::Success, 400_000).unwrap();
-        s.ping(UUID, PingKind::Fail, 410_000).unwrap();
-        let kinds: Vec<Kind> = queued(&s).into_iter().map(|(k, _)| k).collect();
-        assert_eq!(kinds, [Kind::Trigger, Kind::Resolve, Kind::Trigger]);
-        let sides: Vec<Side> = s.flips(UUID).unwrap().iter().map(|f| f.to).collect();
-        assert_eq!(
-            sides,
-            [Side::Down, Side::Up, Side::Down, Side::Up],
-            "newest first"
-        );
-    }
-
-    #[test]
-    fn a_monitor_that_was_down_announces_one_flip_per_check() {
-        let dir = tempfile::tempdir().unwrap();
-        let uuids = [
-            "5b0f3c38-2f5e-4a53-9d0c-1c3f1f7b8a11",
-            "6c1f4d49-3a6f-4b64-8e1d-2d4a2a8c9b22",
-            "7d2a5e5a-4b7a-4c75-9f2e-3e5b3b9dac33",
-        ];
-        let checks: Vec<CheckConfig> = uuids
-            .iter()
-            .enumerate()
-            .map(|(i, u)| {
-                CheckConfig::every(
-                    &format!("job {i}"),
-                    u,
-                    Duration::from_secs(60),
-                    Duration::from_secs(0),
-                )
-            })
-            .collect();
-        let s = announcing(&dir.path().join("hb.redb"), checks);
-        for u in uuids {
-            s.ping(u, PingKind::Success, 0).unwrap();
-        }
-        // Ten days later, evaluated every second for a minute: 3 flips, no storm.
-        let mut flips = 0;
-        for k in 0..60 {
-            flips += s.evaluate(864_000_000 + k * 1000).unwrap().len();
-        }
-        assert_eq!(flips, 3);
-        assert_eq!(queued(&s).len(), 3);
-    }
-
     #[test]
     fn slug_from_name() {
         assert_eq!(check().slug(), "nightly-backup");
     }
 
     #[test]
-    fn pings_persist_and_unknown_uuid_is_none() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("hb.redb");
-        {
-            let store = CheckStore::open(&path, vec![check()]).unwrap();
-            assert!(
-                store
-                    .ping("00000000-0000-4000-8000-000000000000", PingKind::Success, 1)
-                    .unwrap()
-                    .is_none()
-            );
-            let state = store
-                .ping(&UUID.to_uppercase(), PingKind::Success, 5)
-                .unwrap()
-                .unwrap();
-            assert_eq!(state.last_success_ms, Some(5));
-        }
-        let store = CheckStore::open(&path, vec![check()]).unwrap();
-        let states = store.states().unwrap();
-        assert_eq!(states[0].1.last_success_ms, Some(5));
-        assert_eq!(states[0].1.pings, 1);
+    fn runs_durations_pause_and_manual_resume() {
+        let c = check();
+        let mut s = PingState::default();
+        // A run with a run id: its success gives the duration.
+        s.apply(PingKind::Start, Some("r1"), false, b"", 1_000);
+        assert_eq!(status(&c, &s, 1_000), Status::New);
+        assert_eq!(
+            s.apply(PingKind::Success, Some("r2"), false, b"", 2_000),
+            (PingKind::Success, None),
+            "another run's success does not end r1"
+        );
+        assert!(s.last_start_ms.is_some());
+        assert_eq!(
+            s.apply(PingKind::Success, Some("r1"), false, b"", 4_500),
+            (PingKind::Success, Some(3_500))
+        );
+        assert_eq!(s.last_duration_ms, Some(3_500));
+        assert!(s.last_start_ms.is_none());
+        // A run that overruns its grace (30 s) is down.
+        s.apply(PingKind::Start, None, false, b"", 10_000);
+        assert_eq!(status(&c, &s, 40_000), Status::Up);
+        assert_eq!(status(&c, &s, 40_001), Status::Down);
+        // Paused: no status change from time; a ping resumes it...
+        s.pause();
+        assert_eq!(status(&c, &s, 999_999), Status::Paused);
+        assert!(!would_flip(&c, &s, due(&c, &s), 999_999));
+        s.apply(PingKind::Success, None, false, b"", 1_000_000);
+        assert_eq!(status(&c, &s, 1_000_001), Status::Up);
+        // ...unless it waits for a manual resume: then pings are ignored.
+        s.pause();
+        assert_eq!(
+            s.apply(PingKind::Success, None, true, b"", 1_000_002).0,
+            PingKind::Ignored
+        );
+        assert_eq!(status(&c, &s, 1_000_003), Status::Paused);
+        s.resume();
+        assert_eq!(status(&c, &s, 1_000_004), Status::New, "resumed as new");
     }
 }

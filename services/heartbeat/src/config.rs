@@ -2,9 +2,11 @@ use std::{collections::HashSet, net::SocketAddr, path::PathBuf, sync::OnceLock, 
 
 use crate::schedule::Schedule;
 
+use crate::probe::ProbeConfig;
 use serde::Deserialize;
-use vigil_runtime::config::{
-    ConfigError, GrpcServerConfig, HttpServerConfig, Validate, key, nonzero_duration,
+use vigil_runtime::{
+    auth::{Secret, resolve_api_key},
+    config::{ConfigError, GrpcServerConfig, HttpServerConfig, Validate, key, nonzero_duration},
 };
 
 /// `[heartbeat]`.
@@ -30,11 +32,36 @@ pub struct HeartbeatConfig {
     pub project: String,
     /// The UI's address, for links in notifications.
     pub ui_url: Option<String>,
+    /// This monitor's public address (`https://hb.example.com`), for the
+    /// `ping_url`, `badge_url` and `update_url` the check API returns;
+    /// default: the address a request came to.
+    pub public_url: Option<String>,
+    /// Read-write key of the management API (healthchecks.io API v3 and
+    /// gRPC); without one, checks can only be declared here.
+    pub api_key: Secret,
+    pub api_key_file: Option<PathBuf>,
+    /// Read-only key: lists checks without their ping addresses.
+    pub read_only_api_key: Secret,
+    pub read_only_api_key_file: Option<PathBuf>,
+    /// Key of slug ping addresses, `/ping/<ping_key>/<slug>`; without one,
+    /// only uuid addresses answer.
+    pub ping_key: Secret,
+    pub ping_key_file: Option<PathBuf>,
+    /// Bytes of a ping's body kept; the rest is cut and the ping flagged.
+    pub ping_body_limit: usize,
+    /// Pings kept per check (the newest).
+    pub pings_kept: usize,
+    /// Most checks the API may create (declared and probe checks count).
+    pub max_checks: usize,
+    /// Pings waiting to be stored; more are answered 503.
+    pub ping_queue: usize,
+    /// External probes of public endpoints.
+    pub probes: Vec<ProbeConfig>,
 }
 
 /// `[[heartbeat.checks]]`: a job or cluster expected to ping every
 /// `period`, or on a cron `schedule` in time zone `tz`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckConfig {
     pub name: String,
@@ -55,10 +82,25 @@ pub struct CheckConfig {
     /// Extra time after the due time before the check is down.
     #[serde(with = "humantime_serde", default)]
     pub grace: Duration,
+    /// Space-separated tags.
+    #[serde(default)]
+    pub tags: String,
+    /// A description.
+    #[serde(default)]
+    pub desc: String,
+    /// A paused check stays paused when pinged, until resumed.
+    #[serde(default)]
+    pub manual_resume: bool,
+    /// "POST": only POST pings count, others are kept but ignored.
+    #[serde(default)]
+    pub methods: String,
     /// The schedule, parsed once.
     #[serde(skip)]
     parsed: OnceLock<Result<Schedule, String>>,
 }
+
+/// Longest period and grace.
+const MAX_SPAN: Duration = Duration::from_secs(365 * 86_400);
 
 fn utc() -> String {
     "UTC".into()
@@ -75,7 +117,74 @@ impl Default for HeartbeatConfig {
             integrations: Vec::new(),
             project: "default".into(),
             ui_url: None,
+            public_url: None,
+            api_key: Secret::default(),
+            api_key_file: None,
+            read_only_api_key: Secret::default(),
+            read_only_api_key_file: None,
+            ping_key: Secret::default(),
+            ping_key_file: None,
+            ping_body_limit: 10_000,
+            pings_kept: 100,
+            max_checks: 100_000,
+            ping_queue: 65_536,
+            probes: Vec::new(),
         }
+    }
+}
+
+/// The keys of a monitor, read from its configuration and files.
+#[derive(Clone, Default)]
+pub struct Keys {
+    pub read_write: Option<String>,
+    pub read_only: Option<String>,
+    pub ping: Option<String>,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |k: &Option<String>| if k.is_some() { "[redacted]" } else { "[unset]" };
+        f.debug_struct("Keys")
+            .field("read_write", &set(&self.read_write))
+            .field("read_only", &set(&self.read_only))
+            .field("ping", &set(&self.ping))
+            .finish()
+    }
+}
+
+impl HeartbeatConfig {
+    /// The API and ping keys; an unset key is None.
+    pub fn keys(&self) -> Result<Keys, ConfigError> {
+        let one = |field: &str, inline: &Secret, file: &Option<PathBuf>| {
+            if inline.0.is_empty() && file.is_none() {
+                return Ok(None);
+            }
+            let field = format!("heartbeat.{field}");
+            let k = resolve_api_key(&field, &inline.0, file.as_deref())?;
+            if k.len() < 16 {
+                return Err(ConfigError::invalid(
+                    field,
+                    "a key needs at least 16 characters",
+                ));
+            }
+            Ok(Some(k))
+        };
+        let keys = Keys {
+            read_write: one("api_key", &self.api_key, &self.api_key_file)?,
+            read_only: one(
+                "read_only_api_key",
+                &self.read_only_api_key,
+                &self.read_only_api_key_file,
+            )?,
+            ping: one("ping_key", &self.ping_key, &self.ping_key_file)?,
+        };
+        if keys.read_write.is_some() && keys.read_write == keys.read_only {
+            return Err(ConfigError::invalid(
+                "heartbeat.read_only_api_key",
+                "must differ from api_key",
+            ));
+        }
+        Ok(keys)
     }
 }
 
@@ -90,6 +199,10 @@ impl CheckConfig {
             schedule: None,
             tz: utc(),
             grace,
+            tags: String::new(),
+            desc: String::new(),
+            manual_resume: false,
+            methods: String::new(),
             parsed: OnceLock::new(),
         }
     }
@@ -108,6 +221,14 @@ impl CheckConfig {
             })
             .as_ref()
             .map_err(Clone::clone)
+    }
+
+    /// The check after a change: its schedule parsed again and its fields
+    /// checked; the message names the problem.
+    pub fn revalidated(mut self) -> Result<Self, String> {
+        self.parsed = OnceLock::new();
+        self.validate("check").map_err(|e| e.to_string())?;
+        Ok(self)
     }
 
     pub fn slug(&self) -> String {
@@ -134,6 +255,42 @@ impl Validate for CheckConfig {
                 "must not be empty",
             ));
         }
+        let too_long = |field: &str, value: &str, max: usize| {
+            if value.chars().count() > max {
+                Err(ConfigError::invalid(
+                    key(prefix, field),
+                    format!("is too long (at most {max} characters)"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        too_long("name", &self.name, 100)?;
+        too_long("slug", &self.slug, 100)?;
+        too_long("tags", &self.tags, 500)?;
+        too_long("desc", &self.desc, 10_000)?;
+        if !self
+            .slug
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        {
+            return Err(ConfigError::invalid(
+                key(prefix, "slug"),
+                "may hold only a-z, 0-9, - and _",
+            ));
+        }
+        if !(self.methods.is_empty() || self.methods == "POST") {
+            return Err(ConfigError::invalid(
+                key(prefix, "methods"),
+                "must be \"\" (any method) or \"POST\"",
+            ));
+        }
+        if self.grace > MAX_SPAN || self.period.is_some_and(|p| p > MAX_SPAN) {
+            return Err(ConfigError::invalid(
+                key(prefix, "grace"),
+                "period and grace are at most 365 days",
+            ));
+        }
         if uuid::Uuid::parse_str(&self.uuid).is_err() {
             return Err(ConfigError::invalid(
                 key(prefix, "uuid"),
@@ -158,19 +315,59 @@ impl Validate for HeartbeatConfig {
         self.grpc.validate(&key(prefix, "grpc"))?;
         nonzero_duration(prefix, "evaluate_every", self.evaluate_every)?;
         self.checks.validate(&key(prefix, "checks"))?;
+        self.probes.validate(&key(prefix, "probes"))?;
+        self.keys()?;
+        if let Some(u) = &self.public_url {
+            let parsed = url::Url::parse(u)
+                .map_err(|e| ConfigError::invalid(key(prefix, "public_url"), e.to_string()))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(ConfigError::invalid(
+                    key(prefix, "public_url"),
+                    "must be an http:// or https:// address",
+                ));
+            }
+        }
+        if self.ping_body_limit > self.http.max_body_bytes {
+            return Err(ConfigError::invalid(
+                key(prefix, "ping_body_limit"),
+                format!(
+                    "must not exceed http.max_body_bytes ({})",
+                    self.http.max_body_bytes
+                ),
+            ));
+        }
+        if !(1..=1000).contains(&self.pings_kept) {
+            return Err(ConfigError::invalid(
+                key(prefix, "pings_kept"),
+                "must be 1 to 1000",
+            ));
+        }
+        if self.max_checks == 0 || self.ping_queue == 0 {
+            return Err(ConfigError::invalid(
+                key(prefix, "max_checks"),
+                "max_checks and ping_queue must be positive",
+            ));
+        }
         vigil_notify::validate_all(&key(prefix, "integrations"), &self.integrations)?;
         let mut uuids = HashSet::new();
         let mut slugs = HashSet::new();
-        for (i, check) in self.checks.iter().enumerate() {
+        let probes: Vec<CheckConfig> = self.probes.iter().map(ProbeConfig::check).collect();
+        let n = self.checks.len();
+        for (i, check) in self.checks.iter().chain(&probes).enumerate() {
+            let at = if i < n {
+                format!("{prefix}.checks[{i}]")
+            } else {
+                format!("{prefix}.probes[{}]", i - n)
+            };
             if !uuids.insert(check.uuid.to_ascii_lowercase()) {
                 return Err(ConfigError::invalid(
-                    format!("{prefix}.checks[{i}].uuid"),
+                    format!("{at}.uuid"),
                     "another check has the same uuid",
                 ));
             }
             if !slugs.insert(check.slug()) {
                 return Err(ConfigError::invalid(
-                    format!("{prefix}.checks[{i}].slug"),
+                    format!("{at}.slug"),
                     "another check has the same slug",
                 ));
             }

@@ -6,10 +6,11 @@ fn main() -> ExitCode {
         "Vigil heartbeat monitor: raises the alarm when a cluster or a job stops pinging",
         |loader| {
             let config: vigil_heartbeat::HeartbeatConfig = loader.section("heartbeat")?;
-            Ok((config, loader.data_dir()?))
+            let access: vigil_runtime::auth::AccessConfig = loader.section("access")?;
+            Ok((config, access, loader.data_dir()?))
         },
-        |(config, data_dir), shutdown| async move {
-            vigil_heartbeat::run(config, &data_dir, shutdown).await
+        |(config, access, data_dir), shutdown| async move {
+            vigil_heartbeat::run(config, &access, &data_dir, shutdown).await
         },
     )
 }

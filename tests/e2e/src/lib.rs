@@ -319,8 +319,16 @@ impl UiSession {
 /// Runs the real `curl` against `url`, as a cron job pinging a check would:
 /// (HTTP status, body).
 pub fn curl(url: &str) -> (u16, String) {
+    curl_with(&[], url)
+}
+
+/// A request by the real `curl` with extra arguments (`-X`, `-H`, `--data`
+/// …): the status and the body.
+pub fn curl_with(args: &[&str], url: &str) -> (u16, String) {
     let output = Command::new("curl")
-        .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}", url])
+        .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
+        .args(args)
+        .arg(url)
         .output()
         .expect("curl runs (scripts/install-deps.sh installs it)");
     let text = String::from_utf8_lossy(&output.stdout).into_owned();

@@ -7,13 +7,22 @@
 use std::time::Duration;
 
 use vigil_e2e::{
-    eventually, free_port, http_get, json, run_to_end, start, wait_healthy, webhook_receiver,
+    curl_with, eventually, free_port, json, run_to_end, start, wait_healthy, webhook_receiver,
 };
 
 const UUID: &str = "3f2a9c1e-5b7d-4e8f-a1c2-d3e4f5a6b7c8";
+const KEY: &str = "ping-client-key-0123456789";
+
+/// A GET of the monitor's API v3 with its key.
+fn api(http: u16, path: &str) -> (u16, String) {
+    curl_with(
+        &["-H", &format!("X-Api-Key: {KEY}")],
+        &format!("http://127.0.0.1:{http}/api/v3/{path}"),
+    )
+}
 
 fn status(http: u16) -> String {
-    let (_, body) = http_get(&format!("http://127.0.0.1:{http}/api/v1/checks")).expect("checks");
+    let (_, body) = api(http, "checks/");
     json(&body)["checks"][0]["status"]
         .as_str()
         .unwrap_or("")
@@ -31,6 +40,8 @@ fn wrapped_jobs_report_their_exit_status() {
         format!(
             r#"
 data_dir = "{data}"
+[heartbeat]
+api_key = "{KEY}"
 [heartbeat.http]
 listen = "127.0.0.1:{http}"
 [heartbeat.grpc]
@@ -81,6 +92,27 @@ webhook = {{ url = "http://127.0.0.1:{hook}/hook" }}
         down["text"].as_str().unwrap_or("").contains("failure"),
         "{down}"
     );
+    // The monitor kept the run: start, then the failure with its exit
+    // status, the run's duration and the output's tail as the body.
+    let (_, body) = api(http, &format!("checks/{UUID}/pings/"));
+    let pings = json(&body);
+    let last = &pings["pings"][0];
+    assert_eq!(last["type"], "fail", "{pings}");
+    assert_eq!(last["exitstatus"], 3, "{pings}");
+    assert_eq!(
+        last["ua"].as_str().map(|u| u.starts_with("vigil-ping")),
+        Some(true),
+        "{pings}"
+    );
+    assert!(
+        last["duration"].as_f64().is_some(),
+        "a finished run has a duration: {pings}"
+    );
+    assert_eq!(pings["pings"][1]["type"], "start", "{pings}");
+    let body_url = last["body_url"].as_str().expect("the output is kept");
+    let (code, tail) = curl_with(&["-H", &format!("X-Api-Key: {KEY}")], body_url);
+    assert_eq!(code, 200);
+    assert!(tail.contains("disk full"), "{tail}");
 
     // A command that cannot run: 127, and the check hears it.
     let (code, _, err) = ping(&["--", "/nonexistent/job"]);

@@ -5,13 +5,14 @@
 use std::{path::Path, sync::Mutex, time::Duration};
 
 use vigil_e2e::{
-    BINARIES, Running, UiSession, curl, eventually, free_port, hostname, http_get, http_post, json,
-    pause, run_to_end, start, wait_healthy, webhook_receiver,
+    BINARIES, Running, UiSession, curl, curl_with, eventually, free_port, hostname, http_get,
+    http_post, json, pause, run_to_end, start, wait_healthy, webhook_receiver,
 };
 
 const API_KEY: &str = "e2e-key-0123456789abcdef";
 const GATEWAY_KEY: &str = "e2e-gateway-key-0123456789";
 const LOGIN_TOKEN: &str = "e2e-login-token-0123456789";
+const HEARTBEAT_KEY: &str = "e2e-heartbeat-key-0123456789";
 const CHECK_UUID: &str = "0b8f1c0e-7d3a-4c55-9a61-5f2e8d7c9b10";
 
 struct Ports {
@@ -94,6 +95,8 @@ listen = "127.0.0.1:{ui}"
 login_token = "{LOGIN_TOKEN}"
 session_secret = "e2e-session-secret-0123456789abcdef0123"
 
+[heartbeat]
+api_key = "{HEARTBEAT_KEY}"
 [heartbeat.http]
 listen = "127.0.0.1:{heartbeat_http}"
 [heartbeat.grpc]
@@ -263,11 +266,10 @@ fn assert_prometheus_api(p: &Ports) {
 }
 
 fn check_status(p: &Ports) -> String {
-    let (status, body) = http_get(&format!(
-        "http://127.0.0.1:{}/api/v1/checks",
-        p.heartbeat_http
-    ))
-    .expect("checks");
+    let (status, body) = curl_with(
+        &["-H", &format!("X-Api-Key: {HEARTBEAT_KEY}")],
+        &format!("http://127.0.0.1:{}/api/v3/checks/", p.heartbeat_http),
+    );
     assert_eq!(status, 200, "{body}");
     let checks = json(&body);
     checks["checks"][0]["status"]
@@ -287,10 +289,14 @@ fn assert_heartbeat_up_then_down(p: &Ports, notified: &Mutex<Vec<serde_json::Val
     let (status, _) =
         http_post(&format!("{base}/ping/00000000-0000-4000-8000-000000000000")).expect("ping");
     assert_eq!(status, 404, "unknown check");
-    let (status, _) = http_get(&format!("{base}/ping/not-a-uuid")).expect("ping");
-    assert_eq!(status, 400, "malformed uuid");
+    let (status, body) = http_get(&format!("{base}/ping/not-a-uuid")).expect("ping");
+    assert_eq!(
+        (status, body.as_str()),
+        (404, "not found"),
+        "malformed uuid"
+    );
     eventually(Duration::from_secs(10), "the check to go late", || {
-        (check_status(p) == "late").then_some(())
+        (check_status(p) == "grace").then_some(())
     });
     eventually(Duration::from_secs(10), "the check to go down", || {
         (check_status(p) == "down").then_some(())
