@@ -270,10 +270,10 @@ impl Prober {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = match &config.http {
             Some(h) => {
+                // Each attempt is bounded by the probe's timeout (in round).
                 let mut builder = reqwest::Client::builder()
                     .user_agent(concat!("vigil-heartbeat/", env!("CARGO_PKG_VERSION")))
-                    .redirect(reqwest::redirect::Policy::limited(5))
-                    .timeout(config.timeout);
+                    .redirect(reqwest::redirect::Policy::limited(5));
                 if let Some(path) = &h.ca_file {
                     let field = key(prefix, "http.ca_file");
                     for cert in reqwest::Certificate::from_pem_bundle(&read_pem(&field, path)?)
