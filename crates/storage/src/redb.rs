@@ -291,15 +291,21 @@ pub struct RedbStore {
     core: Core,
 }
 
-/// Opens (creating it and its folder if needed) a redb file. redb holds a
-/// file for one process: a file open elsewhere is refused with a clear error.
-/// Services keep their own state (incidents, pings) with this too.
 /// redb's page cache per database. Its default (1 GiB) made a busy
 /// monolith's RSS grow past 400 MiB under load; the OS page cache holds
 /// the file anyway.
 const CACHE_BYTES: usize = 64 << 20;
 
+/// Opens (creating it and its folder if needed) a redb file. redb holds a
+/// file for one process: a file open elsewhere is refused with a clear error.
+/// Services keep their own state (incidents, pings) with this too.
 pub fn open_database(path: &Path) -> Result<Database, StorageError> {
+    open_database_with_cache(path, CACHE_BYTES)
+}
+
+/// [`open_database`] with a page cache of `cache_bytes` (small services
+/// keep their memory small).
+pub fn open_database_with_cache(path: &Path, cache_bytes: usize) -> Result<Database, StorageError> {
     let open_err = |message: String| StorageError::Open {
         path: path.to_owned(),
         message,
@@ -308,7 +314,7 @@ pub fn open_database(path: &Path) -> Result<Database, StorageError> {
         std::fs::create_dir_all(parent).map_err(|e| open_err(e.to_string()))?;
     }
     Database::builder()
-        .set_cache_size(CACHE_BYTES)
+        .set_cache_size(cache_bytes)
         .create(path)
         .map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StorageError::AlreadyOpen {

@@ -74,6 +74,8 @@ pub async fn run(
         .map(|c| (c.clone(), Origin::Config))
         .chain(probers.iter().map(|p| (p.config.check(), Origin::Probe)))
         .collect();
+    // The deliverer is woken by every commit that records a flip.
+    let flipped = Arc::new(tokio::sync::Notify::new());
     let store = CheckStore::open(
         &path,
         declared,
@@ -86,6 +88,10 @@ pub async fn run(
                 project: config.project.clone(),
                 ui_url: config.ui_url.clone(),
             }),
+            on_flip: Some({
+                let flipped = flipped.clone();
+                Arc::new(move || flipped.notify_one())
+            }),
         },
     )?;
     let dispatcher = Dispatcher::new(
@@ -93,6 +99,15 @@ pub async fn run(
         notifier,
         RetryPolicy::default(),
     );
+    let wake_dispatcher = async {
+        loop {
+            tokio::select! {
+                () = shutdown.wait() => break,
+                () = flipped.notified() => dispatcher.wake(),
+            }
+        }
+        Ok::<(), RuntimeError>(())
+    };
     tracing::info!(
         path = %path.display(),
         checks = store.len(),
@@ -107,15 +122,12 @@ pub async fn run(
     let http = HttpServer::bind("heartbeat-http", &config.http).await?;
     let mut grpc = GrpcServer::bind("heartbeat", &config.grpc).await?;
 
-    // Anything that may move a deadline or flip a check wakes the monitor
-    // and the dispatcher.
+    // A change through the API may bring a deadline nearer: it wakes the
+    // monitor. (Pings only push deadlines later, or flip at once.)
     let wake = Arc::new(tokio::sync::Notify::new());
     let on_change: Arc<dyn Fn() + Send + Sync> = {
-        let (wake, dispatcher) = (wake.clone(), dispatcher.clone());
-        Arc::new(move || {
-            wake.notify_one();
-            dispatcher.wake();
-        })
+        let wake = wake.clone();
+        Arc::new(move || wake.notify_one())
     };
     let api_keys = Arc::new(
         ApiKeys::new(&[ProjectConfig {
@@ -190,7 +202,7 @@ pub async fn run(
     };
     let probing = async {
         let rounds = probers.into_iter().map(|p| {
-            let (store, on_change, shutdown) = (store.clone(), on_change.clone(), shutdown.clone());
+            let (store, shutdown) = (store.clone(), shutdown.clone());
             async move {
                 let uuid = p.config.check().uuid;
                 loop {
@@ -216,7 +228,6 @@ pub async fn run(
                     if let Err(e) = store.ping(Target::Probe(uuid.clone()), ping, now_ms()).await {
                         tracing::error!(probe = p.config.name, error = %e, "probe result not stored");
                     }
-                    on_change();
                     if !shutdown.sleep(p.config.interval).await {
                         break;
                     }
@@ -236,6 +247,7 @@ pub async fn run(
         monitor,
         probing,
         deliver,
+        wake_dispatcher,
         http.serve(app, &metrics, &readiness, &shutdown),
         grpc.serve(&metrics, &shutdown),
     )?;

@@ -42,7 +42,7 @@ pub struct Web {
     /// The monitor's public address, if configured.
     pub public_url: Option<Arc<str>>,
     pub ping_body_limit: usize,
-    /// Called after each stored ping that may have flipped a check.
+    /// Called after a change that may bring a deadline nearer.
     pub on_change: Arc<dyn Fn() + Send + Sync>,
     pub pings: prometheus_client::metrics::family::Family<
         [(&'static str, &'static str); 1],
@@ -272,7 +272,9 @@ async fn ping(web: &Web, target: Target, action: &str, request: PingRequest) -> 
     };
     let mut response = match web.store.ping(target, ping, now_ms()).await {
         Ok(outcome) => {
-            (web.on_change)();
+            if outcome == PingOutcome::Created {
+                (web.on_change)();
+            }
             web.pings.get_or_create(&[("kind", kind.as_str())]).inc();
             match outcome {
                 PingOutcome::Stored => text(StatusCode::OK, "OK"),
@@ -411,77 +413,122 @@ impl Web {
     }
 }
 
-fn check_json(entry: &Entry, access: Access, base: &str, v: &str, now: i64) -> Value {
+/// A check in healthchecks.io's API v3 shape (docs/api.md). Serialized
+/// straight from the entry: a listing of many checks builds no JSON tree.
+#[derive(serde::Serialize)]
+struct CheckJson<'a> {
+    name: &'a str,
+    slug: &'a str,
+    tags: &'a str,
+    desc: &'a str,
+    grace: u64,
+    n_pings: u64,
+    status: &'static str,
+    started: bool,
+    last_ping: Option<String>,
+    next_ping: Option<String>,
+    manual_resume: bool,
+    methods: &'a str,
+    // Keyword filters are not supported: they are always off.
+    subject: &'static str,
+    subject_fail: &'static str,
+    start_kw: &'static str,
+    success_kw: &'static str,
+    failure_kw: &'static str,
+    filter_subject: bool,
+    filter_body: bool,
+    filter_http_body: bool,
+    filter_default_fail: bool,
+    badge_url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_duration: Option<i64>,
+    #[serde(flatten)]
+    access: AccessFields<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeout: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schedule: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tz: Option<&'a str>,
+}
+
+/// The secrets a read-write key sees, or the unique key a read-only one does.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum AccessFields<'a> {
+    ReadWrite {
+        uuid: &'a str,
+        ping_url: String,
+        update_url: String,
+        pause_url: String,
+        resume_url: String,
+        /// Every check notifies every integration of heartbeat.integrations.
+        channels: &'static str,
+    },
+    ReadOnly {
+        unique_key: String,
+    },
+}
+
+fn check_json<'a>(
+    entry: &'a Entry,
+    access: Access,
+    base: &str,
+    v: &str,
+    now: i64,
+) -> CheckJson<'a> {
     let c = &entry.check;
     let s = &entry.state;
     let status = entry.status(now);
     let key = unique_key(entry.uuid());
-    let next_ping = match status {
-        Status::Up | Status::Late => entry.due.filter(|d| *d != i64::MIN).map(iso),
-        _ => None,
-    };
-    let mut m = Map::new();
-    m.insert("name".into(), json!(c.name));
-    m.insert("slug".into(), json!(c.slug));
-    m.insert("tags".into(), json!(c.tags));
-    m.insert("desc".into(), json!(c.desc));
-    m.insert("grace".into(), json!(c.grace.as_secs()));
-    m.insert("n_pings".into(), json!(s.pings));
-    m.insert("status".into(), json!(status_name(status)));
-    m.insert("started".into(), json!(s.last_start_ms.is_some()));
-    m.insert("last_ping".into(), json!(s.last_ping_ms.map(iso)));
-    m.insert("next_ping".into(), json!(next_ping));
-    m.insert("manual_resume".into(), json!(c.manual_resume));
-    m.insert("methods".into(), json!(c.methods));
-    // Keyword filters are not supported: they are always off.
-    for field in [
-        "subject",
-        "subject_fail",
-        "start_kw",
-        "success_kw",
-        "failure_kw",
-    ] {
-        m.insert(field.into(), json!(""));
+    let uuid = entry.uuid();
+    let update = format!("{base}/api/{v}/checks/{uuid}");
+    CheckJson {
+        name: &c.name,
+        slug: &c.slug,
+        tags: &c.tags,
+        desc: &c.desc,
+        grace: c.grace.as_secs(),
+        n_pings: s.pings,
+        status: status_name(status),
+        started: s.last_start_ms.is_some(),
+        last_ping: s.last_ping_ms.map(iso),
+        next_ping: match status {
+            Status::Up | Status::Late => entry.due.filter(|d| *d != i64::MIN).map(iso),
+            _ => None,
+        },
+        manual_resume: c.manual_resume,
+        methods: &c.methods,
+        subject: "",
+        subject_fail: "",
+        start_kw: "",
+        success_kw: "",
+        failure_kw: "",
+        filter_subject: false,
+        filter_body: false,
+        filter_http_body: false,
+        filter_default_fail: false,
+        badge_url: format!("{base}/b/2/{key}.svg"),
+        last_duration: s.last_duration_ms.filter(|d| *d > 0).map(|d| d / 1000),
+        access: match access {
+            Access::ReadWrite => AccessFields::ReadWrite {
+                uuid,
+                ping_url: format!("{base}/ping/{uuid}"),
+                pause_url: format!("{update}/pause"),
+                resume_url: format!("{update}/resume"),
+                update_url: update,
+                channels: "*",
+            },
+            Access::ReadOnly => AccessFields::ReadOnly { unique_key: key },
+        },
+        timeout: c.period.map(|p| p.as_secs()),
+        schedule: c.schedule.as_deref().filter(|_| c.period.is_none()),
+        tz: c
+            .schedule
+            .as_ref()
+            .filter(|_| c.period.is_none())
+            .map(|_| c.tz.as_str()),
     }
-    for field in [
-        "filter_subject",
-        "filter_body",
-        "filter_http_body",
-        "filter_default_fail",
-    ] {
-        m.insert(field.into(), json!(false));
-    }
-    m.insert("badge_url".into(), json!(format!("{base}/b/2/{key}.svg")));
-    if let Some(d) = s.last_duration_ms.filter(|d| *d > 0) {
-        m.insert("last_duration".into(), json!(d / 1000));
-    }
-    match access {
-        Access::ReadWrite => {
-            let uuid = entry.uuid();
-            let update = format!("{base}/api/{v}/checks/{uuid}");
-            m.insert("uuid".into(), json!(uuid));
-            m.insert("ping_url".into(), json!(format!("{base}/ping/{uuid}")));
-            m.insert("pause_url".into(), json!(format!("{update}/pause")));
-            m.insert("resume_url".into(), json!(format!("{update}/resume")));
-            m.insert("update_url".into(), json!(update));
-            // Every check notifies every integration of heartbeat.integrations.
-            m.insert("channels".into(), json!("*"));
-        }
-        Access::ReadOnly => {
-            m.insert("unique_key".into(), json!(key));
-        }
-    }
-    match (&c.period, &c.schedule) {
-        (Some(p), _) => {
-            m.insert("timeout".into(), json!(p.as_secs()));
-        }
-        (None, Some(expr)) => {
-            m.insert("schedule".into(), json!(expr));
-            m.insert("tz".into(), json!(c.tz));
-        }
-        (None, None) => {}
-    }
-    Value::Object(m)
 }
 
 /// The check a path names: a uuid, or (reads only) a unique key.
@@ -521,9 +568,8 @@ async fn list_checks(
         let slug = pairs.iter().find(|(k, _)| k == "slug").map(|(_, v)| v);
         let base = web.base(&headers);
         let now = now_ms();
-        let checks: Vec<Value> = web
-            .store
-            .entries()
+        let entries = web.store.entries();
+        let checks: Vec<CheckJson<'_>> = entries
             .iter()
             .filter(|e| {
                 let own: Vec<&str> = e.check.tags.split_whitespace().collect();
@@ -531,7 +577,11 @@ async fn list_checks(
             })
             .map(|e| check_json(e, access, &base, v, now))
             .collect();
-        Ok::<_, Response>(Json(json!({ "checks": checks })).into_response())
+        #[derive(serde::Serialize)]
+        struct List<'a> {
+            checks: Vec<CheckJson<'a>>,
+        }
+        Ok::<_, Response>(Json(List { checks }).into_response())
     })();
     result.unwrap_or_else(|r| r)
 }

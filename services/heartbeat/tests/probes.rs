@@ -49,7 +49,10 @@ async fn http_probes_check_status_keywords_and_latency() {
     let seen = probe("/ok", "").round().await.unwrap();
     assert!(seen.starts_with("status 200 OK in "), "{seen}");
     probe("/ok", ", keyword = \"good\"").round().await.unwrap();
-    let e = probe("/ok", ", keyword = \"bad\"").round().await.unwrap_err();
+    let e = probe("/ok", ", keyword = \"bad\"")
+        .round()
+        .await
+        .unwrap_err();
     assert_eq!(e, "the body does not contain \"bad\"");
     let e = probe("/ok", ", keyword_absent = \"good\"")
         .round()
@@ -179,7 +182,8 @@ async fn tls_probes_count_the_days_left() {
     // Expires at midnight UTC five days on: four whole days and some left.
     let e = probe(14, true).round().await.unwrap_err();
     assert!(
-        e.starts_with("the certificate of localhost expires in 4 days") && e.ends_with("fewer than 14"),
+        e.starts_with("the certificate of localhost expires in 4 days")
+            && e.ends_with("fewer than 14"),
         "{e}"
     );
     let seen = probe(3, true).round().await.unwrap();
@@ -241,7 +245,9 @@ async fn dns_probes_read_records_from_a_real_server() {
     let Some(server) = dnsmasq() else { return };
     let port = server.1;
     let probe = |record: &str, name: &str, expect: Option<&str>| {
-        let expect = expect.map(|e| format!(", expect = \"{e}\"")).unwrap_or_default();
+        let expect = expect
+            .map(|e| format!(", expect = \"{e}\""))
+            .unwrap_or_default();
         prober(&format!(
             "dns = {{ name = \"{name}\", record = \"{record}\", server = \"127.0.0.1:{port}\"{expect} }}\ntimeout = \"2s\"\nretries = 3\nretry_delay = \"200ms\""
         ))
@@ -256,7 +262,10 @@ async fn dns_probes_read_records_from_a_real_server() {
         .round()
         .await
         .unwrap_err();
-    assert!(e.starts_with("A probe.test is 10.1.2.3, not 10.9.9.9"), "{e}");
+    assert!(
+        e.starts_with("A probe.test is 10.1.2.3, not 10.9.9.9"),
+        "{e}"
+    );
     let seen = probe("TXT", "probe.test", None).round().await.unwrap();
     assert!(seen.contains("hello world"), "{seen}");
     let e = probe("A", "missing.test", None).round().await.unwrap_err();

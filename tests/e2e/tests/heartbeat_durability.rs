@@ -194,7 +194,10 @@ fn flips_are_announced_exactly_once_across_kill_9() {
                 .any(|t| t == "job 0 is up again")
                 .then_some(())
         });
-        notified.lock().unwrap().retain(|n| n["title"] != "job 0 is up again");
+        notified
+            .lock()
+            .unwrap()
+            .retain(|n| n["title"] != "job 0 is up again");
     }
     assert_eq!(setup.check(UUIDS[0])["status"], "up");
     drop(last);
