@@ -264,16 +264,18 @@ async fn pings_per_second() {
     );
 }
 
+/// Notifications received, with their arrival time (ms).
+type Seen = Arc<Mutex<Vec<(i64, serde_json::Value)>>>;
+
 /// A webhook that records when each notification arrives.
-async fn webhook() -> (u16, Arc<Mutex<Vec<(i64, serde_json::Value)>>>) {
+async fn webhook() -> (u16, Seen) {
     use axum::{Json, Router, extract::State, routing::post};
-    let seen: Arc<Mutex<Vec<(i64, serde_json::Value)>>> = Arc::default();
+    let seen: Seen = Arc::default();
     let app = Router::new()
         .route(
             "/hook",
             post(
-                |State(seen): State<Arc<Mutex<Vec<(i64, serde_json::Value)>>>>,
-                 Json(body): Json<serde_json::Value>| async move {
+                |State(seen): State<Seen>, Json(body): Json<serde_json::Value>| async move {
                     seen.lock().unwrap().push((now_ms(), body));
                 },
             ),
