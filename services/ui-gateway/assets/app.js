@@ -706,11 +706,33 @@ async function heartbeats() {
   app.append(el("h1", { text: "Heartbeat checks" }));
   const r = await api("heartbeat", "ListChecks", {});
   const status = (s) => (s || "").replace("CHECK_STATUS_", "").toLowerCase();
-  app.append(table(["Check", "Status", "#Period", "#Grace", "Last ping", "#Pings"],
+  const origin = (o) => (o || "").replace("CHECK_ORIGIN_", "").toLowerCase();
+  const schedule = (c) => (c.schedule ? `${c.schedule} (${c.tz})` : `every ${secs(+c.period_ms / 1000)}`);
+  const action = (c) => {
+    const paused = status(c.status) === "paused";
+    const result = el("span", { class: "muted" });
+    const button = el("button", {
+      class: "small check-action", disabled: !canEdit(), title: canEdit() ? "" : "needs the editor role",
+      onclick: async () => {
+        button.disabled = true;
+        try {
+          await api("heartbeat", paused ? "ResumeCheck" : "PauseCheck", { id: c.unique_key });
+          route();
+        } catch (e) { result.textContent = ` ${e.message}`; button.disabled = false; }
+      },
+    }, paused ? "Resume" : "Pause");
+    return el("span", {}, button, result);
+  };
+  app.append(table(["Check", "Status", "Schedule", "#Grace", "Last ping", "Next ping", "#Pings", "#Last run", ""],
     (r.checks || []).map((c) => el("tr", { class: "check-row" },
-      td(el("span", {}, el("strong", { text: c.name }), " ", el("span", { class: "muted mono", text: c.uuid }))),
-      td(el("span", {}, el("span", { class: `dot ${{ up: "ok", late: "warning", down: "critical" }[status(c.status)] || ""}` }), status(c.status))),
-      tdn(secs(+c.period_ms / 1000)), tdn(secs(+c.grace_ms / 1000)), td(ago(c.last_ping_ms)), tdn(c.pings))),
+      td(el("span", {}, el("strong", { text: c.name }), " ",
+        el("span", { class: "muted", text: [c.tags, origin(c.origin)].filter(Boolean).join(" · ") }),
+        c.last_message ? el("div", { class: "muted mono", text: c.last_message }) : "")),
+      td(el("span", {}, el("span", { class: `dot ${{ up: "ok", late: "warning", down: "critical", paused: "" }[status(c.status)] || ""}` }),
+        status(c.status), c.started ? " (running)" : "")),
+      td(schedule(c)), tdn(secs(+c.grace_ms / 1000)), td(ago(c.last_ping_ms)),
+      td(+c.next_ping_ms ? new Date(+c.next_ping_ms).toLocaleString() : DASH),
+      tdn(c.pings), tdn(+c.last_duration_ms ? secs(+c.last_duration_ms / 1000) : DASH), td(action(c)))),
     "No checks configured."));
 }
 

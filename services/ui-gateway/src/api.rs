@@ -185,4 +185,7 @@ methods! {
     "alerting" "AcknowledgeIncident" Editor => alerting_client.acknowledge_incident(al::AcknowledgeIncidentRequest);
     "alerting" "TestIntegration" Editor => alerting_client.test_integration(al::TestIntegrationRequest);
     "heartbeat" "ListChecks" Viewer => heartbeat_client.list_checks(hb::ListChecksRequest);
+    "heartbeat" "ListFlips" Viewer => heartbeat_client.list_flips(hb::GetCheckRequest);
+    "heartbeat" "PauseCheck" Editor => heartbeat_client.pause_check(hb::GetCheckRequest);
+    "heartbeat" "ResumeCheck" Editor => heartbeat_client.resume_check(hb::GetCheckRequest);
 }
