@@ -109,6 +109,9 @@ fn utc() -> String {
 impl Default for HeartbeatConfig {
     fn default() -> Self {
         Self {
+            // Ping bodies up to http.max_body_bytes (1 MiB) are read, all
+            // but ping_body_limit dropped as they come; raise it for jobs
+            // that pipe more output in.
             http: HttpServerConfig::on(SocketAddr::from(([127, 0, 0, 1], 7490))),
             grpc: GrpcServerConfig::on(SocketAddr::from(([127, 0, 0, 1], 7491))),
             state_path: None,
@@ -227,7 +230,17 @@ impl CheckConfig {
     /// checked; the message names the problem.
     pub fn revalidated(mut self) -> Result<Self, String> {
         self.parsed = OnceLock::new();
-        self.validate("check").map_err(|e| e.to_string())?;
+        // Checks made through the API may be nameless (healthchecks.io's
+        // are); declared ones need a name.
+        let named = if self.name.trim().is_empty() {
+            Self {
+                name: "unnamed".into(),
+                ..self.clone()
+            }
+        } else {
+            self.clone()
+        };
+        named.validate("check").map_err(|e| e.to_string())?;
         Ok(self)
     }
 
@@ -359,7 +372,9 @@ impl Validate for HeartbeatConfig {
             } else {
                 format!("{prefix}.probes[{}]", i - n)
             };
-            if !uuids.insert(check.uuid.to_ascii_lowercase()) {
+            let canonical = uuid::Uuid::parse_str(&check.uuid)
+                .map_or_else(|_| check.uuid.to_ascii_lowercase(), |u| u.to_string());
+            if !uuids.insert(canonical) {
                 return Err(ConfigError::invalid(
                     format!("{at}.uuid"),
                     "another check has the same uuid",

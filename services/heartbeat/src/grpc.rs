@@ -121,7 +121,12 @@ pub fn check_message(e: &Entry, now: i64, secret: bool) -> pb::Check {
             Origin::Probe => pb::CheckOrigin::Probe,
         } as i32,
         unique_key: unique_key(e.uuid()),
-        last_message: s.last_message.clone().unwrap_or_default(),
+        // Failure output may hold secrets: editors only, like ping bodies.
+        last_message: if secret {
+            s.last_message.clone().unwrap_or_default()
+        } else {
+            String::new()
+        },
     }
 }
 
@@ -138,13 +143,7 @@ impl HeartbeatApi {
         if let Some(e) = self.store.entry(&id) {
             return Ok(e);
         }
-        if by_unique_key
-            && let Some(e) = self
-                .store
-                .entries()
-                .into_iter()
-                .find(|e| unique_key(e.uuid()) == id)
-        {
+        if by_unique_key && let Some(e) = self.store.by_unique_key(&id) {
             return Ok(e);
         }
         Err(GrpcStatus::not_found(format!("no check {id:?}")))
@@ -269,8 +268,12 @@ impl HeartbeatService for HeartbeatApi {
             Duration::from_secs(3_600),
         );
         apply(&mut check, &spec, &[])?;
+        // Unset (zero) period and grace take healthchecks.io's defaults.
         if spec.period_ms == 0 && spec.schedule.is_empty() {
             check.period = Some(Duration::from_secs(86_400));
+        }
+        if spec.grace_ms == 0 {
+            check.grace = Duration::from_secs(3_600);
         }
         let check = check.revalidated().map_err(GrpcStatus::invalid_argument)?;
         for f in &request.unique {
@@ -286,8 +289,9 @@ impl HeartbeatService for HeartbeatApi {
             .store
             .write(move |b| {
                 let (entry, created) = b.create(check.clone(), &unique, now)?;
-                if created {
-                    return Ok((entry, true));
+                // A declared or probe check that matches is returned as it is.
+                if created || entry.origin != Origin::Api {
+                    return Ok((entry, created));
                 }
                 let uuid = entry.uuid().to_owned();
                 Ok((b.update(&uuid, |c| *c = check)?, false))
@@ -309,13 +313,20 @@ impl HeartbeatService for HeartbeatApi {
         let request = request.into_inner();
         let e = self.find(&request.id, false)?;
         let spec = request.spec.unwrap_or_default();
+        // Checked on a copy for a clear error; applied in the batch to the
+        // definition as it is then, so a concurrent change is not undone.
         let mut check = (*e.check).clone();
         apply(&mut check, &spec, &request.fields)?;
-        let check = check.revalidated().map_err(GrpcStatus::invalid_argument)?;
+        check.revalidated().map_err(GrpcStatus::invalid_argument)?;
         let uuid = e.uuid().to_owned();
+        let fields = request.fields;
         let entry = self
             .store
-            .write(move |b| b.update(&uuid, |c| *c = check))
+            .write(move |b| {
+                b.update(&uuid, |c| {
+                    let _ = apply(c, &spec, &fields);
+                })
+            })
             .await
             .map_err(status_of)?;
         (self.on_change)();

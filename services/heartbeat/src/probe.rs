@@ -120,7 +120,7 @@ impl ProbeConfig {
     /// What the probe looks at, as people write it.
     pub fn target(&self) -> String {
         match (&self.http, &self.tcp, &self.tls, &self.dns) {
-            (Some(h), ..) => h.url.clone(),
+            (Some(h), ..) => redacted(&h.url),
             (_, Some(t), ..) => format!("tcp://{}", t.address),
             (_, _, Some(t), _) => format!("tls://{}", t.address),
             (.., Some(d)) => format!("dns {} {}", d.record, d.name),
@@ -215,6 +215,21 @@ impl Validate for ProbeConfig {
             ));
         }
         self.check().validate(prefix)
+    }
+}
+
+/// A URL without its user, password and query (which may hold tokens),
+/// for descriptions, messages and logs.
+fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => "(an unreadable URL)".into(),
     }
 }
 
@@ -371,11 +386,13 @@ const BODY_READ: usize = 1 << 20;
 
 async fn http_attempt(h: &HttpProbe, client: &reqwest::Client) -> Result<String, String> {
     let started = std::time::Instant::now();
-    let mut response = client
-        .get(&h.url)
-        .send()
-        .await
-        .map_err(|e| format!("GET {}: {}", h.url, error_chain(&e)))?;
+    let mut response = client.get(&h.url).send().await.map_err(|e| {
+        format!(
+            "GET {}: {}",
+            redacted(&h.url),
+            error_chain(&e.without_url())
+        )
+    })?;
     let status = response.status();
     let latency = started.elapsed();
     match h.status {
@@ -390,7 +407,7 @@ async fn http_attempt(h: &HttpProbe, client: &reqwest::Client) -> Result<String,
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| format!("reading the body: {}", error_chain(&e)))?
+            .map_err(|e| format!("reading the body: {}", error_chain(&e.without_url())))?
         {
             body.extend_from_slice(&chunk);
             if body.len() >= BODY_READ {

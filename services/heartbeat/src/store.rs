@@ -222,6 +222,8 @@ struct Inner {
     /// slug → uuids (a slug may be shared, which makes slug pings to it
     /// ambiguous).
     by_slug: HashMap<String, Vec<String>>,
+    /// unique key (badges, read-only listings) → uuid.
+    by_key: HashMap<String, String>,
 }
 
 impl Inner {
@@ -232,11 +234,14 @@ impl Inner {
         if !slug.is_empty() {
             self.by_slug.entry(slug).or_default().push(uuid.clone());
         }
+        self.by_key
+            .insert(crate::web::unique_key(&uuid), uuid.clone());
         self.checks.insert(uuid, entry);
     }
 
     fn remove(&mut self, uuid: &str) {
         if let Some(old) = self.checks.remove(uuid) {
+            self.by_key.remove(&crate::web::unique_key(uuid));
             let slug = &old.check.slug;
             if let Some(uuids) = self.by_slug.get_mut(slug) {
                 uuids.retain(|u| u != uuid);
@@ -430,7 +435,12 @@ impl<'a> Batch<'a> {
     fn record_flip(&self, entry: &Entry, flip: &Flip) -> Result<(), StoreError> {
         let uuid = entry.uuid();
         let mut flips = self.txn.open_table(FLIPS)?;
-        flips.insert((uuid, flip.at_ms), encode_record(flip)?.as_slice())?;
+        // Two flips in one millisecond keep both, in order.
+        let mut at = flip.at_ms;
+        while flips.get((uuid, at))?.is_some() {
+            at += 1;
+        }
+        flips.insert((uuid, at), encode_record(flip)?.as_slice())?;
         let old: Vec<i64> = flips
             .range((uuid, i64::MIN)..=(uuid, i64::MAX))?
             .rev()
@@ -492,6 +502,9 @@ impl<'a> Batch<'a> {
         let kind = if !entry.check.methods.is_empty()
             && !entry.check.methods.eq_ignore_ascii_case(&ping.method)
         {
+            PingKind::Ignored
+        } else if entry.state.paused && matches!(target, Target::Probe(_)) {
+            // A paused probe stays paused until someone resumes it.
             PingKind::Ignored
         } else {
             ping.kind
@@ -647,26 +660,51 @@ impl Writer {
     /// leaves nothing in the transaction; a storage failure fails the
     /// whole batch, whose callers all get the error.
     fn write_loop(&self, jobs: &mpsc::Receiver<Job>) {
-        while let Ok(first) = jobs.recv() {
-            let mut pending = vec![first];
+        // Without its writer the monitor can neither store a ping nor raise
+        // an alarm: if this loop ever dies by a panic, the process ends, so
+        // a supervisor restarts it, rather than stay up and blind.
+        struct AbortOnUnwind;
+        impl Drop for AbortOnUnwind {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    eprintln!("vigil-heartbeat: the store's writer failed; stopping");
+                    std::process::abort();
+                }
+            }
+        }
+        let _guard = AbortOnUnwind;
+        let mut pending: Vec<Job> = Vec::new();
+        loop {
+            if pending.is_empty() {
+                match jobs.recv() {
+                    Ok(job) => pending.push(job),
+                    Err(_) => break,
+                }
+            }
             while pending.len() < BATCH
                 && let Ok(job) = jobs.try_recv()
             {
                 pending.push(job);
             }
-            self.run_batch(pending);
+            // Jobs a failed batch did not reach go first into the next one.
+            pending = self.run_batch(pending);
         }
     }
 
-    fn run_batch(&self, jobs: Vec<Job>) {
+    /// Runs `jobs` in one transaction; returns the jobs it did not reach
+    /// (after a storage failure), which the next batch takes.
+    fn run_batch(&self, jobs: Vec<Job>) -> Vec<Job> {
         let txn = match self.db.begin_write() {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(error = %e, "cannot begin a transaction");
-                return;
+                // Try again shortly rather than spin.
+                std::thread::park_timeout(std::time::Duration::from_millis(100));
+                return jobs;
             }
         };
         let mut replies: Vec<Reply> = Vec::with_capacity(jobs.len());
+        let mut left = Vec::new();
         let (changed, flipped, result) = {
             let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
             let mut batch = Batch {
@@ -679,20 +717,37 @@ impl Writer {
                 ping_log: None,
             };
             let mut result = Ok(());
-            for job in jobs {
+            let mut jobs = jobs.into_iter();
+            for job in jobs.by_ref() {
                 // Jobs check before they write: a refused one changed nothing.
-                match job(&mut batch) {
-                    JobResult::Done(reply) => replies.push(reply),
-                    JobResult::Refused => {}
-                    JobResult::Failed(e, reply) => {
+                // A panicking job fails the batch (nothing of it commits).
+                let outcome =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut batch)));
+                match outcome {
+                    Ok(JobResult::Done(reply)) => replies.push(reply),
+                    Ok(JobResult::Refused) => {}
+                    Ok(JobResult::Failed(e, reply)) => {
                         replies.push(reply);
                         result = Err(e);
                         break;
                     }
+                    Err(_) => {
+                        result = Err(StorageError::Corrupt(
+                            "a change failed unexpectedly (a bug): nothing of its batch was stored"
+                                .into(),
+                        ));
+                        break;
+                    }
                 }
             }
+            left.extend(jobs);
             (batch.changed, !batch.flips.is_empty(), result)
         };
+        if result.is_ok() && replies.is_empty() {
+            // Every job was refused: nothing to store, no fsync.
+            let _ = txn.abort();
+            return left;
+        }
         let outcome = result.and_then(|()| txn.commit().map_err(StorageError::from));
         match outcome {
             Ok(()) => {
@@ -722,6 +777,7 @@ impl Writer {
                 }
             }
         }
+        left
     }
 }
 
@@ -759,7 +815,10 @@ impl CheckStore {
             // Declared checks: configuration wins over what is stored.
             let mut wanted: HashMap<String, (CheckConfig, Origin)> = HashMap::new();
             for (check, origin) in declared {
-                wanted.insert(check.uuid.to_ascii_lowercase(), (check, origin));
+                // One spelling of each uuid: the one ping URLs use.
+                let uuid = uuid::Uuid::parse_str(&check.uuid)
+                    .map_or_else(|_| check.uuid.to_ascii_lowercase(), |u| u.to_string());
+                wanted.insert(uuid, (check, origin));
             }
             let mut checks = txn.open_table(CHECKS)?;
             let gone: Vec<String> = stored
@@ -796,8 +855,14 @@ impl CheckStore {
                 stored.insert(uuid, record);
             }
             drop(checks);
+            let kept = options.pings_kept as u64;
             for (uuid, s) in stored {
                 let state = states.remove(&uuid).unwrap_or_default();
+                // Fewer pings kept than before: drop the surplus now.
+                if let Some(last_old) = state.pings.checked_sub(kept) {
+                    txn.open_table(PING_LOG)?
+                        .retain_in((uuid.as_str(), 0)..=(uuid.as_str(), last_old), |_, _| false)?;
+                }
                 if s.check.parsed_schedule().is_err() {
                     tracing::error!(
                         check = s.check.name,
@@ -894,6 +959,13 @@ impl CheckStore {
         self.read().checks.get(&uuid.to_ascii_lowercase()).cloned()
     }
 
+    /// The check with this unique key (see [`crate::web::unique_key`]).
+    pub fn by_unique_key(&self, key: &str) -> Option<Entry> {
+        let inner = self.read();
+        let uuid = inner.by_key.get(&key.to_ascii_lowercase())?;
+        inner.checks.get(uuid).cloned()
+    }
+
     pub fn len(&self) -> usize {
         self.read().checks.len()
     }
@@ -918,6 +990,21 @@ impl CheckStore {
         ping: PingIn,
         now_ms: i64,
     ) -> Result<PingOutcome, StoreError> {
+        // Pings for checks that do not exist are refused from memory: a
+        // flood of made-up uuids costs the writer nothing. (The batch
+        // checks again.)
+        let known = {
+            let inner = self.read();
+            match &target {
+                Target::Uuid(u) | Target::Probe(u) => {
+                    inner.checks.contains_key(&u.to_ascii_lowercase())
+                }
+                Target::Slug { slug, create } => *create || inner.by_slug.contains_key(slug),
+            }
+        };
+        if !known {
+            return Err(StoreError::NotFound);
+        }
         self.write(move |b| b.ping(&target, ping, now_ms)).await
     }
 
@@ -1302,24 +1389,36 @@ mod tests {
             s.write(|b| b.resume(UUID, 12)).await,
             Err(StoreError::Conflict(m)) if m == "check is not paused"
         ));
-        // Many jobs in one batch, one refused: the others are stored.
-        let mut waits = Vec::new();
+        // Many jobs in one batch, one refused in it: the others are stored.
+        // A first job holds the writer until all the others are queued.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let blocker = s.write(move |_| {
+            let _ = held.recv();
+            Ok(())
+        });
+        let mut jobs: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>> =
+            vec![Box::pin(async move { blocker.await.is_ok() })];
         for i in 0..50 {
             let s = s.clone();
-            let target = if i == 25 {
-                "00000000-0000-4000-8000-000000000000"
+            jobs.push(if i == 25 {
+                Box::pin(async move {
+                    matches!(
+                        s.write(|b| b.resume(UUID, 99)).await,
+                        Err(StoreError::Conflict(_))
+                    )
+                })
             } else {
-                UUID
-            };
-            waits.push(tokio::spawn(async move {
-                send(&s, target, PingKind::Log, 100 + i).await
-            }));
+                Box::pin(async move { send(&s, UUID, PingKind::Log, 100 + i).await.is_ok() })
+            });
         }
-        let mut stored = 0;
-        for w in waits {
-            stored += usize::from(w.await.unwrap().is_ok());
-        }
-        assert_eq!(stored, 49);
+        std::thread::spawn(move || {
+            // Long enough for every job above to be queued.
+            let (_keep, wait) = std::sync::mpsc::channel::<()>();
+            let _ = wait.recv_timeout(Duration::from_millis(300));
+            let _ = release.send(());
+        });
+        let outcomes = futures::future::join_all(jobs).await;
+        assert!(outcomes.iter().all(|ok| *ok), "{outcomes:?}");
         assert_eq!(s.entry(UUID).unwrap().state.pings, 49);
         s.close();
         // A changed configuration: the old declared check is gone, the new one is there.

@@ -16,12 +16,13 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     Json, Router,
-    body::Bytes,
+    body::{Body, Bytes},
     extract::{ConnectInfo, Path, RawQuery, State},
     http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
+use futures::StreamExt;
 use serde_json::{Map, Value, json};
 use sha2::Digest;
 use vigil_runtime::time::now_ms;
@@ -52,9 +53,6 @@ pub struct Web {
 
 pub fn router(web: Web) -> Router {
     Router::new()
-        .route("/ping/{a}", get(ping1).post(ping1))
-        .route("/ping/{a}/{b}", get(ping2).post(ping2))
-        .route("/ping/{a}/{b}/{c}", get(ping3).post(ping3))
         .route("/api/{v}/checks/", get(list_checks).post(create_check))
         .route(
             "/api/{v}/checks/{code}",
@@ -69,8 +67,17 @@ pub fn router(web: Web) -> Router {
         .route("/b/{states}/{file}", get(badge))
         .route("/projects/{project}/metrics/", get(metrics_bearer))
         .route("/projects/{project}/metrics/{key}", get(metrics_path))
+        // API requests are small; ping bodies (below) may be large and are
+        // cut as they are read.
+        .route_layer(axum::extract::DefaultBodyLimit::max(API_BODY_BYTES))
+        .route("/ping/{a}", get(ping1).post(ping1))
+        .route("/ping/{a}/{b}", get(ping2).post(ping2))
+        .route("/ping/{a}/{b}/{c}", get(ping3).post(ping3))
         .with_state(web)
 }
+
+/// Largest API request body.
+const API_BODY_BYTES: usize = 64 * 1024;
 
 fn text(status: StatusCode, body: &'static str) -> Response {
     (status, body).into_response()
@@ -106,7 +113,7 @@ struct PingRequest {
     headers: HeaderMap,
     peer: SocketAddr,
     query: Option<String>,
-    body: Bytes,
+    body: Body,
 }
 
 async fn ping1(
@@ -116,7 +123,7 @@ async fn ping1(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let request = PingRequest {
         method,
@@ -138,7 +145,7 @@ async fn ping2(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let request = PingRequest {
         method,
@@ -160,7 +167,7 @@ async fn ping3(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let request = PingRequest {
         method,
@@ -245,9 +252,29 @@ async fn ping(web: &Web, target: Target, action: &str, request: PingRequest) -> 
             }
         }
     }
+    // The body is read as it comes: the first ping_body_limit bytes are
+    // kept, the rest is read and dropped (a job's whole output may be
+    // piped in).
     let limit = web.ping_body_limit;
-    let truncated = request.body.len() > limit;
-    let body = request.body[..request.body.len().min(limit)].to_vec();
+    let mut body = Vec::new();
+    let mut truncated = false;
+    let mut stream = request.body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(chunk) => {
+                let room = limit.saturating_sub(body.len());
+                truncated |= chunk.len() > room;
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Err(e) => {
+                return (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the request body cannot be read: {e}"),
+                )
+                    .into_response();
+            }
+        }
+    }
     let header = |name: &str| {
         request
             .headers
@@ -538,12 +565,7 @@ fn find(web: &Web, code: &str, by_unique_key: bool) -> Result<Entry, Response> {
         return web.store.entry(&uuid).ok_or_else(not_found);
     }
     if by_unique_key && code.len() == 40 && code.chars().all(|c| c.is_ascii_hexdigit()) {
-        return web
-            .store
-            .entries()
-            .into_iter()
-            .find(|e| unique_key(e.uuid()) == code)
-            .ok_or_else(not_found);
+        return web.store.by_unique_key(code).ok_or_else(not_found);
     }
     Err(not_found())
 }
@@ -595,10 +617,6 @@ async fn get_check(
         let v = version(&v)?;
         let access = authorize(&web, &headers, None, false)?;
         let entry = find(&web, &code, true)?;
-        if access == Access::ReadOnly && parse_uuid(&code).is_some() {
-            // A read-only key must not learn that a uuid (a ping secret) exists.
-            return Err(error(StatusCode::NOT_FOUND, "check not found"));
-        }
         Ok(Json(check_json(&entry, access, &web.base(&headers), v, now_ms())).into_response())
     })();
     result.unwrap_or_else(|r| r)
@@ -860,13 +878,14 @@ async fn create_check(
         .store
         .write(move |b| {
             let (entry, created) = b.create(check, &unique, now)?;
-            if !created {
+            // A declared or probe check that matches is returned as it is.
+            if !created && entry.origin == Origin::Api {
                 // The match is updated with the request's fields.
                 let uuid = entry.uuid().to_owned();
                 let updated = b.update(&uuid, |c| spec.apply(c))?;
                 return Ok((updated, false));
             }
-            Ok((entry, true))
+            Ok((entry, created))
         })
         .await;
     (web.on_change)();
@@ -1143,12 +1162,7 @@ async fn badge(State(web): State<Web>, Path((states, file)): Path<(String, Strin
     if key.len() != 40 {
         return not_found();
     }
-    let Some(entry) = web
-        .store
-        .entries()
-        .into_iter()
-        .find(|e| unique_key(e.uuid()) == key)
-    else {
+    let Some(entry) = web.store.by_unique_key(key) else {
         return not_found();
     };
     let status = entry.status(now_ms());

@@ -59,6 +59,16 @@ async fn http_probes_check_status_keywords_and_latency() {
         .await
         .unwrap_err();
     assert_eq!(e, "the body contains \"good\"");
+    // Credentials and tokens in a probe's URL stay out of its messages.
+    let secret = prober(
+        "http = { url = \"http://user:hunter2@127.0.0.1:1/health?token=s3cret\" }\ntimeout = \"2s\"\nretries = 0",
+    );
+    assert_eq!(secret.config.target(), "http://127.0.0.1:1/health");
+    let e = secret.round().await.unwrap_err();
+    assert!(
+        !e.contains("hunter2") && !e.contains("s3cret") && !e.contains("user"),
+        "{e}"
+    );
     let e = probe("/error", "").round().await.unwrap_err();
     assert_eq!(e, "status 500 Internal Server Error, expected 2xx");
     probe("/error", ", status = 500").round().await.unwrap();

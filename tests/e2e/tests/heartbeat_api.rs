@@ -301,6 +301,30 @@ fn healthchecks_io_clients_work_unchanged() {
         "features we lack are refused, not ignored: {got}"
     );
 
+    // A nameless check is fine (as there); a `unique` match with a declared
+    // check returns it unchanged.
+    let (code, nameless) = m.post(Some(RW), "/api/v3/checks/", &json!({}));
+    assert_eq!(
+        (code, nameless["name"].clone(), nameless["timeout"].clone()),
+        (201, json!(""), json!(86400))
+    );
+    let nameless_uuid = nameless["uuid"].as_str().unwrap().to_owned();
+    let (code, declared) = m.post(
+        Some(RW),
+        "/api/v3/checks/",
+        &json!({"name": "declared job", "desc": "changed?", "unique": ["name"]}),
+    );
+    assert_eq!(
+        (code, declared["uuid"].clone(), declared["desc"].clone()),
+        (200, json!(DECLARED), json!(""))
+    );
+    let (code, _) = m.call(
+        Some(RW),
+        &["-X", "DELETE"],
+        &format!("/api/v3/checks/{nameless_uuid}"),
+    );
+    assert_eq!(code, 200);
+
     // ---- a cron check: schedule and tz instead of timeout
     let (code, cron) = m.post(
         Some(RW),
@@ -339,6 +363,15 @@ fn healthchecks_io_clients_work_unchanged() {
     let big = "x".repeat(20_000);
     let (code, _) = m.ping(&format!("/ping/{uuid}/fail"), &["--data-binary", &big]);
     assert_eq!(code, 200);
+    // A job's whole output piped in (900 kB, under http.max_body_bytes):
+    // read as it comes, cut, still a ping.
+    let output = dir.path().join("output.txt");
+    std::fs::write(&output, "y".repeat(900_000)).unwrap();
+    let (code, body) = m.ping(
+        &format!("/ping/{uuid}/log"),
+        &["--data-binary", &format!("@{}", output.display())],
+    );
+    assert_eq!((code, body.as_str()), (200, "OK"));
     let headers = m
         .ping(
             &format!("/ping/{uuid}"),
@@ -359,11 +392,14 @@ fn healthchecks_io_clients_work_unchanged() {
     let types: Vec<&str> = list.iter().map(|p| p["type"].as_str().unwrap()).collect();
     assert_eq!(
         types,
-        ["success", "fail", "success", "start", "log", "success"],
+        [
+            "success", "log", "fail", "success", "start", "log", "success"
+        ],
         "newest first"
     );
     let ns: Vec<u64> = list.iter().map(|p| p["n"].as_u64().unwrap()).collect();
-    assert_eq!(ns, [6, 5, 4, 3, 2, 1]);
+    assert_eq!(ns, [7, 6, 5, 4, 3, 2, 1]);
+    assert_eq!(list[1]["body_truncated"], true);
     let base_fields = [
         "type",
         "date",
@@ -376,12 +412,12 @@ fn healthchecks_io_clients_work_unchanged() {
         "body_url",
     ];
     assert_eq!(
-        keys(&list[3]),
+        keys(&list[4]),
         set(&base_fields),
         "a start has no duration: {}",
-        list[3]
+        list[4]
     );
-    let finished = &list[2];
+    let finished = &list[3];
     let mut with_duration = set(&base_fields);
     with_duration.extend(set(&["duration", "exitstatus"]));
     assert_eq!(keys(finished), with_duration, "{finished}");
@@ -399,8 +435,8 @@ fn healthchecks_io_clients_work_unchanged() {
         date.ends_with("+00:00") && date.len() == 32,
         "microseconds: {date}"
     );
-    assert_eq!(list[4]["method"], "HEAD");
-    let failed = &list[1];
+    assert_eq!(list[5]["method"], "HEAD");
+    let failed = &list[2];
     assert_eq!(failed["method"], "POST");
     assert_eq!(failed["body_truncated"], true);
     let (code, body) = curl_with(
@@ -416,7 +452,7 @@ fn healthchecks_io_clients_work_unchanged() {
     let (_, check) = m.call(Some(RW), &[], &format!("/api/v3/checks/{uuid}"));
     expect_fields(&check, READ_WRITE, &["timeout"], &[]);
     assert_eq!(check["status"], "up");
-    assert_eq!(check["n_pings"], 6);
+    assert_eq!(check["n_pings"], 7);
     assert!(is_iso_seconds(&check["last_ping"]), "{check}");
     assert!(is_iso_seconds(&check["next_ping"]), "{check}");
 
@@ -684,9 +720,26 @@ fn grpc_api(m: &Monitor) {
             .unwrap()
             .into_inner();
         assert!(
-            viewer.checks.iter().all(|c| c.uuid.is_empty()),
-            "no secrets for viewers"
+            viewer
+                .checks
+                .iter()
+                .all(|c| c.uuid.is_empty() && c.last_message.is_empty()),
+            "no ping secrets or failure output for viewers"
         );
+        let probe = viewer
+            .checks
+            .iter()
+            .find(|c| c.name == "closed port")
+            .unwrap();
+        assert_eq!(probe.origin, pb::CheckOrigin::Probe as i32);
+        let editor = client(RW)
+            .get_check(pb::GetCheckRequest {
+                id: probe.unique_key.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(editor.last_message.contains("cannot connect"), "{editor:?}");
         let declared = viewer
             .checks
             .iter()

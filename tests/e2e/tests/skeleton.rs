@@ -163,6 +163,8 @@ fn assert_ui_shows_host(p: &Ports, pid: u32) {
             (status == 200
                 && hosts["hosts"].as_array()?.iter().any(|h| {
                     h["node"] == node.as_str()
+                        // CPU needs two collections; processes may show after one.
+                        && h["cpu_usage_ratio"].is_number()
                         && h["processes"]
                             .as_array()
                             .is_some_and(|ps| ps.iter().any(|x| x["pid"] == pid))
