@@ -79,6 +79,20 @@ pub trait ServiceError: std::error::Error {
 }
 
 /// Binds a TCP listener, naming the address when it cannot.
+/// An error with its sources, `outer: inner: innermost`: library errors
+/// often say little at the top ("error sending request") and the cause
+/// below.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 pub(crate) async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, RuntimeError> {
     tokio::net::TcpListener::bind(addr)
         .await

@@ -150,6 +150,31 @@ impl HeartbeatApi {
     }
 }
 
+impl HeartbeatApi {
+    /// An editor's change of one check (delete, pause, resume); a unique
+    /// key names it too when `by_unique_key`.
+    async fn change(
+        &self,
+        request: Request<pb::GetCheckRequest>,
+        by_unique_key: bool,
+        f: fn(&mut crate::store::Batch<'_>, &str, i64) -> Result<Entry, StoreError>,
+    ) -> Result<Response<pb::Check>, GrpcStatus> {
+        require_role(&request, Role::Editor)?;
+        let uuid = self
+            .find(&request.get_ref().id, by_unique_key)?
+            .uuid()
+            .to_owned();
+        let now = now_ms();
+        let entry = self
+            .store
+            .write(move |b| f(b, &uuid, now))
+            .await
+            .map_err(status_of)?;
+        (self.on_change)();
+        Ok(Response::new(check_message(&entry, now, true)))
+    }
+}
+
 /// Applies `spec`'s `fields` (all when empty) to `check`.
 #[allow(clippy::result_large_err)]
 fn apply(
@@ -337,46 +362,24 @@ impl HeartbeatService for HeartbeatApi {
         &self,
         request: Request<pb::GetCheckRequest>,
     ) -> Result<Response<pb::Check>, GrpcStatus> {
-        require_role(&request, Role::Editor)?;
-        let uuid = self.find(&request.get_ref().id, false)?.uuid().to_owned();
-        let entry = self
-            .store
-            .write(move |b| b.delete(&uuid))
+        self.change(request, false, |b, uuid, _| b.delete(uuid))
             .await
-            .map_err(status_of)?;
-        Ok(Response::new(check_message(&entry, now_ms(), true)))
     }
 
     async fn pause_check(
         &self,
         request: Request<pb::GetCheckRequest>,
     ) -> Result<Response<pb::Check>, GrpcStatus> {
-        require_role(&request, Role::Editor)?;
-        let uuid = self.find(&request.get_ref().id, true)?.uuid().to_owned();
-        let now = now_ms();
-        let entry = self
-            .store
-            .write(move |b| b.pause(&uuid, now))
+        self.change(request, true, |b, uuid, now| b.pause(uuid, now))
             .await
-            .map_err(status_of)?;
-        (self.on_change)();
-        Ok(Response::new(check_message(&entry, now, true)))
     }
 
     async fn resume_check(
         &self,
         request: Request<pb::GetCheckRequest>,
     ) -> Result<Response<pb::Check>, GrpcStatus> {
-        require_role(&request, Role::Editor)?;
-        let uuid = self.find(&request.get_ref().id, true)?.uuid().to_owned();
-        let now = now_ms();
-        let entry = self
-            .store
-            .write(move |b| b.resume(&uuid, now))
+        self.change(request, true, |b, uuid, now| b.resume(uuid, now))
             .await
-            .map_err(status_of)?;
-        (self.on_change)();
-        Ok(Response::new(check_message(&entry, now, true)))
     }
 
     async fn list_pings(

@@ -9,7 +9,10 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use serde::Deserialize;
 use tokio::{io::AsyncReadExt, net::TcpStream};
-use vigil_runtime::config::{ConfigError, Validate, key, nonzero_duration};
+use vigil_runtime::{
+    config::{ConfigError, Validate, key, nonzero_duration},
+    error::error_chain,
+};
 
 use crate::config::CheckConfig;
 
@@ -436,17 +439,6 @@ async fn http_attempt(h: &HttpProbe, client: &reqwest::Client) -> Result<String,
         ));
     }
     Ok(format!("status {status} in {ms} ms"))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 async fn tls_attempt(t: &TlsProbe, config: Arc<rustls::ClientConfig>) -> Result<String, String> {

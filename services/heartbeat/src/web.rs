@@ -70,9 +70,9 @@ pub fn router(web: Web) -> Router {
         // API requests are small; ping bodies (below) may be large and are
         // cut as they are read.
         .route_layer(axum::extract::DefaultBodyLimit::max(API_BODY_BYTES))
-        .route("/ping/{a}", get(ping1).post(ping1))
-        .route("/ping/{a}/{b}", get(ping2).post(ping2))
-        .route("/ping/{a}/{b}/{c}", get(ping3).post(ping3))
+        .route("/ping/{a}", get(ping_route).post(ping_route))
+        .route("/ping/{a}/{b}", get(ping_route).post(ping_route))
+        .route("/ping/{a}/{b}/{c}", get(ping_route).post(ping_route))
         .with_state(web)
 }
 
@@ -116,9 +116,11 @@ struct PingRequest {
     body: Body,
 }
 
-async fn ping1(
+/// Every ping URL: `/ping/<uuid>[/<action>]` or
+/// `/ping/<ping key>/<slug>[/<action>]`.
+async fn ping_route(
     State(web): State<Web>,
-    Path(a): Path<String>,
+    Path(parts): Path<Vec<String>>,
     method: Method,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
@@ -132,51 +134,14 @@ async fn ping1(
         query,
         body,
     };
-    match parse_uuid(&a) {
-        Some(uuid) => ping(&web, Target::Uuid(uuid), "", request).await,
-        None => text(StatusCode::NOT_FOUND, "not found"),
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+    match (parts.as_slice(), parts.first().and_then(|a| parse_uuid(a))) {
+        ([_], Some(uuid)) => ping(&web, Target::Uuid(uuid), "", request).await,
+        ([_, action], Some(uuid)) => ping(&web, Target::Uuid(uuid), action, request).await,
+        ([key, slug], None) => slug_ping(&web, key, slug, "", request).await,
+        ([key, slug, action], None) => slug_ping(&web, key, slug, action, request).await,
+        _ => text(StatusCode::NOT_FOUND, "not found"),
     }
-}
-
-async fn ping2(
-    State(web): State<Web>,
-    Path((a, b)): Path<(String, String)>,
-    method: Method,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-    body: Body,
-) -> Response {
-    let request = PingRequest {
-        method,
-        headers,
-        peer,
-        query,
-        body,
-    };
-    match parse_uuid(&a) {
-        Some(uuid) => ping(&web, Target::Uuid(uuid), &b, request).await,
-        None => slug_ping(&web, &a, &b, "", request).await,
-    }
-}
-
-async fn ping3(
-    State(web): State<Web>,
-    Path((a, b, c)): Path<(String, String, String)>,
-    method: Method,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-    body: Body,
-) -> Response {
-    let request = PingRequest {
-        method,
-        headers,
-        peer,
-        query,
-        body,
-    };
-    slug_ping(&web, &a, &b, &c, request).await
 }
 
 /// A canonical uuid in lower case, if `s` is one.

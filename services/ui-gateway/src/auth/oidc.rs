@@ -24,6 +24,7 @@ use openidconnect::{
     },
 };
 use tokio::sync::RwLock;
+use vigil_runtime::error::error_chain;
 
 use super::session::{Flow, OidcTokens};
 use crate::config::OidcConfig;
@@ -563,18 +564,6 @@ pub fn groups_in(value: &serde_json::Value, path: &str) -> Vec<String> {
         serde_json::Value::String(one) => vec![one.clone()],
         _ => Vec::new(),
     }
-}
-
-/// An error with its sources, for the log and the user.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]
