@@ -785,6 +785,25 @@ impl Spec {
     }
 }
 
+/// What every write request starts with: its API version, its JSON body
+/// and a read-write key (`X-Api-Key`, or `api_key` in the body).
+fn write_request(
+    web: &Web,
+    v: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(String, Access, Map<String, Value>), Response> {
+    let v = version(v)?.to_owned();
+    let body = json_body(body)?;
+    let access = authorize(
+        web,
+        headers,
+        body.get("api_key").and_then(Value::as_str),
+        true,
+    )?;
+    Ok((v, access, body))
+}
+
 async fn create_check(
     State(web): State<Web>,
     Path(v): Path<String>,
@@ -792,14 +811,7 @@ async fn create_check(
     body: Bytes,
 ) -> Response {
     let prepared = (|| {
-        let v = version(&v)?.to_owned();
-        let body = json_body(&body)?;
-        let access = authorize(
-            &web,
-            &headers,
-            body.get("api_key").and_then(Value::as_str),
-            true,
-        )?;
+        let (v, access, body) = write_request(&web, &v, &headers, &body)?;
         let spec = spec(&body)?;
         Ok::<_, Response>((v, access, spec))
     })();
@@ -875,14 +887,7 @@ async fn update_check(
     body: Bytes,
 ) -> Response {
     let prepared = (|| {
-        let v = version(&v)?.to_owned();
-        let body = json_body(&body)?;
-        let access = authorize(
-            &web,
-            &headers,
-            body.get("api_key").and_then(Value::as_str),
-            true,
-        )?;
+        let (v, access, body) = write_request(&web, &v, &headers, &body)?;
         let spec = spec(&body)?;
         let entry = find(&web, &code, false)?;
         Ok::<_, Response>((v, access, spec, entry))
@@ -921,14 +926,7 @@ async fn change(
     f: fn(&mut crate::store::Batch<'_>, &str, i64) -> Result<Entry, StoreError>,
 ) -> Response {
     let prepared = (|| {
-        let v = version(&v)?.to_owned();
-        let body = json_body(&body)?;
-        let access = authorize(
-            &web,
-            &headers,
-            body.get("api_key").and_then(Value::as_str),
-            true,
-        )?;
+        let (v, access, _) = write_request(&web, &v, &headers, &body)?;
         let entry = find(&web, &code, false)?;
         Ok::<_, Response>((v, access, entry))
     })();
