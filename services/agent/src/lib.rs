@@ -6,6 +6,7 @@
 //! loses nothing within the bound.
 
 pub mod cgroup;
+pub mod cluster;
 pub mod config;
 pub mod ebpf;
 pub mod listen;
@@ -53,8 +54,8 @@ pub enum AgentError {
 
 type Client = TelemetryServiceClient<InterceptedService<Channel, BearerAuth>>;
 
-struct AgentMetrics {
-    batches_spooled: Counter,
+pub(crate) struct AgentMetrics {
+    pub(crate) batches_spooled: Counter,
     batches_acknowledged: Counter,
     batches_failed: Counter,
     batches_dropped: Counter,
@@ -121,7 +122,6 @@ impl AgentMetrics {
 /// Runs the agent until `shutdown`.
 pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentError> {
     let api_key = config.resolve_api_key()?;
-    let bearer = BearerAuth::new(&api_key)?;
     let node = if config.node.is_empty() {
         proc::hostname(&config.proc_root)
     } else {
@@ -175,36 +175,25 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
     };
 
     let metrics = Metrics::new("agent");
-    let agent_metrics = AgentMetrics::new(&metrics);
     let readiness = Readiness::default();
     let http = HttpServer::bind("agent-http", &config.http).await?;
-    let channel = vigil_runtime::grpc::channel(&config.ingest_endpoint, config.push_timeout)?;
-    let client = TelemetryServiceClient::with_interceptor(channel, bearer)
-        .send_compressed(CompressionEncoding::Zstd);
-
     let spool_dir = config.spool_dir();
-    let spool = Spool::open(&spool_dir, config.max_spool_bytes).map_err(|e| {
-        ConfigError::invalid("agent.spool_dir", format!("cannot open the spool: {e}"))
-    })?;
-    if !spool.is_empty() {
-        tracing::info!(
-            batches = spool.len(),
-            bytes = spool.bytes(),
-            dir = %spool_dir.display(),
-            "resuming: batches from an earlier run wait in the spool"
-        );
-    }
-    agent_metrics.spooled(&spool);
+    let shipper = Shipper::open(
+        &metrics,
+        "agent",
+        &config.ingest_endpoint,
+        config.push_timeout,
+        &api_key,
+        &spool_dir,
+        config.max_spool_bytes,
+    )?;
     // Where the log readers' positions are committed with each batch.
     let positions_path = spool_dir.join("log-positions");
-    let saved_positions = spool.recover_sidecar(&positions_path).map_err(|e| {
-        ConfigError::invalid("agent.spool_dir", format!("cannot read log positions: {e}"))
-    })?;
-    let shipper = Shipper {
-        client,
-        spool: Arc::new(Mutex::new(spool)),
-        metrics: agent_metrics,
-    };
+    let saved_positions = lock(&shipper.spool)
+        .recover_sidecar(&positions_path)
+        .map_err(|e| {
+            ConfigError::invalid("agent.spool_dir", format!("cannot read log positions: {e}"))
+        })?;
     let spooled = tokio::sync::Notify::new();
     let agent_id = hex::encode(rand::random::<[u8; 8]>());
     let mut sequence = 0u64;
@@ -988,10 +977,10 @@ pub fn l7_series(
 
 /// Ships spooled batches oldest first; a batch leaves the spool only once
 /// ingest acknowledged it (or refused it for good).
-struct Shipper {
+pub(crate) struct Shipper {
     client: Client,
     spool: Arc<Mutex<Spool>>,
-    metrics: AgentMetrics,
+    pub(crate) metrics: AgentMetrics,
 }
 
 fn lock(spool: &Mutex<Spool>) -> std::sync::MutexGuard<'_, Spool> {
@@ -1001,9 +990,63 @@ fn lock(spool: &Mutex<Spool>) -> std::sync::MutexGuard<'_, Spool> {
 }
 
 impl Shipper {
+    /// A client of ingest at `endpoint` and the spool in `spool_dir`
+    /// (`section` names the config section in errors).
+    pub(crate) fn open(
+        metrics: &Metrics,
+        section: &str,
+        endpoint: &str,
+        push_timeout: Duration,
+        api_key: &str,
+        spool_dir: &std::path::Path,
+        max_spool_bytes: u64,
+    ) -> Result<Self, AgentError> {
+        let bearer = BearerAuth::new(api_key)?;
+        let channel = vigil_runtime::grpc::channel(endpoint, push_timeout)?;
+        let client = TelemetryServiceClient::with_interceptor(channel, bearer)
+            .send_compressed(CompressionEncoding::Zstd);
+        let spool = Spool::open(spool_dir, max_spool_bytes).map_err(|e| {
+            ConfigError::invalid(
+                format!("{section}.spool_dir"),
+                format!("cannot open the spool: {e}"),
+            )
+        })?;
+        if !spool.is_empty() {
+            tracing::info!(
+                batches = spool.len(),
+                bytes = spool.bytes(),
+                dir = %spool_dir.display(),
+                "resuming: batches from an earlier run wait in the spool"
+            );
+        }
+        let metrics = AgentMetrics::new(metrics);
+        metrics.spooled(&spool);
+        Ok(Self {
+            client,
+            spool: Arc::new(Mutex::new(spool)),
+            metrics,
+        })
+    }
+
+    /// The sidecar kept with the newest spooled batch (None when there is
+    /// none or it cannot be read, which is logged).
+    pub(crate) fn recover_sidecar(&self, path: &std::path::Path) -> Option<Vec<u8>> {
+        lock(&self.spool)
+            .recover_sidecar(path)
+            .inspect_err(
+                |e| tracing::warn!(error = %e, path = %path.display(), "cannot read a sidecar"),
+            )
+            .ok()
+            .flatten()
+    }
+
     /// Spools `batch` (with its sidecar), dropping the oldest batches when
     /// the spool is full; whether it was spooled.
-    fn spool(&self, batch: &PushRequest, sidecar: Option<(&std::path::Path, &[u8])>) -> bool {
+    pub(crate) fn spool(
+        &self,
+        batch: &PushRequest,
+        sidecar: Option<(&std::path::Path, &[u8])>,
+    ) -> bool {
         let mut spool = lock(&self.spool);
         let spooled = match spool.push_with(batch, sidecar) {
             Ok(0) => true,
@@ -1079,7 +1122,7 @@ impl Shipper {
     /// Ships whenever a batch is spooled, backing off while ingest is
     /// unreachable; a last bounded attempt at shutdown, and whatever is
     /// left waits in the spool for the next start.
-    async fn run(&self, spooled: &tokio::sync::Notify, shutdown: &Shutdown) {
+    pub(crate) async fn run(&self, spooled: &tokio::sync::Notify, shutdown: &Shutdown) {
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
         loop {
             match self.drain().await {

@@ -1,0 +1,704 @@
+//! The cluster agent: one per cluster, it watches the Kubernetes API
+//! (Pods, ReplicaSets, Deployments, StatefulSets, DaemonSets, Jobs,
+//! CronJobs, Nodes, Services, EndpointSlices, Events, and Flux
+//! Kustomizations and HelmReleases when Flux is installed) and ships to
+//! ingest, like the node agent, through a disk spool:
+//!
+//! - every `interval`, the kube-state-metrics figures of what it holds,
+//!   among them `kube_pod_container_info`, which maps each container id to
+//!   its pod and application (ingest labels the node agent's records with
+//!   it; see `vigil_ingest::containers`);
+//! - Kubernetes events and Flux readiness changes as log records
+//!   (`events`), each occurrence once across restarts and re-lists.
+//!
+//! Watches are list-then-watch reflectors (`kube::runtime`): after the
+//! first list, a watch that ends resumes from the last resourceVersion
+//! (bookmarks keep it fresh), and only a 410 Gone (the version was
+//! compacted away) makes it list again.
+
+pub mod events;
+pub mod inventory;
+
+use std::{
+    fmt::Debug,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::{StreamExt, future::BoxFuture};
+use k8s_openapi::{
+    api::{
+        apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet},
+        batch::v1::{CronJob, Job},
+        core::v1::{Event, Node, Pod, Service},
+        discovery::v1::EndpointSlice,
+    },
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    serde::de::DeserializeOwned,
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{ApiResource, DynamicObject, GroupVersionKind, ListParams},
+    runtime::{
+        WatchStreamExt,
+        reflector::{self, ObjectRef, Store, reflector},
+        watcher,
+    },
+};
+use prometheus_client::metrics::counter::Counter;
+use serde::Deserialize;
+use vigil_proto::telemetry::v1::{
+    AgentInfo, PushRequest, Resource as PbResource, ResourceLogs, ResourceMetrics, TimeSeries,
+};
+use vigil_runtime::{
+    Metrics, Readiness, RuntimeError, Shutdown,
+    config::{ConfigError, HttpServerConfig, Validate, key, nonzero_duration},
+    http::HttpServer,
+    time::now_ms,
+};
+
+use crate::{AgentError, Shipper};
+
+/// `[cluster_agent]`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterAgentConfig {
+    /// Ingest's gRPC address, `host:port` or `http(s)://host:port`.
+    pub ingest_endpoint: String,
+    /// The project's API key. Prefer `api_key_file` outside of tests.
+    pub api_key: String,
+    pub api_key_file: Option<PathBuf>,
+    /// Cluster name put on every record.
+    pub cluster: String,
+    /// How often the figures of every object are shipped; events and Flux
+    /// changes go out with the next shipment.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub push_timeout: Duration,
+    /// Namespaces to watch; empty: all of them (nodes are always watched).
+    pub namespaces: Vec<String>,
+    /// Watch Flux Kustomizations and HelmReleases (when their CRDs exist).
+    pub flux: bool,
+    /// The API server; default: the in-cluster service account, else the
+    /// kubeconfig (`KUBECONFIG`, `~/.kube/config`).
+    pub api_url: Option<String>,
+    /// How long one watch request lasts before it is resumed (the API
+    /// server's `timeoutSeconds`).
+    #[serde(with = "humantime_serde")]
+    pub watch_timeout: Duration,
+    /// Where batches wait for ingest. Default
+    /// `/var/lib/vigil/cluster-agent-spool`.
+    pub spool_dir: Option<PathBuf>,
+    pub max_spool_bytes: u64,
+    /// Most event records held between shipments; beyond it the oldest are
+    /// dropped (and counted).
+    pub max_pending_events: usize,
+    /// Health and metrics; default 127.0.0.1:7401.
+    pub http: HttpServerConfig,
+}
+
+impl Debug for ClusterAgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterAgentConfig")
+            .field("ingest_endpoint", &self.ingest_endpoint)
+            .field("api_key", &"[redacted]")
+            .field("cluster", &self.cluster)
+            .field("interval", &self.interval)
+            .field("namespaces", &self.namespaces)
+            .field("api_url", &self.api_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ClusterAgentConfig {
+    fn default() -> Self {
+        Self {
+            ingest_endpoint: "127.0.0.1:4317".into(),
+            api_key: String::new(),
+            api_key_file: None,
+            cluster: String::new(),
+            interval: Duration::from_secs(30),
+            push_timeout: Duration::from_secs(10),
+            namespaces: Vec::new(),
+            flux: true,
+            api_url: None,
+            watch_timeout: Duration::from_secs(290),
+            spool_dir: None,
+            max_spool_bytes: 256 << 20,
+            max_pending_events: 50_000,
+            http: HttpServerConfig::on(SocketAddr::from(([127, 0, 0, 1], 7401))),
+        }
+    }
+}
+
+impl Validate for ClusterAgentConfig {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        if self.ingest_endpoint.is_empty() {
+            return Err(ConfigError::invalid(
+                key(prefix, "ingest_endpoint"),
+                "must not be empty",
+            ));
+        }
+        if self.interval < Duration::from_secs(1) {
+            return Err(ConfigError::invalid(
+                key(prefix, "interval"),
+                "must be at least 1s",
+            ));
+        }
+        nonzero_duration(prefix, "push_timeout", self.push_timeout)?;
+        if self.watch_timeout < Duration::from_secs(1)
+            || self.watch_timeout > Duration::from_secs(3600)
+        {
+            return Err(ConfigError::invalid(
+                key(prefix, "watch_timeout"),
+                "must be between 1s and 1h",
+            ));
+        }
+        if self.max_spool_bytes < 1 << 20 {
+            return Err(ConfigError::invalid(
+                key(prefix, "max_spool_bytes"),
+                "must be at least 1 MiB (1048576)",
+            ));
+        }
+        if self.max_pending_events == 0 {
+            return Err(ConfigError::invalid(
+                key(prefix, "max_pending_events"),
+                "must be at least 1",
+            ));
+        }
+        if let Some(ns) = self.namespaces.iter().find(|n| {
+            n.is_empty()
+                || n.len() > 63
+                || !n
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        }) {
+            return Err(ConfigError::invalid(
+                key(prefix, "namespaces"),
+                format!(
+                    "{ns:?} is not a namespace name (lower-case letters, digits, '-', at most 63)"
+                ),
+            ));
+        }
+        self.http.validate(&key(prefix, "http"))
+    }
+}
+
+/// Series and records per batch: under ingest's default limits (10,000
+/// series, 50,000 log records per request).
+const SERIES_PER_BATCH: usize = 5_000;
+const RECORDS_PER_BATCH: usize = 5_000;
+
+async fn client(config: &ClusterAgentConfig) -> Result<Client, ConfigError> {
+    let invalid = |e: String| ConfigError::invalid("cluster_agent.api_url", e);
+    let kube_config = match &config.api_url {
+        Some(url) => kube::Config::new(
+            url.parse()
+                .map_err(|e: http::uri::InvalidUri| invalid(e.to_string()))?,
+        ),
+        None => kube::Config::infer().await.map_err(|e| {
+            invalid(format!(
+                "no in-cluster service account and no kubeconfig ({e}); set cluster_agent.api_url"
+            ))
+        })?,
+    };
+    Client::try_from(kube_config).map_err(|e| invalid(e.to_string()))
+}
+
+/// What the event and Flux watches found since the last shipment.
+#[derive(Default)]
+struct Pending {
+    logs: Vec<ResourceLogs>,
+    cursor: events::Cursor,
+    flux: events::Flux,
+}
+
+struct Watches {
+    pods: Vec<Store<Pod>>,
+    replica_sets: Vec<Store<ReplicaSet>>,
+    deployments: Vec<Store<Deployment>>,
+    stateful_sets: Vec<Store<StatefulSet>>,
+    daemon_sets: Vec<Store<DaemonSet>>,
+    jobs: Vec<Store<Job>>,
+    cron_jobs: Vec<Store<CronJob>>,
+    nodes: Vec<Store<Node>>,
+    services: Vec<Store<Service>>,
+    endpoint_slices: Vec<Store<EndpointSlice>>,
+}
+
+fn state<K: Resource + Clone + 'static>(stores: &[Store<K>]) -> Vec<Arc<K>>
+where
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    stores.iter().flat_map(Store::state).collect()
+}
+
+impl Watches {
+    fn snapshot(&self) -> inventory::Snapshot {
+        inventory::Snapshot {
+            pods: state(&self.pods),
+            replica_sets: state(&self.replica_sets),
+            deployments: state(&self.deployments),
+            stateful_sets: state(&self.stateful_sets),
+            daemon_sets: state(&self.daemon_sets),
+            jobs: state(&self.jobs),
+            cron_jobs: state(&self.cron_jobs),
+            nodes: state(&self.nodes),
+            services: state(&self.services),
+            endpoint_slices: state(&self.endpoint_slices),
+        }
+    }
+
+    async fn ready(&self) {
+        macro_rules! wait {
+            ($($field:ident),*) => {$(
+                for s in &self.$field {
+                    let _ = s.wait_until_ready().await;
+                }
+            )*};
+        }
+        wait!(
+            pods,
+            replica_sets,
+            deployments,
+            stateful_sets,
+            daemon_sets,
+            jobs,
+            cron_jobs,
+            nodes,
+            services,
+            endpoint_slices
+        );
+    }
+}
+
+/// Drops what the agent never reads and that can be large.
+fn slim<K: Resource>(o: &mut K) {
+    let meta = o.meta_mut();
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+struct Watcher {
+    client: Client,
+    namespaces: Vec<String>,
+    config: watcher::Config,
+    errors: Counter,
+    tasks: Vec<BoxFuture<'static, ()>>,
+}
+
+impl Watcher {
+    /// One API per watched namespace, or one for all of them.
+    fn apis<K>(&self) -> Vec<Api<K>>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    {
+        if self.namespaces.is_empty() {
+            vec![Api::all(self.client.clone())]
+        } else {
+            self.namespaces
+                .iter()
+                .map(|n| Api::namespaced(self.client.clone(), n))
+                .collect()
+        }
+    }
+
+    /// Reflectors of `K` in every watched namespace, driven by tasks.
+    fn reflect<K>(&mut self) -> Vec<Store<K>>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        let apis = self.apis::<K>();
+        self.reflect_in(apis)
+    }
+
+    /// Reflectors of `K` through `apis`, driven by tasks.
+    fn reflect_in<K>(&mut self, apis: Vec<Api<K>>) -> Vec<Store<K>>
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    {
+        let mut stores = Vec::new();
+        for api in apis {
+            let (reader, writer) = reflector::store();
+            let stream = reflector(writer, watcher(api, self.config.clone()).modify(slim::<K>))
+                .default_backoff();
+            let errors = self.errors.clone();
+            let kind = K::kind(&());
+            self.tasks.push(Box::pin(async move {
+                futures::pin_mut!(stream);
+                while let Some(item) = stream.next().await {
+                    if let Err(e) = item {
+                        errors.inc();
+                        tracing::warn!(kind = %kind, error = %e, "watch failed; retrying");
+                    }
+                }
+            }));
+            stores.push(reader);
+        }
+        stores
+    }
+}
+
+/// Runs the cluster agent until `shutdown`.
+pub async fn run(config: ClusterAgentConfig, shutdown: Shutdown) -> Result<(), AgentError> {
+    let api_key = vigil_runtime::auth::resolve_api_key(
+        "cluster_agent.api_key",
+        &config.api_key,
+        config.api_key_file.as_deref(),
+    )?;
+    let metrics = Metrics::new("cluster_agent");
+    let spool_dir = config
+        .spool_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/var/lib/vigil/cluster-agent-spool"));
+    let shipper = Shipper::open(
+        &metrics,
+        "cluster_agent",
+        &config.ingest_endpoint,
+        config.push_timeout,
+        &api_key,
+        &spool_dir,
+        config.max_spool_bytes,
+    )?;
+    let cursor_path = spool_dir.join("events-cursor");
+    let cursor = shipper
+        .recover_sidecar(&cursor_path)
+        .and_then(|b| serde_json::from_slice::<events::Cursor>(&b).ok())
+        .unwrap_or_default();
+    let client = client(&config).await?;
+    let http = HttpServer::bind("cluster-agent-http", &config.http).await?;
+    let readiness = Readiness::default();
+    let errors = Counter::default();
+    metrics.register(
+        "watch_errors",
+        "Failed lists and watches of the Kubernetes API (each is retried with backoff)",
+        errors.clone(),
+    );
+    let events_dropped = Counter::default();
+    metrics.register(
+        "events_dropped",
+        "Kubernetes events and Flux changes dropped: more than max_pending_events waited",
+        events_dropped.clone(),
+    );
+    let events_seen = Counter::default();
+    metrics.register(
+        "events",
+        "Kubernetes events and Flux changes turned into records",
+        events_seen.clone(),
+    );
+
+    let mut w = Watcher {
+        client: client.clone(),
+        namespaces: config.namespaces.clone(),
+        config: watcher::Config::default()
+            .timeout(u32::try_from(config.watch_timeout.as_secs()).unwrap_or(290)),
+        errors: errors.clone(),
+        tasks: Vec::new(),
+    };
+    let watches = Arc::new(Watches {
+        pods: w.reflect(),
+        replica_sets: w.reflect(),
+        deployments: w.reflect(),
+        stateful_sets: w.reflect(),
+        daemon_sets: w.reflect(),
+        jobs: w.reflect(),
+        cron_jobs: w.reflect(),
+        nodes: w.reflect_in(vec![Api::<Node>::all(client.clone())]),
+        services: w.reflect(),
+        endpoint_slices: w.reflect(),
+    });
+    let pending = Arc::new(Mutex::new(Pending {
+        cursor,
+        ..Pending::default()
+    }));
+    let sink = Sink {
+        cluster: config.cluster.clone(),
+        pending: pending.clone(),
+        errors: errors.clone(),
+        dropped: events_dropped,
+        seen: events_seen,
+        max_pending: config.max_pending_events,
+    };
+    for api in w.apis::<Event>() {
+        let stream = watcher(api, w.config.clone()).default_backoff();
+        let (watches, sink) = (watches.clone(), sink.clone());
+        w.tasks.push(Box::pin(async move {
+            futures::pin_mut!(stream);
+            while let Some(item) = stream.next().await {
+                let e = match item {
+                    Ok(watcher::Event::Apply(e) | watcher::Event::InitApply(e)) => e,
+                    Ok(_) => continue,
+                    Err(e) => {
+                        sink.failed("Event", &e);
+                        continue;
+                    }
+                };
+                if !lock(&sink.pending).cursor.admit(&e) {
+                    continue;
+                }
+                let application = application_of(&watches, &e);
+                sink.hold(events::event_record(&sink.cluster, &e, &application));
+            }
+        }));
+    }
+    if config.flux {
+        for (group, version, kind, plural) in [
+            (
+                "kustomize.toolkit.fluxcd.io",
+                "v1",
+                "Kustomization",
+                "kustomizations",
+            ),
+            (
+                "helm.toolkit.fluxcd.io",
+                "v2",
+                "HelmRelease",
+                "helmreleases",
+            ),
+        ] {
+            let resource = ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk(group, version, kind),
+                plural,
+            );
+            let apis: Vec<Api<DynamicObject>> = if config.namespaces.is_empty() {
+                vec![Api::all_with(client.clone(), &resource)]
+            } else {
+                config
+                    .namespaces
+                    .iter()
+                    .map(|n| Api::namespaced_with(client.clone(), n, &resource))
+                    .collect()
+            };
+            for api in apis {
+                w.tasks.push(Box::pin(watch_flux(
+                    api,
+                    kind,
+                    w.config.clone(),
+                    sink.clone(),
+                    shutdown.clone(),
+                )));
+            }
+        }
+    }
+    tracing::info!(
+        cluster = %config.cluster,
+        namespaces = ?config.namespaces,
+        flux = config.flux,
+        "cluster agent watching the Kubernetes API"
+    );
+
+    let agent_id = hex::encode(rand::random::<[u8; 8]>());
+    let agent_info = AgentInfo {
+        agent_id: agent_id.clone(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        collectors: vec!["kubernetes".to_owned()],
+    };
+    let spooled = tokio::sync::Notify::new();
+    let ship_loop = async {
+        shipper.run(&spooled, &shutdown).await;
+        Ok::<(), RuntimeError>(())
+    };
+    let watch_loop = async {
+        tokio::select! {
+            _ = futures::future::join_all(std::mem::take(&mut w.tasks)) => {}
+            () = shutdown.wait() => {}
+        }
+        Ok::<(), RuntimeError>(())
+    };
+    let snapshot_loop = async {
+        tokio::select! {
+            () = watches.ready() => {}
+            () = shutdown.wait() => return Ok(()),
+        }
+        readiness.set_ready(true);
+        tracing::info!("first list of every kind done; shipping");
+        let mut sequence = 0u64;
+        loop {
+            let now = now_ms();
+            let snapshot = watches.snapshot();
+            let (logs, cursor, mut series) = {
+                let mut p = lock(&pending);
+                let series = p.flux.series(now);
+                (std::mem::take(&mut p.logs), p.cursor.clone(), series)
+            };
+            series.extend(inventory::series(&snapshot, now));
+            let resource = PbResource {
+                cluster: config.cluster.clone(),
+                ..PbResource::default()
+            };
+            let cursor = serde_json::to_vec(&cursor).unwrap_or_default();
+            let mut series = series.into_iter().peekable();
+            let mut logs = logs.into_iter().peekable();
+            while series.peek().is_some() || logs.peek().is_some() {
+                let chunk: Vec<TimeSeries> = series.by_ref().take(SERIES_PER_BATCH).collect();
+                let records: Vec<ResourceLogs> = logs.by_ref().take(RECORDS_PER_BATCH).collect();
+                let carries_events = !records.is_empty();
+                sequence += 1;
+                let batch = PushRequest {
+                    batch_id: format!("cluster-{agent_id}-{sequence}"),
+                    agent: Some(agent_info.clone()),
+                    metrics: vec![ResourceMetrics {
+                        resource: Some(resource.clone()),
+                        series: chunk,
+                    }],
+                    logs: records,
+                    ..PushRequest::default()
+                };
+                shipper.spool(
+                    &batch,
+                    carries_events.then_some((cursor_path.as_path(), cursor.as_slice())),
+                );
+                shipper.metrics.batches_spooled.inc();
+            }
+            spooled.notify_one();
+            if !shutdown.sleep(config.interval).await {
+                return Ok::<(), RuntimeError>(());
+            }
+        }
+    };
+    tokio::try_join!(
+        watch_loop,
+        snapshot_loop,
+        ship_loop,
+        http.serve(axum::Router::new(), &metrics, &readiness, &shutdown)
+    )?;
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The application an event concerns: a pod's workload, a ReplicaSet's
+/// Deployment, a Job's CronJob; any other object is named as itself.
+fn application_of(watches: &Watches, e: &Event) -> String {
+    let o = &e.involved_object;
+    let name = o.name.clone().unwrap_or_default();
+    let namespace = o.namespace.clone().unwrap_or_default();
+    fn meta_of<K: Resource<DynamicType = ()> + Clone + 'static>(
+        stores: &[Store<K>],
+        name: &str,
+        namespace: &str,
+    ) -> Option<ObjectMeta> {
+        let key = ObjectRef::new(name).within(namespace);
+        stores
+            .iter()
+            .find_map(|s| s.get(&key))
+            .map(|o| o.meta().clone())
+    }
+    let kind = o.kind.as_deref().unwrap_or_default();
+    let meta = match kind {
+        "Pod" => meta_of(&watches.pods, &name, &namespace),
+        "ReplicaSet" => meta_of(&watches.replica_sets, &name, &namespace),
+        "Job" => meta_of(&watches.jobs, &name, &namespace),
+        _ => None,
+    };
+    match meta {
+        Some(meta) => {
+            let snapshot = inventory::Snapshot {
+                replica_sets: state(&watches.replica_sets),
+                jobs: state(&watches.jobs),
+                ..inventory::Snapshot::default()
+            };
+            inventory::Owners::new(&snapshot).workload(kind, &meta).name
+        }
+        None => name,
+    }
+}
+
+/// What the event and Flux watches share.
+#[derive(Clone)]
+struct Sink {
+    cluster: String,
+    pending: Arc<Mutex<Pending>>,
+    errors: Counter,
+    dropped: Counter,
+    seen: Counter,
+    max_pending: usize,
+}
+
+impl Sink {
+    /// Holds a record for the next shipment, dropping the oldest when full.
+    fn hold(&self, record: ResourceLogs) {
+        self.seen.inc();
+        let mut p = lock(&self.pending);
+        if p.logs.len() >= self.max_pending {
+            p.logs.remove(0);
+            self.dropped.inc();
+        }
+        p.logs.push(record);
+    }
+
+    fn failed(&self, kind: &str, e: &dyn std::fmt::Display) {
+        self.errors.inc();
+        tracing::warn!(kind, error = %e, "watch failed; retrying");
+    }
+}
+
+/// Watches one Flux kind; waits (re-checking every 5 min) while its CRD is
+/// not installed.
+async fn watch_flux(
+    api: Api<DynamicObject>,
+    kind: &'static str,
+    config: watcher::Config,
+    sink: Sink,
+    shutdown: Shutdown,
+) {
+    loop {
+        match api.list(&ListParams::default().limit(1)).await {
+            Ok(_) => break,
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                tracing::info!(
+                    kind,
+                    "Flux is not installed (no {kind} resource); checking again in 5 min"
+                );
+            }
+            Err(e) => {
+                sink.errors.inc();
+                tracing::warn!(kind, error = %e, "cannot list Flux objects; retrying in 5 min");
+            }
+        }
+        if !shutdown.sleep(Duration::from_secs(300)).await {
+            return;
+        }
+    }
+    let stream = watcher(api, config).default_backoff();
+    futures::pin_mut!(stream);
+    let mut listed = std::collections::BTreeSet::new();
+    while let Some(item) = stream.next().await {
+        let now = now_ms();
+        match item {
+            Ok(watcher::Event::Init) => listed.clear(),
+            Ok(watcher::Event::InitApply(o) | watcher::Event::Apply(o)) => {
+                listed.insert((o.namespace(), o.name_any()));
+                let record = lock(&sink.pending)
+                    .flux
+                    .observe(&sink.cluster, kind, &o, now);
+                if let Some(record) = record {
+                    sink.hold(record);
+                }
+            }
+            Ok(watcher::Event::Delete(o)) => lock(&sink.pending).flux.forget(kind, &o),
+            // Objects deleted while the watch was down are not listed again.
+            Ok(watcher::Event::InitDone) => {
+                lock(&sink.pending).flux.objects.retain(|(k, ns, name), _| {
+                    k != kind
+                        || listed
+                            .contains(&(Some(ns.clone()).filter(|n| !n.is_empty()), name.clone()))
+                });
+            }
+            Err(e) => sink.failed(kind, &e),
+        }
+    }
+}
