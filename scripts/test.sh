@@ -24,6 +24,8 @@ if [ "${CI:-}" = "true" ]; then
 fi
 
 start=$(date +%s)
+echo "== helm lint, template, kubernetes-validate, invariants"
+scripts/helm-check.sh
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
