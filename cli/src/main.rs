@@ -99,6 +99,9 @@ struct SuiteConfig {
     ui_gateway: vigil_ui_gateway::UiGatewayConfig,
     heartbeat: vigil_heartbeat::HeartbeatConfig,
     agent: vigil_agent::AgentConfig,
+    /// Checked only: `vigil up` does not run the cluster agent (it is
+    /// `vigil-cluster-agent`, in a cluster).
+    _cluster_agent: vigil_agent::cluster::ClusterAgentConfig,
 }
 
 impl SuiteConfig {
@@ -115,6 +118,7 @@ impl SuiteConfig {
             ui_gateway: loader.section("ui_gateway")?,
             heartbeat: loader.section("heartbeat")?,
             agent: loader.section("agent")?,
+            _cluster_agent: loader.section("cluster_agent")?,
         })
     }
 }
@@ -199,11 +203,14 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// The API key the local agent uses: the configured project's first key, or
-/// a generated one kept in `<data_dir>/api-key` for the `default` project.
+/// The API key the local agent uses: the first key of the first configured
+/// project that has one (inline or in its `api_keys_file`), or a generated
+/// one kept in `<data_dir>/api-key` for the `default` project.
 fn ensure_project(suite: &mut SuiteConfig) -> anyhow::Result<(String, String, bool)> {
-    if let Some(project) = suite.projects.iter().find(|p| !p.api_keys.is_empty()) {
-        return Ok((project.name.clone(), project.api_keys[0].clone(), false));
+    for (i, project) in suite.projects.iter().enumerate() {
+        if let Some(key) = project.first_key(i)? {
+            return Ok((project.name.clone(), key, false));
+        }
     }
     let path = suite.data_dir.join("api-key");
     let (api_key, generated) = match std::fs::read_to_string(&path) {
@@ -562,4 +569,46 @@ fn print_summary(
     out += "Press Ctrl-C to stop.\n";
     print!("{out}");
     let _ = std::io::stdout().flush();
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn suite(dir: &Path, toml: &str) -> SuiteConfig {
+        let path = dir.join("vigil.toml");
+        std::fs::write(&path, toml).unwrap();
+        SuiteConfig::load(&ConfigLoader::load_with_env(Some(&path), Vec::new()).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn projects_with_keys_only_in_files_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys");
+        std::fs::write(&keys, "# shop's keys\nvgl_from_file_0123456789\n").unwrap();
+        let toml = format!(
+            "data_dir = {:?}\n[[projects]]\nname = \"empty\"\n[[projects]]\nname = \"shop\"\napi_keys_file = {:?}\n",
+            dir.path(),
+            keys
+        );
+        let mut s = suite(dir.path(), &toml);
+        let (project, key, generated) = ensure_project(&mut s).unwrap();
+        assert_eq!(
+            (project.as_str(), key.as_str(), generated),
+            ("shop", "vgl_from_file_0123456789", false)
+        );
+        assert_eq!(s.projects.len(), 2, "the configured projects stay");
+
+        // No key anywhere: a generated one for `default`, kept.
+        let mut s = suite(
+            dir.path(),
+            &format!("data_dir = {:?}\n", dir.path().join("d")),
+        );
+        std::fs::create_dir_all(dir.path().join("d")).unwrap();
+        let (project, key, generated) = ensure_project(&mut s).unwrap();
+        assert_eq!((project.as_str(), generated), ("default", true));
+        let (_, again, generated) = ensure_project(&mut s).unwrap();
+        assert_eq!((again, generated), (key, false));
+    }
 }

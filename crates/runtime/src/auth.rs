@@ -40,6 +40,24 @@ impl std::fmt::Debug for ProjectConfig {
     }
 }
 
+impl ProjectConfig {
+    /// The project's first key: inline, else the first in `api_keys_file`
+    /// (`index` is the project's place in `projects`, for errors).
+    pub fn first_key(&self, index: usize) -> Result<Option<String>, ConfigError> {
+        if let Some(k) = self.api_keys.first() {
+            return Ok(Some(k.clone()));
+        }
+        match &self.api_keys_file {
+            Some(path) => Ok(
+                keys_from_file(&format!("projects[{index}]"), "api_keys_file", path)?
+                    .into_iter()
+                    .next(),
+            ),
+            None => Ok(None),
+        }
+    }
+}
+
 /// Whether `name` can name a project: 1–63 of `[a-z0-9-]`, not starting with `-`.
 pub fn is_valid_project_name(name: &str) -> bool {
     !name.is_empty()

@@ -25,6 +25,7 @@ pub const SECTIONS: &[&str] = &[
     "projects",
     "access",
     "agent",
+    "cluster_agent",
     "ingest",
     "query",
     "alerting",

@@ -78,7 +78,9 @@ impl Cursor {
 
 /// One event as a log record of the application it concerns (`application`
 /// names the workload of a pod; other objects are named as themselves).
-pub fn event_record(cluster: &str, e: &Event, application: &str) -> ResourceLogs {
+/// The record's time is the event's, but never after `now_ms` (a node's
+/// clock ahead of ingest's would get the batch refused).
+pub fn event_record(cluster: &str, e: &Event, application: &str, now_ms: i64) -> ResourceLogs {
     let o = &e.involved_object;
     let warning = e.type_.as_deref() == Some("Warning");
     let reason = e.reason.clone().unwrap_or_default();
@@ -118,7 +120,7 @@ pub fn event_record(cluster: &str, e: &Event, application: &str) -> ResourceLogs
         service: application.to_owned(),
         resource_attributes: vec![label("k8s.object", format!("{kind}/{name}"))],
         records: vec![LogRecord {
-            time_unix_nano: event_time_ms(e).saturating_mul(1_000_000),
+            time_unix_nano: event_time_ms(e).min(now_ms).saturating_mul(1_000_000),
             severity: if warning { WARN } else { INFO },
             severity_text: if warning { "WARN" } else { "INFO" }.to_owned(),
             body: format!("{kind}/{name}: {reason}: {message}"),
@@ -307,7 +309,12 @@ mod tests {
 
     #[test]
     fn a_warning_event_is_a_warn_record_of_its_application() {
-        let r = event_record("prod", &event("a", "2026-11-22T01:00:00Z", 3), "web");
+        let r = event_record(
+            "prod",
+            &event("a", "2026-11-22T01:00:00Z", 3),
+            "web",
+            i64::MAX,
+        );
         let rec = &r.records[0];
         assert_eq!(rec.severity, WARN);
         assert_eq!(

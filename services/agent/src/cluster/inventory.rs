@@ -157,11 +157,15 @@ pub fn quantity(q: &str) -> Option<f64> {
         .unwrap_or(q.len());
     let (number, suffix) = q.split_at(split);
     let number: f64 = number.parse().ok()?;
+    // Fractions divide, so that 3800m is 3.8 exactly as a float can be.
+    let divisor = match suffix {
+        "n" => 1e9,
+        "u" => 1e6,
+        "m" => 1e3,
+        _ => 1.0,
+    };
     let factor = match suffix {
-        "" => 1.0,
-        "n" => 1e-9,
-        "u" => 1e-6,
-        "m" => 1e-3,
+        "" | "n" | "u" | "m" => 1.0,
         "k" => 1e3,
         "M" => 1e6,
         "G" => 1e9,
@@ -176,7 +180,7 @@ pub fn quantity(q: &str) -> Option<f64> {
         "Ei" => 1024f64.powi(6),
         _ => return None,
     };
-    Some(number * factor)
+    Some(number * factor / divisor)
 }
 
 /// Series with one sample each, at one timestamp.
@@ -679,6 +683,7 @@ mod tests {
     fn quantities() {
         for (q, v) in [
             ("500m", 0.5),
+            ("3800m", 3.8),
             ("2", 2.0),
             ("1Gi", 1073741824.0),
             ("128974848", 128974848.0),

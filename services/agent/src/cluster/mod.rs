@@ -191,6 +191,8 @@ impl Validate for ClusterAgentConfig {
 /// series, 50,000 log records per request).
 const SERIES_PER_BATCH: usize = 5_000;
 const RECORDS_PER_BATCH: usize = 5_000;
+/// Events older than this are not shipped.
+const MAX_EVENT_AGE_MS: i64 = 6 * 86_400_000;
 
 async fn client(config: &ClusterAgentConfig) -> Result<Client, ConfigError> {
     let invalid = |e: String| ConfigError::invalid("cluster_agent.api_url", e);
@@ -434,6 +436,9 @@ pub async fn run(config: ClusterAgentConfig, shutdown: Shutdown) -> Result<(), A
         let stream = watcher(api, w.config.clone()).default_backoff();
         let (watches, sink) = (watches.clone(), sink.clone());
         w.tasks.push(Box::pin(async move {
+            // Events name pods and ReplicaSets: hold them until those are
+            // listed, so that each is put on its workload.
+            watches.ready().await;
             futures::pin_mut!(stream);
             while let Some(item) = stream.next().await {
                 let e = match item {
@@ -444,11 +449,16 @@ pub async fn run(config: ClusterAgentConfig, shutdown: Shutdown) -> Result<(), A
                         continue;
                     }
                 };
-                if !lock(&sink.pending).cursor.admit(&e) {
+                // Ingest refuses records older than its `max_age` (7 days
+                // by default); an event that old is stale anyway.
+                let now = now_ms();
+                if now - events::event_time_ms(&e) > MAX_EVENT_AGE_MS
+                    || !lock(&sink.pending).cursor.admit(&e)
+                {
                     continue;
                 }
                 let application = application_of(&watches, &e);
-                sink.hold(events::event_record(&sink.cluster, &e, &application));
+                sink.hold(events::event_record(&sink.cluster, &e, &application, now));
             }
         }));
     }

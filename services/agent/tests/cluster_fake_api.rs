@@ -1,0 +1,798 @@
+//! The cluster agent against a FAKE Kubernetes API server: no real
+//! kube-apiserver (nor k3s, kind or etcd-backed apiserver) can run on these
+//! machines, so this test starts a local HTTP server that serves list and
+//! watch the way the API server does (documented in "Kubernetes API
+//! Concepts"): lists carry `metadata.resourceVersion` and items without
+//! `apiVersion`/`kind`; watches are streams of `{"type", "object"}` JSON
+//! lines from a resourceVersion, with BOOKMARKs, ending after
+//! `timeoutSeconds`; a watch from a compacted version gets an ERROR event
+//! with a 410 `Expired` Status. Unknown resources (Flux's HelmRelease, not
+//! "installed" here) answer 404. The objects are shaped after Kubernetes'
+//! OpenAPI schemas (apps/v1 Deployment, core/v1 Pod with containerStatuses,
+//! events, Flux's Kustomization with its Ready condition).
+//!
+//! The agent runs in this process against an in-process ingest on a redb
+//! store; what is asserted is what the store holds. Then: a watch that ends
+//! resumes without a new list, and an expired version (410) makes exactly
+//! one new list that picks up what changed meanwhile.
+
+#![allow(clippy::unwrap_used, clippy::print_stderr)]
+
+mod common;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{
+    body::Body,
+    extract::{Query, State},
+    http::{StatusCode, Uri},
+    response::{IntoResponse, Response},
+};
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, watch};
+use vigil_agent::cluster::ClusterAgentConfig;
+use vigil_runtime::Shutdown;
+use vigil_storage::{LogQuery, SeriesSelector, TelemetryStore};
+
+#[derive(Clone, Debug)]
+struct Change {
+    rv: u64,
+    resource: String,
+    kind: &'static str,
+    object: Value,
+    /// Made while open watches were stalled: they never deliver it.
+    stalled: bool,
+}
+
+#[derive(Default)]
+struct Inner {
+    rv: u64,
+    /// resource ("v1/pods", "apps/v1/deployments") → (namespace, name) → object
+    objects: BTreeMap<String, BTreeMap<(String, String), Value>>,
+    history: Vec<Change>,
+    /// Watches from a version below this get 410 Gone.
+    compacted: u64,
+    lists: BTreeMap<String, usize>,
+    watches: BTreeMap<String, usize>,
+}
+
+struct Fake {
+    inner: Mutex<Inner>,
+    installed: BTreeSet<&'static str>,
+    changes: broadcast::Sender<Change>,
+    /// Bumped to end every open watch (as an API server restart would).
+    close: watch::Sender<u64>,
+    /// While set, open watches deliver nothing (a stalled connection).
+    stall: std::sync::atomic::AtomicBool,
+}
+
+const RESOURCES: [&str; 12] = [
+    "v1/pods",
+    "v1/nodes",
+    "v1/services",
+    "v1/events",
+    "apps/v1/replicasets",
+    "apps/v1/deployments",
+    "apps/v1/statefulsets",
+    "apps/v1/daemonsets",
+    "batch/v1/jobs",
+    "batch/v1/cronjobs",
+    "discovery.k8s.io/v1/endpointslices",
+    "kustomize.toolkit.fluxcd.io/v1/kustomizations",
+];
+
+fn resource_of(object: &Value) -> String {
+    let api_version = object["apiVersion"].as_str().unwrap();
+    let plural = match object["kind"].as_str().unwrap() {
+        "Pod" => "pods",
+        "Node" => "nodes",
+        "Service" => "services",
+        "Event" => "events",
+        "ReplicaSet" => "replicasets",
+        "Deployment" => "deployments",
+        "StatefulSet" => "statefulsets",
+        "DaemonSet" => "daemonsets",
+        "Job" => "jobs",
+        "CronJob" => "cronjobs",
+        "EndpointSlice" => "endpointslices",
+        "Kustomization" => "kustomizations",
+        other => panic!("no resource for {other}"),
+    };
+    format!("{api_version}/{plural}")
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": message, "reason": reason, "code": code})
+}
+
+impl Fake {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            inner: Mutex::new(Inner {
+                rv: 100,
+                ..Inner::default()
+            }),
+            installed: RESOURCES.into_iter().collect(),
+            changes: broadcast::channel(1024).0,
+            close: watch::channel(0).0,
+            stall: false.into(),
+        })
+    }
+
+    /// Creates or replaces an object, as a write to the API server does.
+    fn apply(&self, mut object: Value) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.rv += 1;
+        let rv = inner.rv;
+        let resource = resource_of(&object);
+        let meta = object["metadata"].as_object_mut().unwrap();
+        meta.insert("resourceVersion".into(), json!(rv.to_string()));
+        let name = meta["name"].as_str().unwrap().to_owned();
+        let namespace = meta
+            .get("namespace")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        meta.entry("uid")
+            .or_insert_with(|| json!(format!("uid-{namespace}-{name}")));
+        meta.entry("creationTimestamp")
+            .or_insert_with(|| json!("2026-11-22T00:00:00Z"));
+        let existed = inner
+            .objects
+            .entry(resource.clone())
+            .or_default()
+            .insert((namespace, name), object.clone())
+            .is_some();
+        let change = Change {
+            rv,
+            resource,
+            kind: if existed { "MODIFIED" } else { "ADDED" },
+            object,
+            stalled: self.stall.load(std::sync::atomic::Ordering::SeqCst),
+        };
+        inner.history.push(change.clone());
+        let _ = self.changes.send(change);
+    }
+
+    /// Forgets history: watches from before the current version get 410.
+    fn compact(&self) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.compacted = inner.rv;
+        inner.history.clear();
+    }
+
+    fn end_watches(&self) {
+        self.close.send_modify(|n| *n += 1);
+    }
+
+    fn count(&self, what: fn(&Inner) -> &BTreeMap<String, usize>, resource: &str) -> usize {
+        what(&self.inner.lock().unwrap())
+            .get(resource)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// `/api/v1[/namespaces/<ns>]/<plural>` and
+/// `/apis/<group>/<version>[/namespaces/<ns>]/<plural>`.
+fn parse(path: &str) -> Option<(String, Option<String>)> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (gv, rest) = match *parts.first()? {
+        "api" => (parts.get(1)?.to_string(), &parts[2..]),
+        "apis" => (format!("{}/{}", parts.get(1)?, parts.get(2)?), &parts[3..]),
+        _ => return None,
+    };
+    match rest {
+        [plural] => Some((format!("{gv}/{plural}"), None)),
+        ["namespaces", ns, plural] => Some((format!("{gv}/{plural}"), Some(ns.to_string()))),
+        _ => None,
+    }
+}
+
+async fn serve(
+    State(fake): State<Arc<Fake>>,
+    uri: Uri,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let Some((resource, namespace)) = parse(uri.path()) else {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(status(404, "NotFound", "no such path")),
+        )
+            .into_response();
+    };
+    if !fake.installed.contains(resource.as_str()) {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            )),
+        )
+            .into_response();
+    }
+    let in_ns = move |object: &Value| {
+        namespace
+            .as_deref()
+            .is_none_or(|ns| object["metadata"]["namespace"] == ns)
+    };
+    if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
+        let from: u64 = q
+            .get("resourceVersion")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let timeout = Duration::from_secs(
+            q.get("timeoutSeconds")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1800),
+        );
+        let bookmarks = q.get("allowWatchBookmarks").is_some_and(|b| b == "true");
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(64);
+        let mut changes = fake.changes.subscribe();
+        let mut close = fake.close.subscribe();
+        let (replay, expired, now) = {
+            let mut inner = fake.inner.lock().unwrap();
+            *inner.watches.entry(resource.clone()).or_default() += 1;
+            let replay: Vec<Change> = inner
+                .history
+                .iter()
+                .filter(|c| c.rv > from && c.resource == resource)
+                .cloned()
+                .collect();
+            (replay, from < inner.compacted, inner.rv)
+        };
+        let line = |c: &Change| format!("{}\n", json!({"type": c.kind, "object": c.object}));
+        tokio::spawn(async move {
+            if expired {
+                let gone = status(
+                    410,
+                    "Expired",
+                    &format!("too old resource version: {from} ({now})"),
+                );
+                let _ = tx
+                    .send(Ok(format!(
+                        "{}\n",
+                        json!({"type": "ERROR", "object": gone})
+                    )))
+                    .await;
+                return;
+            }
+            let mut last = from;
+            for c in replay.iter().filter(|c| in_ns(&c.object)) {
+                last = c.rv;
+                if tx.send(Ok(line(c))).await.is_err() {
+                    return;
+                }
+            }
+            if bookmarks {
+                let (api_version, kind) = api_version_kind(&resource);
+                let bookmark = json!({"type": "BOOKMARK", "object": {"apiVersion": api_version, "kind": kind,
+                    "metadata": {"resourceVersion": now.max(last).to_string()}}});
+                let _ = tx.send(Ok(format!("{bookmark}\n"))).await;
+            }
+            let deadline = tokio::time::sleep(timeout);
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    c = changes.recv() => match c {
+                        Ok(c) if !c.stalled && c.rv > last && c.resource == resource && in_ns(&c.object) => {
+                            last = c.rv;
+                            if tx.send(Ok(line(&c))).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(_) => return,
+                    },
+                    _ = close.changed() => return,
+                    () = &mut deadline => return,
+                }
+            }
+        });
+        return Response::builder()
+            .header("content-type", "application/json")
+            .body(Body::from_stream(
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+            ))
+            .unwrap();
+    }
+    let mut inner = fake.inner.lock().unwrap();
+    *inner.lists.entry(resource.clone()).or_default() += 1;
+    let items: Vec<Value> = inner
+        .objects
+        .get(&resource)
+        .into_iter()
+        .flat_map(BTreeMap::values)
+        .filter(|o| in_ns(o))
+        .map(|o| {
+            let mut o = o.clone();
+            let map = o.as_object_mut().unwrap();
+            map.remove("apiVersion");
+            map.remove("kind");
+            o
+        })
+        .collect();
+    let (api_version, kind) = api_version_kind(&resource);
+    axum::Json(json!({
+        "apiVersion": api_version, "kind": format!("{kind}List"),
+        "metadata": {"resourceVersion": inner.rv.to_string()},
+        "items": items,
+    }))
+    .into_response()
+}
+
+fn api_version_kind(resource: &str) -> (String, String) {
+    let (gv, plural) = resource.rsplit_once('/').unwrap();
+    let kind = match plural {
+        "pods" => "Pod",
+        "nodes" => "Node",
+        "services" => "Service",
+        "events" => "Event",
+        "replicasets" => "ReplicaSet",
+        "deployments" => "Deployment",
+        "statefulsets" => "StatefulSet",
+        "daemonsets" => "DaemonSet",
+        "jobs" => "Job",
+        "cronjobs" => "CronJob",
+        "endpointslices" => "EndpointSlice",
+        "kustomizations" => "Kustomization",
+        _ => "Unknown",
+    };
+    (gv.to_owned(), kind.to_owned())
+}
+
+/// A time `secs` seconds ago, as the API writes times.
+fn ago(secs: i64) -> String {
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    k8s_openapi::jiff::Timestamp::from_second(now - secs)
+        .unwrap()
+        .to_string()
+}
+
+const CONTAINER: &str = "3f1c2a9b8e7d6c5b4a39281706f5e4d3c2b1a0f9e8d7c6b5a4938271605f4e3d";
+
+fn objects() -> Vec<Value> {
+    let (t0, t10, t12, t20) = (ago(1200), ago(600), ago(480), ago(60));
+    vec![
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1"},
+            "status": {"conditions": [
+                {"type": "Ready", "status": "True", "reason": "KubeletReady"},
+                {"type": "MemoryPressure", "status": "False"},
+                {"type": "DiskPressure", "status": "True", "reason": "KubeletHasDiskPressure"}],
+              "capacity": {"cpu": "4", "memory": "16Gi", "pods": "110"},
+              "allocatable": {"cpu": "3800m", "memory": "15Gi", "pods": "110"},
+              "nodeInfo": {"kernelVersion": "6.1.0", "kubeletVersion": "v1.33.1", "containerRuntimeVersion": "containerd://2.0.0",
+                "osImage": "Debian GNU/Linux 12", "architecture": "amd64", "bootID": "b", "kubeProxyVersion": "", "machineID": "m",
+                "operatingSystem": "linux", "systemUUID": "s"}}}),
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "shop", "generation": 4},
+            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "app", "image": "shop/web:1.4"}]}}},
+            "status": {"observedGeneration": 4, "replicas": 3, "updatedReplicas": 3, "readyReplicas": 2, "availableReplicas": 2, "unavailableReplicas": 1}}),
+        json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": "web-5d9c7b6f8", "namespace": "shop", "labels": {"pod-template-hash": "5d9c7b6f8"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "uid-shop-web", "controller": true}]},
+            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}},
+            "status": {"replicas": 3, "readyReplicas": 2}}),
+        json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web-5d9c7b6f8-x2x4q", "namespace": "shop", "labels": {"app": "web", "pod-template-hash": "5d9c7b6f8"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-5d9c7b6f8", "uid": "uid-shop-web-5d9c7b6f8", "controller": true}],
+                "managedFields": [{"manager": "kube-controller-manager", "operation": "Update"}]},
+            "spec": {"nodeName": "node-1", "containers": [{"name": "app", "image": "shop/web:1.4",
+                "resources": {"requests": {"cpu": "250m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}}}]},
+            "status": {"phase": "Running", "podIP": "10.244.0.7",
+                "conditions": [{"type": "Ready", "status": "False"}],
+                "containerStatuses": [{"name": "app", "image": "shop/web:1.4", "imageID": "sha256:ab", "ready": false,
+                    "restartCount": 5, "containerID": format!("containerd://{CONTAINER}"),
+                    "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 2m40s restarting failed container"}},
+                    "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled",
+                        "startedAt": t10, "finishedAt": t12}}}]}}),
+        json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db", "namespace": "shop", "generation": 1},
+            "spec": {"replicas": 1, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+                "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "pg", "image": "postgres:17"}]}}},
+            "status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1, "observedGeneration": 1}}),
+        json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "vigil-agent", "namespace": "vigil"},
+            "spec": {"selector": {"matchLabels": {"app": "a"}}, "template": {"metadata": {"labels": {"app": "a"}}, "spec": {"containers": [{"name": "a", "image": "a"}]}}},
+            "status": {"desiredNumberScheduled": 3, "currentNumberScheduled": 3, "numberReady": 2, "numberAvailable": 2, "numberUnavailable": 1, "numberMisscheduled": 0}}),
+        json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "backup", "namespace": "ops"},
+            "spec": {"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "b", "image": "b"}], "restartPolicy": "Never"}}}}},
+            "status": {"lastScheduleTime": t20}}),
+        json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "backup-29400000", "namespace": "ops",
+                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob", "name": "backup", "uid": "uid-ops-backup", "controller": true}]},
+            "spec": {"completions": 1, "template": {"spec": {"containers": [{"name": "b", "image": "b"}], "restartPolicy": "Never"}}},
+            "status": {"failed": 2, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}}),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.12", "ports": [{"port": 80}]}}),
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "web-abc12", "namespace": "shop", "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.244.0.7"], "conditions": {"ready": false}},
+                          {"addresses": ["10.244.0.8"], "conditions": {"ready": true}},
+                          {"addresses": ["10.244.0.9"]}]}),
+        json!({"apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": "web-5d9c7b6f8-x2x4q.17f", "namespace": "shop"},
+            "involvedObject": {"kind": "Pod", "name": "web-5d9c7b6f8-x2x4q", "namespace": "shop", "apiVersion": "v1"},
+            "reason": "BackOff", "message": "Back-off restarting failed container app",
+            "type": "Warning", "count": 5, "source": {"component": "kubelet", "host": "node-1"},
+            "firstTimestamp": t10, "lastTimestamp": t12}),
+        json!({"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+            "metadata": {"name": "apps", "namespace": "flux-system"},
+            "spec": {"interval": "10m", "path": "./apps", "prune": true, "sourceRef": {"kind": "GitRepository", "name": "flux-system"}},
+            "status": {"conditions": [{"type": "Ready", "status": "False", "reason": "BuildFailed",
+                "message": "kustomization path not found", "lastTransitionTime": t0}]}}),
+    ]
+}
+
+fn config(
+    dir: &std::path::Path,
+    api: std::net::SocketAddr,
+    ingest: &common::Ingest,
+) -> ClusterAgentConfig {
+    ClusterAgentConfig {
+        ingest_endpoint: ingest.config.grpc.listen.to_string(),
+        api_key: common::INGEST_KEY.into(),
+        cluster: "test".into(),
+        interval: Duration::from_secs(1),
+        api_url: Some(format!("http://{api}")),
+        spool_dir: Some(dir.join("spool")),
+        http: vigil_runtime::config::HttpServerConfig::on(common::free_addr()),
+        ..ClusterAgentConfig::default()
+    }
+}
+
+/// The newest value of `metric` whose labels include `want`, waiting up to
+/// 20 s for one that satisfies `until`.
+async fn value(
+    store: &dyn TelemetryStore,
+    metric: &str,
+    want: &[(&str, &str)],
+    until: impl Fn(f64) -> bool,
+) -> Option<f64> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut last = None;
+    loop {
+        let series = store
+            .select("p1", &SeriesSelector::metric(metric), 0, i64::MAX)
+            .await
+            .unwrap();
+        last = series
+            .iter()
+            .filter(|s| {
+                want.iter()
+                    .all(|(n, v)| s.labels.get(*n).map(String::as_str) == Some(*v))
+            })
+            .filter_map(|s| s.samples.last())
+            .max_by_key(|s| s.timestamp_ms)
+            .map(|s| s.value)
+            .or(last);
+        if last.is_some_and(&until) || tokio::time::Instant::now() > deadline {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn events(store: &dyn TelemetryStore, service: &str) -> Vec<vigil_storage::LogEntry> {
+    store
+        .search_logs(
+            "p1",
+            &LogQuery {
+                start_ns: 0,
+                end_ns: i64::MAX,
+                service: Some(service.into()),
+                limit: 100,
+                ..LogQuery::default()
+            },
+        )
+        .await
+        .unwrap()
+        .entries
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inventory_events_and_watch_restarts_against_a_fake_api_server() {
+    let _ = vigil_runtime::telemetry::init(&vigil_runtime::config::LogConfig {
+        level: "warn".into(),
+        ..Default::default()
+    });
+    let fake = Fake::new();
+    for o in objects() {
+        fake.apply(o);
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(serve).with_state(fake.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    let ingest = common::Ingest::start(None);
+    let store = ingest.store.clone();
+    let stop = Shutdown::new();
+    let agent = tokio::spawn(vigil_agent::cluster::run(
+        config(dir.path(), api, &ingest),
+        stop.clone(),
+    ));
+    let s = store.as_ref();
+    let web = [("namespace", "shop"), ("application", "web")];
+
+    // kube-state-metrics figures, with pods named by their workload.
+    assert_eq!(
+        value(s, "kube_deployment_spec_replicas", &web, |_| true).await,
+        Some(3.0)
+    );
+    assert_eq!(
+        value(
+            s,
+            "kube_deployment_status_replicas_available",
+            &[("deployment", "web")],
+            |_| true
+        )
+        .await,
+        Some(2.0)
+    );
+    assert_eq!(
+        value(s, "kube_pod_container_status_restarts_total", &web, |_| {
+            true
+        })
+        .await,
+        Some(5.0)
+    );
+    for (metric, reason) in [
+        (
+            "kube_pod_container_status_waiting_reason",
+            "CrashLoopBackOff",
+        ),
+        (
+            "kube_pod_container_status_last_terminated_reason",
+            "OOMKilled",
+        ),
+    ] {
+        assert_eq!(
+            value(
+                s,
+                metric,
+                &[("application", "web"), ("reason", reason)],
+                |_| true
+            )
+            .await,
+            Some(1.0),
+            "{metric}"
+        );
+    }
+    assert_eq!(
+        value(
+            s,
+            "kube_pod_container_info",
+            &[
+                ("application", "web"),
+                ("container_id", &CONTAINER[..12]),
+                ("node", "node-1"),
+                ("cluster", "test")
+            ],
+            |_| true
+        )
+        .await,
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            s,
+            "kube_node_status_condition",
+            &[
+                ("node", "node-1"),
+                ("condition", "DiskPressure"),
+                ("status", "true")
+            ],
+            |_| true
+        )
+        .await,
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            s,
+            "kube_node_status_allocatable",
+            &[("resource", "cpu")],
+            |_| true
+        )
+        .await,
+        Some(3.8)
+    );
+    assert_eq!(
+        value(
+            s,
+            "kube_statefulset_status_replicas_ready",
+            &[("statefulset", "db")],
+            |_| true
+        )
+        .await,
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            s,
+            "kube_daemonset_status_number_unavailable",
+            &[("daemonset", "vigil-agent")],
+            |_| true
+        )
+        .await,
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            s,
+            "kube_job_failed",
+            &[("job_name", "backup-29400000"), ("application", "backup")],
+            |_| true
+        )
+        .await,
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            s,
+            "kube_endpoint_address_available",
+            &[("service", "web")],
+            |_| true
+        )
+        .await,
+        Some(2.0)
+    );
+    assert_eq!(
+        value(
+            s,
+            "kube_endpoint_address_not_ready",
+            &[("service", "web")],
+            |_| true
+        )
+        .await,
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            s,
+            "flux_resource_ready",
+            &[
+                ("kind", "Kustomization"),
+                ("name", "apps"),
+                ("reason", "BuildFailed")
+            ],
+            |_| true
+        )
+        .await,
+        Some(0.0)
+    );
+
+    // The Warning event, as a WARN record of the pod's application.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while events(s, "web").await.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let got = events(s, "web").await;
+    assert_eq!(got.len(), 1, "{got:#?}");
+    let record = &got[0].record;
+    assert_eq!(record.severity_text, "WARN");
+    assert_eq!(
+        record.body,
+        "Pod/web-5d9c7b6f8-x2x4q: BackOff: Back-off restarting failed container app"
+    );
+    assert_eq!(
+        record
+            .attributes
+            .get("k8s.event.reason")
+            .map(String::as_str),
+        Some("BackOff")
+    );
+    let flux = events(s, "apps").await;
+    assert_eq!(flux.len(), 1, "{flux:#?}");
+    assert_eq!(flux[0].record.severity_text, "ERROR");
+    assert!(
+        flux[0]
+            .record
+            .body
+            .contains("reconciliation failed: BuildFailed")
+    );
+
+    let lists = |r: &str| fake.count(|i| &i.lists, r);
+    let watches = |r: &str| fake.count(|i| &i.watches, r);
+    // Flux kinds are listed once more first: is Flux installed?
+    let first = |r: &str| if r.contains("fluxcd") { 2 } else { 1 };
+    for r in RESOURCES {
+        assert_eq!(lists(r), first(r), "{r}: one list to start");
+    }
+    // HelmRelease is not installed: asked for (404), not watched.
+    assert_eq!(lists("helm.toolkit.fluxcd.io/v2/helmreleases"), 0);
+
+    // A watch that ends resumes from its resourceVersion: no new list, and
+    // a change made while it was down still arrives.
+    let pods_watches = watches("v1/pods");
+    fake.end_watches();
+    let mut deployment = objects()[1].clone();
+    deployment["spec"]["replicas"] = json!(5);
+    fake.apply(deployment.clone());
+    assert_eq!(
+        value(s, "kube_deployment_spec_replicas", &web, |v| v == 5.0).await,
+        Some(5.0)
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while watches("v1/pods") == pods_watches && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        watches("v1/pods") > pods_watches,
+        "the pod watch was resumed"
+    );
+    for r in RESOURCES {
+        assert_eq!(lists(r), first(r), "{r}: no re-list after a watch ended");
+    }
+
+    // Changes the open watches never deliver, then the history is
+    // compacted and the watches end: resuming gets 410 Expired, and each
+    // kind lists again, once, seeing the new state.
+    fake.stall.store(true, std::sync::atomic::Ordering::SeqCst);
+    deployment["spec"]["replicas"] = json!(7);
+    let mut event = objects()[10].clone();
+    event["count"] = json!(6);
+    event["lastTimestamp"] = json!(ago(30));
+    fake.apply(deployment);
+    fake.apply(event);
+    fake.compact();
+    fake.end_watches();
+    fake.stall.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        value(s, "kube_deployment_spec_replicas", &web, |v| v == 7.0).await,
+        Some(7.0)
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while events(s, "web").await.len() < 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        events(s, "web").await.len(),
+        2,
+        "the event's 6th occurrence, once"
+    );
+    let relisted = || RESOURCES.iter().all(|r| lists(r) > first(r));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !relisted() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A little longer: a second re-list would show too.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for r in RESOURCES {
+        assert_eq!(
+            lists(r),
+            first(r) + 1,
+            "{r}: one re-list after 410; watches {}",
+            watches(r)
+        );
+    }
+
+    // Restarted, the agent lists again but ships no event twice.
+    stop.trigger();
+    agent.await.unwrap().unwrap();
+    let stop = Shutdown::new();
+    let agent = tokio::spawn(vigil_agent::cluster::run(
+        config(dir.path(), api, &ingest),
+        stop.clone(),
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while lists("v1/events") < 3 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        events(s, "web").await.len(),
+        2,
+        "no event shipped twice after a restart"
+    );
+    stop.trigger();
+    agent.await.unwrap().unwrap();
+    ingest.stop().await;
+}
