@@ -18,6 +18,9 @@ any failed. What is checked (and what is exempt, printed as NOTE):
   every taint, node name from spec.nodeName, and mounts tracefs, bpffs,
   debugfs, /sys/kernel/btf (read-only), the host's /proc and /sys, /var/log,
   /var/log/pods and /var/lib/docker/containers (read-only) and its spool;
+- the cluster agent: one replica, its [cluster_agent] with the key from a
+  mounted file, global.cluster and interval, namespaces, flux and
+  watch_timeout as the values say, no api_url;
 - RBAC: the cluster agent's ClusterRole only lists and watches the expected
   resources (no secrets, no wildcard, no write or escalate/bind/impersonate
   verb); any Role only touches leases with get/create/update;
@@ -29,7 +32,8 @@ any failed. What is checked (and what is exempt, printed as NOTE):
   secretKeyRef, never a literal;
 - every service's http listen is 0.0.0.0:<port> and its probes use that port;
 - mode-specific: monolith (StatefulSet with a PVC running `vigil up --only
-  ingest,query,alerting,ui-gateway` on redb, no ClickHouse, no split
+  ingest,query,alerting,ui-gateway --config <the mounted ConfigMap file>` on
+  redb, the agents' project first in its projects, no ClickHouse, no split
   Deployments); distributed on the bundled ClickHouse (its StatefulSet, PVC,
   /ping probes, storage.clickhouse.url pointing at it) or an external one
   (no ClickHouse workload, the URL from values, credentials from the
@@ -266,6 +270,32 @@ class Checker:
         if self.value("global", "cluster") and cfg.get("cluster") != self.value("global", "cluster"):
             self.fail(where, "agent.cluster is not global.cluster")
 
+    def check_cluster_agent(self):
+        if self.chart != "vigil" or self.value("cluster-agent", "enabled", default=True) is False:
+            return
+        deps = self.workload("Deployment", "cluster-agent")
+        if len(deps) != 1:
+            self.fail("Deployment cluster-agent", f"expected one, found {len(deps)}")
+            return
+        d = deps[0]
+        if d["spec"].get("replicas") != 1:
+            self.fail(self.name(d), "more than one replica would ship everything twice")
+        cfg = (self.config_of(d) or {}).get("cluster_agent")
+        if cfg is None:
+            self.fail(self.name(d), "its ConfigMap has no [cluster_agent]")
+            return
+        if not str(cfg.get("api_key_file", "")).startswith("/etc/vigil/"):
+            self.fail(self.name(d), "cluster_agent.api_key_file is not a mounted Secret file")
+        if self.value("global", "cluster") and cfg.get("cluster") != self.value("global", "cluster"):
+            self.fail(self.name(d), "cluster_agent.cluster is not global.cluster")
+        for key, path in (("interval", ("interval",)), ("namespaces", ("namespaces",)),
+                          ("flux", ("flux", "enabled")), ("watch_timeout", ("watch_timeout",))):
+            want = self.value("cluster-agent", *path)
+            if want is not None and cfg.get(key) != want:
+                self.fail(self.name(d), f"cluster_agent.{key} is {cfg.get(key)!r}, values say {want!r}")
+        if "api_url" in cfg:
+            self.fail(self.name(d), "cluster_agent.api_url is set: the in-cluster service account is meant")
+
     def check_rbac(self):
         for role in self.of_kind("ClusterRole", "Role"):
             where = self.name(role)
@@ -354,7 +384,7 @@ class Checker:
                 p = f"{path}.{k}" if path else str(k)
                 if SECRET_KEY.search(str(k)) and not str(k).endswith("_file") and x not in (None, "", [], {}):
                     self.fail(where, f"config key {p} names a secret but is not a *_file path")
-                if str(k).endswith("_file") and x is not None and not str(x).startswith(("/etc/vigil/", "/run/vigil/")):
+                if str(k).endswith("_file") and x is not None and not str(x).startswith("/etc/vigil/"):
                     self.fail(where, f"{p} = {x!r} is not a mounted file under /etc/vigil")
                 if str(k) == "headers" and isinstance(x, dict):
                     for h in x:
@@ -426,9 +456,25 @@ class Checker:
                 cfg = self.config_of(s) or {}
                 if (cfg.get("storage") or {}).get("backend") != "redb":
                     self.fail(self.name(s), "storage.backend is not redb")
-                mounts = [m["mountPath"] for m in self.pod_spec(s)[0]["containers"][0]["volumeMounts"]]
+                spec = self.pod_spec(s)[0]
+                c = spec["containers"][0]
+                mounts = [m["mountPath"] for m in c["volumeMounts"]]
                 if cfg.get("data_dir") not in mounts:
                     self.fail(self.name(s), "data_dir is not the PVC's mount")
+                # `vigil up` reads the ConfigMap's file as mounted (no copy
+                # made by an init container).
+                cm_volumes = {v["name"] for v in spec.get("volumes", []) or [] if v.get("configMap")}
+                cm_files = {m["mountPath"] for m in c["volumeMounts"]
+                            if m["name"] in cm_volumes and m.get("subPath") == "vigil.yaml"}
+                path = cmd[cmd.index("--config") + 1] if "--config" in cmd[:-1] else None
+                if path not in cm_files:
+                    self.fail(self.name(s), f"vigil up --config {path} is not the ConfigMap's vigil.yaml as mounted ({sorted(cm_files)})")
+                # `vigil up` runs alerting for the first project with a key:
+                # it must be the agents' project, global.projects[0].
+                want = (self.value("global", "projects", default=[{"name": "default"}]) or [{}])[0].get("name")
+                got = [p.get("name") for p in cfg.get("projects") or []]
+                if cfg and (not got or got[0] != want):
+                    self.fail(self.name(s), f"projects start with {got[:1]}, not the agents' project {want!r} (vigil up would inspect another project)")
             if ch_workloads:
                 self.fail("mode monolith", "a ClickHouse workload is rendered")
             for c in configs:
@@ -610,7 +656,7 @@ class Checker:
 
     def run(self):
         for check in (self.check_resources_and_probes, self.check_security, self.check_checksums,
-                      self.check_agent, self.check_rbac, self.check_secrets,
+                      self.check_agent, self.check_cluster_agent, self.check_rbac, self.check_secrets,
                       self.check_no_secrets_in_configmaps, self.check_listen_and_probes,
                       self.check_mode, self.check_sso, self.check_monitoring_and_policies,
                       self.check_heartbeat_chart, self.check_cronjob):

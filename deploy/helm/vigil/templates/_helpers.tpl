@@ -154,18 +154,15 @@ affinity:
 {{- end -}}
 
 {{/* `[[projects]]`, keys from files (one file per project in the API keys
-Secret). Rendered by hand so the monolith can append to the last entry. */}}
+Secret), in the order of global.projects: the first is the agents' project,
+which `vigil up` (the monolith) takes for its alerting worker as the first
+project with a key. */}}
 {{- define "vigil.config.projects" -}}
-{{- $main := include "vigil.mainProject" . -}}
 projects:
 {{- range .Values.global.projects }}
-{{- if ne .name $main }}
   - name: {{ .name | quote }}
     api_keys_file: {{ printf "/etc/vigil/api-keys/%s" .name | quote }}
 {{- end }}
-{{- end }}
-  - name: {{ $main | quote }}
-    api_keys_file: {{ printf "/etc/vigil/api-keys/%s" $main | quote }}
 {{- end -}}
 
 {{/* `[storage]` of distributed mode (ClickHouse). */}}
