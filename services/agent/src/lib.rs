@@ -322,6 +322,7 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
                             spans,
                             logs: resource_logs,
                             profiles,
+                            events: Vec::new(),
                         },
                         collector
                             .logs

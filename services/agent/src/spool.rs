@@ -275,6 +275,7 @@ mod tests {
         PushRequest {
             batch_id: id.to_owned(),
             agent: None,
+            events: vec![],
             metrics: vec![vigil_proto::telemetry::v1::ResourceMetrics {
                 resource: None,
                 series: (0..filler)

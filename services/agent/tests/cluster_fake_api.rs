@@ -36,7 +36,7 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, watch};
 use vigil_agent::cluster::ClusterAgentConfig;
 use vigil_runtime::Shutdown;
-use vigil_storage::{LogQuery, SeriesSelector, TelemetryStore};
+use vigil_storage::{EventQuery, SeriesSelector, TelemetryStore};
 
 #[derive(Clone, Debug)]
 struct Change {
@@ -478,21 +478,59 @@ async fn value(
     }
 }
 
-async fn events(store: &dyn TelemetryStore, service: &str) -> Vec<vigil_storage::LogEntry> {
+/// The events stored for `application`, newest first.
+async fn events(store: &dyn TelemetryStore, application: &str) -> Vec<vigil_storage::Event> {
     store
-        .search_logs(
+        .list_events(
             "p1",
-            &LogQuery {
+            &EventQuery {
                 start_ns: 0,
                 end_ns: i64::MAX,
-                service: Some(service.into()),
-                limit: 100,
-                ..LogQuery::default()
+                resource: vec![("application".into(), application.into())],
+                ..EventQuery::default()
             },
         )
         .await
         .unwrap()
-        .entries
+}
+
+/// What the node agent sends about a container: its CPU, labelled only
+/// with the container id.
+async fn push_node_batch(ingest: &common::Ingest) {
+    use vigil_proto::telemetry::v1::{
+        Label, PushRequest, Resource, ResourceMetrics, Sample, TimeSeries,
+        telemetry_service_client::TelemetryServiceClient,
+    };
+    let mut client =
+        TelemetryServiceClient::connect(format!("http://{}", ingest.config.grpc.listen))
+            .await
+            .unwrap();
+    let mut request = tonic::Request::new(PushRequest {
+        batch_id: "node-1".into(),
+        metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                node: "node-1".into(),
+                ..Resource::default()
+            }),
+            series: vec![TimeSeries {
+                name: "container_cpu_usage_seconds_total".into(),
+                labels: vec![Label {
+                    name: "container_id".into(),
+                    value: CONTAINER[..12].into(),
+                }],
+                samples: vec![Sample {
+                    timestamp_ms: vigil_runtime::time::now_ms(),
+                    value: 12.5,
+                }],
+            }],
+        }],
+        ..PushRequest::default()
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", common::INGEST_KEY).parse().unwrap(),
+    );
+    client.push(request).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -669,34 +707,50 @@ async fn inventory_events_and_watch_restarts_against_a_fake_api_server() {
         Some(0.0)
     );
 
-    // The Warning event, as a WARN record of the pod's application.
+    // The Warning event, as an event of the pod's application.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while events(s, "web").await.is_empty() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let got = events(s, "web").await;
     assert_eq!(got.len(), 1, "{got:#?}");
-    let record = &got[0].record;
-    assert_eq!(record.severity_text, "WARN");
+    let e = &got[0];
     assert_eq!(
-        record.body,
-        "Pod/web-5d9c7b6f8-x2x4q: BackOff: Back-off restarting failed container app"
+        (e.kind.as_str(), e.reason.as_str(), e.object.as_str()),
+        ("Warning", "BackOff", "Pod/shop/web-5d9c7b6f8-x2x4q")
     );
+    assert_eq!(e.message, "Back-off restarting failed container app");
+    assert_eq!(e.resource.get("cluster").map(String::as_str), Some("test"));
     assert_eq!(
-        record
-            .attributes
-            .get("k8s.event.reason")
-            .map(String::as_str),
-        Some("BackOff")
+        e.resource.get("k8s.event.count").map(String::as_str),
+        Some("5")
     );
     let flux = events(s, "apps").await;
     assert_eq!(flux.len(), 1, "{flux:#?}");
-    assert_eq!(flux[0].record.severity_text, "ERROR");
-    assert!(
-        flux[0]
-            .record
-            .body
-            .contains("reconciliation failed: BuildFailed")
+    assert_eq!(
+        (flux[0].kind.as_str(), flux[0].reason.as_str()),
+        ("Flux", "BuildFailed")
+    );
+    assert_eq!(
+        flux[0].message,
+        "reconciliation failed: kustomization path not found"
+    );
+
+    // The node agent's container figures land on the application.
+    push_node_batch(&ingest).await;
+    assert_eq!(
+        value(
+            s,
+            "container_cpu_usage_seconds_total",
+            &[
+                ("application", "web"),
+                ("pod", "web-5d9c7b6f8-x2x4q"),
+                ("namespace", "shop")
+            ],
+            |_| true
+        )
+        .await,
+        Some(12.5)
     );
 
     let lists = |r: &str| fake.count(|i| &i.lists, r);

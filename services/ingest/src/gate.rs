@@ -46,6 +46,7 @@ pub enum Signal {
     Traces,
     Logs,
     Profiles,
+    Events,
 }
 
 impl Signal {
@@ -55,6 +56,7 @@ impl Signal {
             Self::Traces => "traces",
             Self::Logs => "logs",
             Self::Profiles => "profiles",
+            Self::Events => "events",
         }
     }
 }

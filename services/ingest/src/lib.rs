@@ -10,6 +10,7 @@
 //! once too. Limits, rates and backpressure live in [`gate`].
 
 mod config;
+pub mod containers;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gate;

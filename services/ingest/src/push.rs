@@ -12,8 +12,8 @@ use vigil_proto::{
 };
 use vigil_runtime::auth::Project;
 use vigil_storage::{
-    Labels, LogBatch, LogRecord, MetricBatch, Sample, SeriesWrite, Span, SpanBatch, TelemetryStore,
-    WriteOutcome,
+    Event, EventBatch, Labels, LogBatch, LogRecord, MetricBatch, Sample, SeriesWrite, Span,
+    SpanBatch, TelemetryStore, WriteOutcome,
     profile::{Profile, ProfileBatch, StackSample},
     trace::{SpanKind, StatusCode},
 };
@@ -29,11 +29,16 @@ pub const MAX_BATCH_ID_BYTES: usize = 128;
 pub struct PushService {
     store: Arc<dyn TelemetryStore>,
     gate: Arc<Gate>,
+    containers: crate::containers::Containers,
 }
 
 impl PushService {
     pub fn new(store: Arc<dyn TelemetryStore>, gate: Arc<Gate>) -> Self {
-        Self { store, gate }
+        Self {
+            store,
+            gate,
+            containers: Default::default(),
+        }
     }
 }
 
@@ -378,9 +383,14 @@ impl TelemetryService for PushService {
             .await
             .map_err(|r| r.to_status())?;
         let mut request = request.into_inner();
+        // Node agent records of a Kubernetes container get its application.
+        self.containers.enrich(&project.0, &mut request);
+        self.containers
+            .refresh_if_due(self.store.clone(), &project.0);
         let resource_spans = std::mem::take(&mut request.spans);
         let resource_logs = std::mem::take(&mut request.logs);
         let profiles = std::mem::take(&mut request.profiles);
+        let events = std::mem::take(&mut request.events);
         let batch = to_batch(
             &self.gate.limits,
             self.gate.window(),
@@ -407,112 +417,124 @@ impl TelemetryService for PushService {
         .map_err(|r| self.gate.refused(protocol, r, 1).to_status())?;
         let profile_batch = to_profiles(self.gate.window(), &project.0, &batch_id, profiles)
             .map_err(|r| self.gate.refused(protocol, r, 1).to_status())?;
-        // Profiles, logs and spans first: a retry after any failure writes
-        // what is missing, and what was stored is answered as a duplicate.
-        let mut profiles_stored = 0;
-        let mut profiles_duplicate = true;
-        if let Some(profile_batch) = profile_batch {
-            let count = profile_batch.profiles.len() as u64;
-            match self
-                .gate
-                .write(
-                    protocol,
-                    Signal::Profiles,
-                    &project.0,
-                    count,
-                    self.store.write_profiles(profile_batch),
-                )
-                .await
-                .map_err(|r| r.to_status())?
-            {
-                WriteOutcome::Stored { records } => {
-                    profiles_stored = records;
-                    profiles_duplicate = false;
-                }
-                WriteOutcome::Duplicate => {}
+        let event_batch = to_events(self.gate.window(), &project.0, &batch_id, events)
+            .map_err(|r| self.gate.refused(protocol, r, 1).to_status())?;
+        // Profiles, events, logs and spans first, metrics last: a retry
+        // after any failure writes what is missing, and what was stored is
+        // answered as a duplicate. None: that part was stored before.
+        let p = &project.0;
+        let profiles = match profile_batch {
+            Some(b) => {
+                let n = b.profiles.len();
+                self.write(Signal::Profiles, p, n, self.store.write_profiles(b))
+                    .await?
             }
-        }
-        let mut logs_stored = 0;
-        let mut logs_duplicate = true;
-        if let Some(log_batch) = log_batch {
-            let count = log_batch.records.len() as u64;
-            match self
-                .gate
-                .write(
-                    protocol,
-                    Signal::Logs,
-                    &project.0,
-                    count,
-                    self.store.write_logs(log_batch),
-                )
-                .await
-                .map_err(|r| r.to_status())?
-            {
-                WriteOutcome::Stored { records } => {
-                    logs_stored = records;
-                    logs_duplicate = false;
-                }
-                WriteOutcome::Duplicate => {}
+            None => None,
+        };
+        let events = match event_batch {
+            Some(b) => {
+                let n = b.events.len();
+                self.write(Signal::Events, p, n, self.store.write_events(b))
+                    .await?
             }
-        }
-        let mut spans_stored = 0;
-        let mut spans_duplicate = true;
-        if let Some(span_batch) = span_batch {
-            let count = span_batch.spans.len() as u64;
-            match self
-                .gate
-                .write(
-                    protocol,
-                    Signal::Traces,
-                    &project.0,
-                    count,
-                    self.store.write_spans(span_batch),
-                )
-                .await
-                .map_err(|r| r.to_status())?
-            {
-                WriteOutcome::Stored { records } => {
-                    spans_stored = records;
-                    spans_duplicate = false;
-                }
-                WriteOutcome::Duplicate => {}
+            None => None,
+        };
+        let logs = match log_batch {
+            Some(b) => {
+                let n = b.records.len();
+                self.write(Signal::Logs, p, n, self.store.write_logs(b))
+                    .await?
             }
-        }
+            None => None,
+        };
+        let spans = match span_batch {
+            Some(b) => {
+                let n = b.spans.len();
+                self.write(Signal::Traces, p, n, self.store.write_spans(b))
+                    .await?
+            }
+            None => None,
+        };
         let samples: usize = batch.series.iter().map(|s| s.samples.len()).sum();
-        let outcome = self
+        let metrics = self
+            .write(Signal::Metrics, p, samples, self.store.write_metrics(batch))
+            .await?;
+        let response = PushResponse {
+            duplicate: [metrics, spans, logs, profiles, events]
+                .iter()
+                .all(Option::is_none),
+            samples_stored: metrics.unwrap_or(0),
+            spans_stored: spans.unwrap_or(0),
+            logs_stored: logs.unwrap_or(0),
+            profiles_stored: profiles.unwrap_or(0),
+            events_stored: events.unwrap_or(0),
+        };
+        tracing::debug!(project = %project.0, batch_id, ?response, "batch handled");
+        Ok(Response::new(response))
+    }
+}
+
+impl PushService {
+    /// Writes one part of a batch through the gate: the records stored, or
+    /// None when the batch id was stored already.
+    async fn write<F>(
+        &self,
+        signal: Signal,
+        project: &str,
+        count: usize,
+        write: F,
+    ) -> Result<Option<u64>, Status>
+    where
+        F: Future<Output = Result<WriteOutcome, vigil_storage::StorageError>>,
+    {
+        match self
             .gate
-            .write(
-                protocol,
-                Signal::Metrics,
-                &project.0,
-                samples as u64,
-                self.store.write_metrics(batch),
-            )
+            .write(Protocol::Agent, signal, project, count as u64, write)
             .await
-            .map_err(|r| r.to_status())?;
-        match outcome {
-            WriteOutcome::Stored { records: samples } => {
-                tracing::debug!(project = %project.0, batch_id, samples, spans_stored, "batch stored");
-                Ok(Response::new(PushResponse {
-                    duplicate: false,
-                    samples_stored: samples,
-                    spans_stored,
-                    logs_stored,
-                    profiles_stored,
-                }))
-            }
-            WriteOutcome::Duplicate => {
-                tracing::debug!(project = %project.0, batch_id, "duplicate batch acknowledged");
-                Ok(Response::new(PushResponse {
-                    duplicate: spans_duplicate && logs_duplicate && profiles_duplicate,
-                    samples_stored: 0,
-                    spans_stored,
-                    logs_stored,
-                    profiles_stored,
-                }))
-            }
+            .map_err(|r| r.to_status())?
+        {
+            WriteOutcome::Stored { records } => Ok(Some(records)),
+            WriteOutcome::Duplicate => Ok(None),
         }
     }
+}
+
+/// The cluster agent's events as a store batch (None without events),
+/// refused whole when one breaks a rule.
+pub fn to_events(
+    window: TimeWindow,
+    project: &str,
+    batch_id: &str,
+    events: Vec<vigil_proto::telemetry::v1::KubeEvent>,
+) -> Result<Option<EventBatch>, Refusal> {
+    if events.is_empty() {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(events.len());
+    for e in events {
+        window.check_ns(e.time_unix_nano)?;
+        let mut resource = resource_labels(e.resource.as_ref());
+        for l in e.resource_attributes {
+            resource.insert(l.name, l.value);
+        }
+        let event = Event {
+            time_ns: e.time_unix_nano,
+            kind: e.kind,
+            reason: e.reason,
+            object: e.object,
+            message: e.message,
+            resource,
+        };
+        event
+            .validate()
+            .map_err(|e| Refusal::invalid("invalid_event", e.to_string()))?;
+        out.push(event);
+    }
+    Ok(Some(EventBatch {
+        project: project.to_owned(),
+        batch_id: batch_id.to_owned(),
+        events: out,
+    }))
 }
 
 #[cfg(test)]
@@ -539,6 +561,7 @@ mod tests {
         let mut request = Request::new(PushRequest {
             batch_id: batch_id.into(),
             agent: None,
+            events: vec![],
             metrics: vec![ResourceMetrics {
                 resource: Some(Resource {
                     node: "web-1".into(),

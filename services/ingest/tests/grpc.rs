@@ -38,6 +38,7 @@ fn push(batch_id: &str, values: usize) -> PushRequest {
     PushRequest {
         batch_id: batch_id.into(),
         agent: None,
+        events: vec![],
         metrics: vec![ResourceMetrics {
             resource: Some(Resource {
                 node: "n1".into(),

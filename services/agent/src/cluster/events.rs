@@ -1,18 +1,13 @@
-//! Kubernetes events and Flux readiness as Vigil events: log records with
-//! `vigil.event` set, so they are searched, counted and alerted on like
-//! any log (a Warning event is a WARN record, a Flux object that is not
-//! Ready an ERROR record).
+//! Kubernetes events and Flux readiness changes as Vigil events
+//! (`vigil.telemetry.v1.KubeEvent`; the query API lists them with
+//! `ListEvents`), each put on the application it concerns.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Event;
 use kube::api::DynamicObject;
 use serde::{Deserialize, Serialize};
-use vigil_proto::telemetry::v1::{Label, LogRecord, Resource, ResourceLogs};
-
-const INFO: u32 = 9;
-const WARN: u32 = 13;
-const ERROR: u32 = 17;
+use vigil_proto::telemetry::v1::{KubeEvent, Label, Resource};
 
 fn label(name: &str, value: impl Into<String>) -> Label {
     Label {
@@ -76,17 +71,15 @@ impl Cursor {
     }
 }
 
-/// One event as a log record of the application it concerns (`application`
-/// names the workload of a pod; other objects are named as themselves).
-/// The record's time is the event's, but never after `now_ms` (a node's
-/// clock ahead of ingest's would get the batch refused).
-pub fn event_record(cluster: &str, e: &Event, application: &str, now_ms: i64) -> ResourceLogs {
+/// One event, on the application it concerns (`application` names the
+/// workload of a pod; other objects are named as themselves). Its time is
+/// the event's, but never after `now_ms` (a node's clock ahead of ingest's
+/// would get the batch refused).
+pub fn kube_event(cluster: &str, e: &Event, application: &str, now_ms: i64) -> KubeEvent {
     let o = &e.involved_object;
-    let warning = e.type_.as_deref() == Some("Warning");
-    let reason = e.reason.clone().unwrap_or_default();
-    let message = e.message.clone().unwrap_or_default();
     let kind = o.kind.clone().unwrap_or_default();
     let name = o.name.clone().unwrap_or_default();
+    let namespace = o.namespace.clone().unwrap_or_default();
     let component = e
         .reporting_component
         .clone()
@@ -99,34 +92,32 @@ pub fn event_record(cluster: &str, e: &Event, application: &str, now_ms: i64) ->
         .and_then(|s| s.count)
         .or(e.count)
         .unwrap_or(1);
-    let mut attributes = vec![
-        label("vigil.event", "kubernetes"),
-        label("k8s.event.reason", reason.clone()),
-        label("k8s.event.type", e.type_.clone().unwrap_or_default()),
-        label("k8s.event.count", count.to_string()),
-        label("k8s.object.kind", kind.clone()),
-        label("k8s.object.name", name.clone()),
-    ];
+    let mut attributes = vec![label("k8s.event.count", count.to_string())];
     if !component.is_empty() {
         attributes.push(label("k8s.event.source", component));
     }
-    ResourceLogs {
+    KubeEvent {
+        time_unix_nano: event_time_ms(e).min(now_ms).saturating_mul(1_000_000),
+        kind: e.type_.clone().unwrap_or_else(|| "Normal".into()),
+        reason: e.reason.clone().unwrap_or_default(),
+        object: object(&kind, &namespace, &name),
+        message: e.message.clone().unwrap_or_default(),
         resource: Some(Resource {
             cluster: cluster.to_owned(),
-            namespace: o.namespace.clone().unwrap_or_default(),
+            namespace,
             application: application.to_owned(),
             ..Resource::default()
         }),
-        service: application.to_owned(),
-        resource_attributes: vec![label("k8s.object", format!("{kind}/{name}"))],
-        records: vec![LogRecord {
-            time_unix_nano: event_time_ms(e).min(now_ms).saturating_mul(1_000_000),
-            severity: if warning { WARN } else { INFO },
-            severity_text: if warning { "WARN" } else { "INFO" }.to_owned(),
-            body: format!("{kind}/{name}: {reason}: {message}"),
-            attributes,
-            ..LogRecord::default()
-        }],
+        resource_attributes: attributes,
+    }
+}
+
+/// `Kind/namespace/name`, or `Kind/name` for what has no namespace.
+fn object(kind: &str, namespace: &str, name: &str) -> String {
+    if namespace.is_empty() {
+        format!("{kind}/{name}")
+    } else {
+        format!("{kind}/{namespace}/{name}")
     }
 }
 
@@ -173,15 +164,16 @@ pub struct Flux {
 }
 
 impl Flux {
-    /// Notes `o`'s readiness; a record when it changed (or, on first
-    /// sight, when it is not ready).
+    /// Notes `o`'s readiness; an event when it changed (or, on first
+    /// sight, when it is not ready). Its reason is the Ready condition's
+    /// (`BuildFailed`, `ReconciliationSucceeded`, …), or `Suspended`.
     pub fn observe(
         &mut self,
         cluster: &str,
         kind: &str,
         o: &DynamicObject,
         now_ms: i64,
-    ) -> Option<ResourceLogs> {
+    ) -> Option<KubeEvent> {
         let namespace = o.metadata.namespace.clone().unwrap_or_default();
         let name = o.metadata.name.clone().unwrap_or_default();
         let now = Readiness::of(o);
@@ -194,43 +186,31 @@ impl Flux {
         if !changed {
             return None;
         }
-        let (severity, text) = match now.status.as_str() {
-            "True" => (INFO, "INFO"),
-            "False" => (ERROR, "ERROR"),
-            _ => (WARN, "WARN"),
+        let message = match now.status.as_str() {
+            "True" => format!("ready: {}", now.message),
+            "False" => format!("reconciliation failed: {}", now.message),
+            _ => format!("reconciling: {}", now.message),
         };
-        let body = match now.status.as_str() {
-            "True" => format!("{kind}/{name} is ready: {}", now.message),
-            "False" => format!(
-                "{kind}/{name} reconciliation failed: {}: {}",
-                now.reason, now.message
-            ),
-            _ => format!("{kind}/{name} is reconciling: {}", now.message),
-        };
-        Some(ResourceLogs {
+        Some(KubeEvent {
+            time_unix_nano: now_ms.saturating_mul(1_000_000),
+            kind: "Flux".into(),
+            reason: if now.reason.is_empty() {
+                now.status.clone()
+            } else {
+                now.reason.clone()
+            },
+            object: object(kind, &namespace, &name),
+            message,
             resource: Some(Resource {
                 cluster: cluster.to_owned(),
-                namespace: namespace.clone(),
-                application: name.clone(),
+                namespace,
+                application: name,
                 ..Resource::default()
             }),
-            service: name.clone(),
-            resource_attributes: vec![label("k8s.object", format!("{kind}/{name}"))],
-            records: vec![LogRecord {
-                time_unix_nano: now_ms.saturating_mul(1_000_000),
-                severity,
-                severity_text: text.to_owned(),
-                body,
-                attributes: vec![
-                    label("vigil.event", "flux"),
-                    label("k8s.object.kind", kind),
-                    label("k8s.object.name", name),
-                    label("flux.ready", now.status.clone()),
-                    label("flux.reason", now.reason.clone()),
-                    label("flux.revision", now.revision.clone()),
-                ],
-                ..LogRecord::default()
-            }],
+            resource_attributes: vec![
+                label("flux.ready", now.status.clone()),
+                label("flux.revision", now.revision.clone()),
+            ],
         })
     }
 
@@ -308,37 +288,39 @@ mod tests {
     }
 
     #[test]
-    fn a_warning_event_is_a_warn_record_of_its_application() {
-        let r = event_record(
+    fn a_warning_event_is_an_event_of_its_application() {
+        let e = kube_event(
             "prod",
             &event("a", "2026-11-22T01:00:00Z", 3),
             "web",
             i64::MAX,
         );
-        let rec = &r.records[0];
-        assert_eq!(rec.severity, WARN);
         assert_eq!(
-            rec.body,
-            "Pod/web-1: BackOff: Back-off restarting failed container"
+            (e.kind.as_str(), e.reason.as_str(), e.object.as_str()),
+            ("Warning", "BackOff", "Pod/shop/web-1")
         );
-        assert_eq!(rec.time_unix_nano, 1_795_309_200_000_000_000);
-        let resource = r.resource.unwrap();
+        assert_eq!(e.message, "Back-off restarting failed container");
+        assert_eq!(e.time_unix_nano, 1_795_309_200_000_000_000);
+        let resource = e.resource.clone().unwrap();
         assert_eq!(
             (resource.namespace.as_str(), resource.application.as_str()),
             ("shop", "web")
         );
         let attr = |n: &str| {
-            rec.attributes
+            e.resource_attributes
                 .iter()
                 .find(|l| l.name == n)
                 .map(|l| l.value.as_str())
         };
         assert_eq!(attr("k8s.event.count"), Some("3"));
         assert_eq!(attr("k8s.event.source"), Some("kubelet"));
+        // A clock ahead of ours: the event is not put in the future.
+        let late = kube_event("prod", &event("a", "2026-11-22T01:00:00Z", 3), "web", 5);
+        assert_eq!(late.time_unix_nano, 5_000_000);
     }
 
     #[test]
-    fn flux_readiness_changes_become_records() {
+    fn flux_readiness_changes_become_events() {
         let obj = |status: &str, reason: &str| -> DynamicObject {
             serde_json::from_value(serde_json::json!({
                 "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
@@ -363,13 +345,17 @@ mod tests {
         let failed = flux
             .observe("c", "Kustomization", &obj("False", "BuildFailed"), 2)
             .unwrap();
-        assert_eq!(failed.records[0].severity, ERROR);
-        assert!(
-            failed.records[0]
-                .body
-                .contains("reconciliation failed: BuildFailed"),
-            "{:?}",
-            failed.records[0].body
+        assert_eq!(
+            (
+                failed.kind.as_str(),
+                failed.reason.as_str(),
+                failed.object.as_str()
+            ),
+            ("Flux", "BuildFailed", "Kustomization/flux-system/apps")
+        );
+        assert_eq!(
+            failed.message,
+            "reconciliation failed: kustomize build failed"
         );
         // Still failing the same way: no new record.
         assert!(
@@ -390,6 +376,6 @@ mod tests {
                 4,
             )
             .unwrap();
-        assert_eq!(back.records[0].severity, INFO);
+        assert_eq!(back.reason, "ReconciliationSucceeded");
     }
 }

@@ -8,7 +8,7 @@
 //!   among them `kube_pod_container_info`, which maps each container id to
 //!   its pod and application (ingest labels the node agent's records with
 //!   it; see `vigil_ingest::containers`);
-//! - Kubernetes events and Flux readiness changes as log records
+//! - Kubernetes events and Flux readiness changes as Vigil events
 //!   (`events`), each occurrence once across restarts and re-lists.
 //!
 //! Watches are list-then-watch reflectors (`kube::runtime`): after the
@@ -50,7 +50,7 @@ use kube::{
 use prometheus_client::metrics::counter::Counter;
 use serde::Deserialize;
 use vigil_proto::telemetry::v1::{
-    AgentInfo, PushRequest, Resource as PbResource, ResourceLogs, ResourceMetrics, TimeSeries,
+    AgentInfo, KubeEvent, PushRequest, Resource as PbResource, ResourceMetrics, TimeSeries,
 };
 use vigil_runtime::{
     Metrics, Readiness, RuntimeError, Shutdown,
@@ -187,10 +187,10 @@ impl Validate for ClusterAgentConfig {
     }
 }
 
-/// Series and records per batch: under ingest's default limits (10,000
-/// series, 50,000 log records per request).
+/// Series and events per batch: under ingest's default limits (10,000
+/// series per request).
 const SERIES_PER_BATCH: usize = 5_000;
-const RECORDS_PER_BATCH: usize = 5_000;
+const EVENTS_PER_BATCH: usize = 5_000;
 /// Events older than this are not shipped.
 const MAX_EVENT_AGE_MS: i64 = 6 * 86_400_000;
 
@@ -213,7 +213,7 @@ async fn client(config: &ClusterAgentConfig) -> Result<Client, ConfigError> {
 /// What the event and Flux watches found since the last shipment.
 #[derive(Default)]
 struct Pending {
-    logs: Vec<ResourceLogs>,
+    events: Vec<KubeEvent>,
     cursor: events::Cursor,
     flux: events::Flux,
 }
@@ -458,7 +458,7 @@ pub async fn run(config: ClusterAgentConfig, shutdown: Shutdown) -> Result<(), A
                     continue;
                 }
                 let application = application_of(&watches, &e);
-                sink.hold(events::event_record(&sink.cluster, &e, &application, now));
+                sink.hold(events::kube_event(&sink.cluster, &e, &application, now));
             }
         }));
     }
@@ -537,10 +537,10 @@ pub async fn run(config: ClusterAgentConfig, shutdown: Shutdown) -> Result<(), A
         loop {
             let now = now_ms();
             let snapshot = watches.snapshot();
-            let (logs, cursor, mut series) = {
+            let (events, cursor, mut series) = {
                 let mut p = lock(&pending);
                 let series = p.flux.series(now);
-                (std::mem::take(&mut p.logs), p.cursor.clone(), series)
+                (std::mem::take(&mut p.events), p.cursor.clone(), series)
             };
             series.extend(inventory::series(&snapshot, now));
             let resource = PbResource {
@@ -549,11 +549,11 @@ pub async fn run(config: ClusterAgentConfig, shutdown: Shutdown) -> Result<(), A
             };
             let cursor = serde_json::to_vec(&cursor).unwrap_or_default();
             let mut series = series.into_iter().peekable();
-            let mut logs = logs.into_iter().peekable();
-            while series.peek().is_some() || logs.peek().is_some() {
+            let mut events = events.into_iter().peekable();
+            while series.peek().is_some() || events.peek().is_some() {
                 let chunk: Vec<TimeSeries> = series.by_ref().take(SERIES_PER_BATCH).collect();
-                let records: Vec<ResourceLogs> = logs.by_ref().take(RECORDS_PER_BATCH).collect();
-                let carries_events = !records.is_empty();
+                let events: Vec<KubeEvent> = events.by_ref().take(EVENTS_PER_BATCH).collect();
+                let carries_events = !events.is_empty();
                 sequence += 1;
                 let batch = PushRequest {
                     batch_id: format!("cluster-{agent_id}-{sequence}"),
@@ -562,7 +562,7 @@ pub async fn run(config: ClusterAgentConfig, shutdown: Shutdown) -> Result<(), A
                         resource: Some(resource.clone()),
                         series: chunk,
                     }],
-                    logs: records,
+                    events,
                     ..PushRequest::default()
                 };
                 shipper.spool(
@@ -639,15 +639,15 @@ struct Sink {
 }
 
 impl Sink {
-    /// Holds a record for the next shipment, dropping the oldest when full.
-    fn hold(&self, record: ResourceLogs) {
+    /// Holds an event for the next shipment, dropping the oldest when full.
+    fn hold(&self, event: KubeEvent) {
         self.seen.inc();
         let mut p = lock(&self.pending);
-        if p.logs.len() >= self.max_pending {
-            p.logs.remove(0);
+        if p.events.len() >= self.max_pending {
+            p.events.remove(0);
             self.dropped.inc();
         }
-        p.logs.push(record);
+        p.events.push(event);
     }
 
     fn failed(&self, kind: &str, e: &dyn std::fmt::Display) {
