@@ -307,7 +307,9 @@ async fn run_suite(mut suite: SuiteConfig, services: &[Service]) -> anyhow::Resu
     }
     suite.ui_gateway.query_endpoint = query_grpc.to_string();
     suite.ui_gateway.alerting_endpoint = alerting_grpc.to_string();
-    if suite.ui_gateway.heartbeat_endpoint.is_none() {
+    // The local monitor, when this process runs it; else the UI's heartbeat
+    // page is off unless `ui_gateway.heartbeat_endpoint` names one.
+    if suite.ui_gateway.heartbeat_endpoint.is_none() && services.contains(&Service::Heartbeat) {
         suite.ui_gateway.heartbeat_endpoint =
             Some(reachable(suite.heartbeat.grpc.listen).to_string());
     }

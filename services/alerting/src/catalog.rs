@@ -81,6 +81,7 @@ pub const RETRANSMITS: &str = "retransmits";
 pub const INSTANCES_AVAILABLE: &str = "instances_available";
 pub const RESTARTS: &str = "restarts";
 pub const ROLLOUT_STUCK: &str = "rollout_stuck";
+pub const FLUX_NOT_READY: &str = "flux_not_ready";
 pub const LOG_ERRORS: &str = "log_errors";
 pub const LOG_ERROR_SPIKE: &str = "log_error_spike";
 pub const DNS_LATENCY: &str = "dns_latency";
@@ -288,6 +289,18 @@ pub const INSPECTIONS: &[Inspection] = &[
             "replicas not updated",
             (0.0, None),
             "A Deployment whose updated replicas stay below its desired replicas (kube-state-metrics' `kube_deployment_status_replicas_updated` and `kube_deployment_spec_replicas`) for longer than `for` (180 s).",
+        )
+    },
+    Inspection {
+        for_: Duration::from_secs(300),
+        ..inspection(
+            FLUX_NOT_READY,
+            "gitops",
+            Scope::Application,
+            "Flux reconciliation failing",
+            "not ready",
+            (0.0, None),
+            "A Flux Kustomization or HelmRelease (the application is its name) whose Ready condition is not True for longer than `for` (5 min), from the cluster agent's `flux_resource_ready`; suspended objects are left out. The summary gives the condition's reason, e.g. BuildFailed or InstallFailed.",
         )
     },
     Inspection {

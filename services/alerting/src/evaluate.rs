@@ -25,6 +25,19 @@ pub struct Figures {
     pub disks: Vec<Disk>,
     pub disk_io: Vec<DiskIo>,
     pub deployments: Vec<Deployment>,
+    pub flux: Vec<FluxObject>,
+}
+
+/// A Flux Kustomization or HelmRelease and its readiness (from the
+/// cluster agent's `flux_resource_ready`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FluxObject {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub ready: bool,
+    /// The Ready condition's reason.
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -330,6 +343,31 @@ pub fn evaluate(settings: &Settings, f: &Figures) -> Vec<Observation> {
                 )
             });
         }
+    }
+    for o in &f.flux {
+        let not_ready = if o.ready { 0.0 } else { 1.0 };
+        round.app(catalog::FLUX_NOT_READY, &o.name, not_ready, |e| {
+            let reason = if o.reason.is_empty() {
+                "no reason given".to_owned()
+            } else {
+                o.reason.clone()
+            };
+            (
+                format!(
+                    "{}: Flux {} {}/{} not ready for over {} ({reason})",
+                    o.name,
+                    o.kind,
+                    o.namespace,
+                    o.name,
+                    humantime::format_duration(e.for_)
+                ),
+                vec![Field {
+                    name: "reason".into(),
+                    value: reason,
+                }],
+                Vec::new(),
+            )
+        });
     }
     round.out
 }

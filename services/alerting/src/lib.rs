@@ -14,14 +14,14 @@ pub mod incidents;
 pub mod leader;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     path::Path,
     sync::{Arc, RwLock},
     time::Duration,
 };
 
 pub use config::{AlertingConfig, Effective, InspectionSettings, Override, Settings};
-use evaluate::{Deployment, Disk, DiskIo, Figures, Observation};
+use evaluate::{Deployment, Disk, DiskIo, Figures, FluxObject, Observation};
 use incidents::{Incident, IncidentStore, RoundContext, Transition};
 use prometheus_client::metrics::{counter::Counter, family::Family};
 use tonic::{Request, Response, Status};
@@ -316,7 +316,7 @@ impl Worker {
             project: self.project.clone(),
             lookback_ms: 0,
         });
-        let (hosts, disks, io, desired, available, updated, generation) = tokio::try_join!(
+        let (hosts, disks, io, desired, available, updated, generation, flux, suspended) = tokio::try_join!(
             hosts,
             self.promql(now, "1 - last_over_time(node_filesystem_available_bytes[5m]) / last_over_time(node_filesystem_size_bytes[5m])"),
             self.promql(now, "rate(node_disk_io_time_seconds_total[5m])"),
@@ -324,6 +324,8 @@ impl Worker {
             self.promql(now, "last_over_time(kube_deployment_status_replicas_available[5m])"),
             self.promql(now, "last_over_time(kube_deployment_status_replicas_updated[5m])"),
             self.promql(now, "last_over_time(kube_deployment_status_observed_generation[5m])"),
+            self.promql(now, "last_over_time(flux_resource_ready[5m])"),
+            self.promql(now, "last_over_time(flux_resource_suspended[5m]) > 0"),
         )?;
         let node = |l: &BTreeMap<&str, &str>| l.get("node").copied().unwrap_or_default().to_owned();
         let deployment_key = |s: &q::Series| {
@@ -346,6 +348,12 @@ impl Worker {
         };
         let (available, updated, generation) =
             (index(&available), index(&updated), index(&generation));
+        let flux_key = |s: &q::Series| {
+            let l = labels(s);
+            let get = |n: &str| l.get(n).copied().unwrap_or_default().to_owned();
+            (get("kind"), get("namespace"), get("name"))
+        };
+        let suspended: BTreeSet<_> = suspended.iter().map(flux_key).collect();
         Ok(Figures {
             w5m,
             w30m,
@@ -384,6 +392,27 @@ impl Worker {
                         available: available.get(&key).copied(),
                         updated: updated.get(&key).copied(),
                         generation: generation.get(&key).copied(),
+                    })
+                })
+                .collect(),
+            flux: flux
+                .iter()
+                .filter_map(|s| {
+                    let key = flux_key(s);
+                    if key.2.is_empty() || suspended.contains(&key) {
+                        return None;
+                    }
+                    let (kind, namespace, name) = key;
+                    Some(FluxObject {
+                        ready: last_value(s)? >= 1.0,
+                        reason: labels(s)
+                            .get("reason")
+                            .copied()
+                            .unwrap_or_default()
+                            .to_owned(),
+                        kind,
+                        namespace,
+                        name,
                     })
                 })
                 .collect(),

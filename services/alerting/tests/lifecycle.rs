@@ -201,9 +201,31 @@ fn nodes_disks_deployments_and_logs() {
             updated: Some(4.0),
             generation: Some(7.0),
         }],
+        flux: vec![
+            evaluate::FluxObject {
+                kind: "Kustomization".into(),
+                namespace: "flux-system".into(),
+                name: "apps".into(),
+                ready: false,
+                reason: "BuildFailed".into(),
+            },
+            evaluate::FluxObject {
+                kind: "HelmRelease".into(),
+                namespace: "db".into(),
+                name: "postgres".into(),
+                ready: true,
+                reason: "InstallSucceeded".into(),
+            },
+        ],
         ..Figures::default()
     };
     let obs = evaluate::evaluate(&settings(""), &fig);
+    let flux = firing(&obs, catalog::FLUX_NOT_READY, "apps").expect("apps is not ready");
+    assert_eq!(
+        flux.summary,
+        "apps: Flux Kustomization flux-system/apps not ready for over 5m (BuildFailed)"
+    );
+    assert!(firing(&obs, catalog::FLUX_NOT_READY, "postgres").is_none());
     assert_eq!(
         firing(&obs, catalog::NODE_CPU, "node/n1").map(|f| f.severity),
         Some(Severity::Critical)
