@@ -16,7 +16,12 @@ pub fn env(name: &str, default: u64) -> u64 {
 
 /// CPU seconds this process has used (user + system).
 pub fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    cpu_seconds_of("self")
+}
+
+/// CPU seconds process `pid` ("self" for this one) has used.
+pub fn cpu_seconds_of(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let f: Vec<&str> = stat
         .rsplit_once(')')
         .unwrap()
@@ -29,7 +34,12 @@ pub fn cpu_seconds() -> f64 {
 /// A memory figure of this process in MiB: `VmRSS:` (now) or `VmHWM:`
 /// (peak).
 pub fn rss_mib(field: &str) -> f64 {
-    std::fs::read_to_string("/proc/self/status")
+    rss_mib_of("self", field)
+}
+
+/// [`rss_mib`] of process `pid`.
+pub fn rss_mib_of(pid: &str, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
         .lines()
         .find_map(|l| l.strip_prefix(field))
