@@ -332,7 +332,6 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
                     if stored {
                         collector.logs.commit();
                     }
-                    shipper.metrics.batches_spooled.inc();
                     spooled.notify_one();
                 }
                 Err(e) => tracing::warn!(error = %e, "collection failed"),
@@ -1062,10 +1061,13 @@ impl Shipper {
             }
             Err(e) => {
                 self.metrics.batches_dropped.inc();
-                tracing::error!(error = %e, "could not spool a batch; it is lost (its log lines are read again)");
+                tracing::error!(error = %e, "could not spool a batch (its log lines are read again; its events wait for the next shipment)");
                 false
             }
         };
+        if spooled {
+            self.metrics.batches_spooled.inc();
+        }
         self.metrics.spooled(&spool);
         spooled
     }

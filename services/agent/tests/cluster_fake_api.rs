@@ -29,6 +29,19 @@ use vigil_agent::cluster::ClusterAgentConfig;
 use vigil_runtime::Shutdown;
 use vigil_storage::{EventQuery, SeriesSelector, TelemetryStore};
 
+/// A time `secs` seconds ago with microseconds (MicroTime).
+fn micro(secs: i64) -> String {
+    ago(secs).replace('Z', ".000000Z")
+}
+
+/// The BackOff event of the fixtures.
+fn back_off() -> Value {
+    objects()
+        .into_iter()
+        .find(|o| o["reason"] == "BackOff")
+        .unwrap()
+}
+
 const CONTAINER: &str = "3f1c2a9b8e7d6c5b4a39281706f5e4d3c2b1a0f9e8d7c6b5a4938271605f4e3d";
 
 fn objects() -> Vec<Value> {
@@ -95,6 +108,22 @@ fn objects() -> Vec<Value> {
             "reason": "BackOff", "message": "Back-off restarting failed container app",
             "type": "Warning", "count": 5, "source": {"component": "kubelet", "host": "node-1"},
             "firstTimestamp": t10, "lastTimestamp": t12}),
+        // Older, but after the first in the list's (name) order.
+        json!({"apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": "zz-web-5d9c7b6f8-x2x4q.17a", "namespace": "shop"},
+            "involvedObject": {"kind": "Pod", "name": "web-5d9c7b6f8-x2x4q", "namespace": "shop", "apiVersion": "v1"},
+            "reason": "Pulled", "message": "Container image \"shop/web:1.4\" already present on machine",
+            "type": "Normal", "count": 1, "source": {"component": "kubelet", "host": "node-1"},
+            "firstTimestamp": t10, "lastTimestamp": t10}),
+        // An events.k8s.io-style event: eventTime is its first occurrence,
+        // series.lastObservedTime its latest.
+        json!({"apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": "web-5d9c7b6f8-x2x4q.sched", "namespace": "shop"},
+            "involvedObject": {"kind": "Pod", "name": "web-5d9c7b6f8-x2x4q", "namespace": "shop", "apiVersion": "v1"},
+            "reason": "FailedScheduling", "message": "0/3 nodes are available: 3 Insufficient memory.",
+            "type": "Warning", "eventTime": micro(1100), "reportingComponent": "default-scheduler",
+            "reportingInstance": "default-scheduler-node-1",
+            "series": {"count": 3, "lastObservedTime": micro(90)}}),
         json!({"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
             "metadata": {"name": "apps", "namespace": "flux-system"},
             "spec": {"interval": "10m", "path": "./apps", "prune": true, "sourceRef": {"kind": "GitRepository", "name": "flux-system"}},
@@ -367,11 +396,7 @@ async fn inventory_events_and_watch_restarts_against_a_fake_api_server() {
         value(
             s,
             "flux_resource_ready",
-            &[
-                ("kind", "Kustomization"),
-                ("name", "apps"),
-                ("reason", "BuildFailed")
-            ],
+            &[("kind", "Kustomization"), ("name", "apps")],
             |_| true
         )
         .await,
@@ -379,13 +404,26 @@ async fn inventory_events_and_watch_restarts_against_a_fake_api_server() {
     );
 
     // The Warning event, as an event of the pod's application.
+    // All three, though the older Pulled is listed after the newer BackOff;
+    // the scheduler's at its latest time, 90 s ago.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while events(s, "web").await.is_empty() && tokio::time::Instant::now() < deadline {
+    while events(s, "web").await.len() < 3 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let got = events(s, "web").await;
-    assert_eq!(got.len(), 1, "{got:#?}");
-    let e = &got[0];
+    let reasons: Vec<&str> = got.iter().map(|e| e.reason.as_str()).collect();
+    assert_eq!(
+        reasons,
+        ["FailedScheduling", "BackOff", "Pulled"],
+        "newest first"
+    );
+    let age_s = (vigil_runtime::time::now_ms() * 1_000_000 - got[0].time_ns) / 1_000_000_000;
+    assert!((89..120).contains(&age_s), "FailedScheduling {age_s} s ago");
+    assert_eq!(
+        got[0].resource.get("k8s.event.count").map(String::as_str),
+        Some("3")
+    );
+    let e = &got[1];
     assert_eq!(
         (e.kind.as_str(), e.reason.as_str(), e.object.as_str()),
         ("Warning", "BackOff", "Pod/shop/web-5d9c7b6f8-x2x4q")
@@ -432,7 +470,8 @@ async fn inventory_events_and_watch_restarts_against_a_fake_api_server() {
         assert_eq!(lists(r), first(r), "{r}: one list to start");
     }
     // HelmRelease is not installed: asked for (404), not watched.
-    assert_eq!(lists("helm.toolkit.fluxcd.io/v2/helmreleases"), 0);
+    let helm = "helm.toolkit.fluxcd.io/v2/helmreleases";
+    assert_eq!((lists(helm), watches(helm)), (1, 0));
 
     // A watch that ends resumes from its resourceVersion: no new list, and
     // a change made while it was down still arrives.
@@ -462,7 +501,7 @@ async fn inventory_events_and_watch_restarts_against_a_fake_api_server() {
     // kind lists again, once, seeing the new state.
     fake.stall.store(true, std::sync::atomic::Ordering::SeqCst);
     deployment["spec"]["replicas"] = json!(7);
-    let mut event = objects()[10].clone();
+    let mut event = back_off();
     event["count"] = json!(6);
     event["lastTimestamp"] = json!(ago(30));
     fake.apply(deployment);
@@ -475,12 +514,12 @@ async fn inventory_events_and_watch_restarts_against_a_fake_api_server() {
         Some(7.0)
     );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while events(s, "web").await.len() < 2 && tokio::time::Instant::now() < deadline {
+    while events(s, "web").await.len() < 4 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(
         events(s, "web").await.len(),
-        2,
+        4,
         "the event's 6th occurrence, once"
     );
     let relisted = || RESOURCES.iter().all(|r| lists(r) > first(r));
@@ -514,9 +553,19 @@ async fn inventory_events_and_watch_restarts_against_a_fake_api_server() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
         events(s, "web").await.len(),
-        2,
+        4,
         "no event shipped twice after a restart"
     );
+    // ... and it ships what happens next.
+    let mut event = back_off();
+    event["count"] = json!(7);
+    event["lastTimestamp"] = json!(ago(1));
+    fake.apply(event);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while events(s, "web").await.len() < 5 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(events(s, "web").await.len(), 5, "the 7th occurrence");
     stop.trigger();
     agent.await.unwrap().unwrap();
     ingest.stop().await;

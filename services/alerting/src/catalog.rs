@@ -300,7 +300,7 @@ pub const INSPECTIONS: &[Inspection] = &[
             "Flux reconciliation failing",
             "not ready",
             (0.0, None),
-            "A Flux Kustomization or HelmRelease (the application is its name) whose Ready condition is not True for longer than `for` (5 min), from the cluster agent's `flux_resource_ready`; suspended objects are left out. The summary gives the condition's reason, e.g. BuildFailed or InstallFailed.",
+            "A Flux Kustomization or HelmRelease (the application is its name) whose Ready condition is not True for longer than `for` (5 min), from the cluster agent's `flux_resource_ready`; suspended objects are left out, and so is Ready=Unknown while a reconciliation runs. The reason (BuildFailed, InstallFailed…) is in the object's Flux events.",
         )
     },
     Inspection {

@@ -36,8 +36,6 @@ pub struct FluxObject {
     pub namespace: String,
     pub name: String,
     pub ready: bool,
-    /// The Ready condition's reason.
-    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -347,24 +345,16 @@ pub fn evaluate(settings: &Settings, f: &Figures) -> Vec<Observation> {
     for o in &f.flux {
         let not_ready = if o.ready { 0.0 } else { 1.0 };
         round.app(catalog::FLUX_NOT_READY, &o.name, not_ready, |e| {
-            let reason = if o.reason.is_empty() {
-                "no reason given".to_owned()
-            } else {
-                o.reason.clone()
-            };
             (
                 format!(
-                    "{}: Flux {} {}/{} not ready for over {} ({reason})",
+                    "{}: Flux {} {}/{} not ready for over {} (its events give the reason)",
                     o.name,
                     o.kind,
                     o.namespace,
                     o.name,
                     humantime::format_duration(e.for_)
                 ),
-                vec![Field {
-                    name: "reason".into(),
-                    value: reason,
-                }],
+                Vec::new(),
                 Vec::new(),
             )
         });

@@ -405,11 +405,6 @@ impl Worker {
                     let (kind, namespace, name) = key;
                     Some(FluxObject {
                         ready: last_value(s)? >= 1.0,
-                        reason: labels(s)
-                            .get("reason")
-                            .copied()
-                            .unwrap_or_default()
-                            .to_owned(),
                         kind,
                         namespace,
                         name,

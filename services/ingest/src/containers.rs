@@ -7,11 +7,11 @@
 //! `application`). Each ingest replica learns it from the pushes it takes
 //! and, at most once a minute per project, from the store (the series other
 //! replicas took in the last 15 minutes). A record that already names its
-//! application keeps it.
+//! application keeps it. Ids not seen for 30 minutes are forgotten.
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
 
@@ -27,6 +27,11 @@ const REFRESH_EVERY: Duration = Duration::from_secs(60);
 const LOOKBACK_MS: i64 = 15 * 60_000;
 /// Bound on the ids held per project.
 const MAX_PER_PROJECT: usize = 500_000;
+/// Ids not seen for this long are forgotten (their containers are gone).
+const FORGET_AFTER: Duration = Duration::from_secs(30 * 60);
+/// Labels a series may have before enrichment adds its three (ingest
+/// refuses more than 40 by default).
+const MAX_LABELS_BEFORE: usize = 37;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
@@ -37,14 +42,14 @@ pub struct Owner {
 
 #[derive(Default)]
 struct ProjectMap {
-    ids: HashMap<String, Owner>,
+    ids: HashMap<String, (Owner, Instant)>,
     refreshed: Option<Instant>,
     refreshing: bool,
 }
 
 #[derive(Default, Clone)]
 pub struct Containers {
-    projects: Arc<Mutex<HashMap<String, ProjectMap>>>,
+    projects: Arc<RwLock<HashMap<String, ProjectMap>>>,
 }
 
 fn get<'a>(labels: &'a [Label], name: &str) -> Option<&'a str> {
@@ -67,7 +72,7 @@ fn owner_of(get: impl Fn(&str) -> Option<String>) -> Option<(String, Owner)> {
 }
 
 fn add(labels: &mut Vec<Label>, name: &str, value: &str) {
-    if !value.is_empty() && get(labels, name).is_none() {
+    if !value.is_empty() && get(labels, name).is_none() && labels.len() < MAX_LABELS_BEFORE {
         labels.retain(|l| l.name != name);
         labels.push(Label {
             name: name.to_owned(),
@@ -77,51 +82,68 @@ fn add(labels: &mut Vec<Label>, name: &str, value: &str) {
 }
 
 impl Containers {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ProjectMap>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, ProjectMap>> {
         self.projects
-            .lock()
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, ProjectMap>> {
+        self.projects
+            .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn note(map: &mut ProjectMap, id: String, owner: Owner) {
         if map.ids.len() < MAX_PER_PROJECT || map.ids.contains_key(&id) {
-            map.ids.insert(id, owner);
+            map.ids.insert(id, (owner, Instant::now()));
+        } else {
+            tracing::warn!(
+                limit = MAX_PER_PROJECT,
+                "container map full: new containers are not labelled with their application"
+            );
         }
     }
 
     /// Learns the mappings a batch carries, then labels the batch's
     /// container records with their pod and application.
     pub fn enrich(&self, project: &str, request: &mut PushRequest) {
-        let mut projects = self.lock();
-        let map = projects.entry(project.to_owned()).or_default();
-        for rm in &request.metrics {
-            for s in rm.series.iter().filter(|s| s.name == CONTAINER_INFO) {
-                if let Some((id, owner)) = owner_of(|n| get(&s.labels, n).map(str::to_owned)) {
-                    Self::note(map, id, owner);
-                }
+        let mut learned = request
+            .metrics
+            .iter()
+            .flat_map(|rm| &rm.series)
+            .filter(|s| s.name == CONTAINER_INFO)
+            .filter_map(|s| owner_of(|n| get(&s.labels, n).map(str::to_owned)))
+            .peekable();
+        if learned.peek().is_some() {
+            let mut projects = self.write();
+            let map = projects.entry(project.to_owned()).or_default();
+            for (id, owner) in learned {
+                Self::note(map, id, owner);
             }
         }
-        if map.ids.is_empty() {
+        let projects = self.read();
+        let Some(map) = projects.get(project).filter(|m| !m.ids.is_empty()) else {
             return;
-        }
+        };
         let lookup = |labels: &[Label]| {
             if get(labels, names::LABEL_APPLICATION).is_some() {
                 return None;
             }
-            map.ids.get(get(labels, "container_id")?)
+            map.ids.get(get(labels, "container_id")?).map(|(o, _)| o)
         };
         for rm in &mut request.metrics {
-            let resource_app = rm
-                .resource
-                .as_ref()
-                .is_some_and(|r| !r.application.is_empty());
-            if resource_app {
+            // A label the resource already sets would clash with it.
+            let r = rm.resource.clone().unwrap_or_default();
+            if !r.application.is_empty() {
                 continue;
             }
             for s in &mut rm.series {
                 if let Some(o) = lookup(&s.labels).cloned() {
                     add(&mut s.labels, names::LABEL_APPLICATION, &o.application);
-                    add(&mut s.labels, names::LABEL_NAMESPACE, &o.namespace);
+                    if r.namespace.is_empty() {
+                        add(&mut s.labels, names::LABEL_NAMESPACE, &o.namespace);
+                    }
                     add(&mut s.labels, "pod", &o.pod);
                 }
             }
@@ -153,7 +175,7 @@ impl Containers {
     /// Whether `project`'s map is due for a refresh from the store; marks
     /// it as being refreshed.
     fn due(&self, project: &str) -> bool {
-        let mut projects = self.lock();
+        let mut projects = self.write();
         let map = projects.entry(project.to_owned()).or_default();
         let due = !map.refreshing && map.refreshed.is_none_or(|t| t.elapsed() >= REFRESH_EVERY);
         if due {
@@ -172,10 +194,11 @@ impl Containers {
                 now_ms,
             )
             .await;
-        let mut projects = self.lock();
+        let mut projects = self.write();
         let map = projects.entry(project.to_owned()).or_default();
         map.refreshing = false;
         map.refreshed = Some(Instant::now());
+        map.ids.retain(|_, (_, seen)| seen.elapsed() < FORGET_AFTER);
         match read {
             Ok(series) => {
                 for s in series {
@@ -289,6 +312,18 @@ mod tests {
             (r.application.as_str(), r.namespace.as_str()),
             ("web", "shop")
         );
+        // A resource that names the namespace keeps it (a series label of
+        // the same name would clash with it).
+        let mut in_ns = node.clone();
+        in_ns.metrics[0].resource = Some(Resource {
+            namespace: "shop".into(),
+            ..Resource::default()
+        });
+        in_ns.metrics[0].series[0].labels = labels(&[("container_id", "3f1c2a9b8e7d")]);
+        c.enrich("p", &mut in_ns);
+        let l = &in_ns.metrics[0].series[0].labels;
+        assert_eq!(get(l, "application"), Some("web"));
+        assert_eq!(get(l, "namespace"), None);
         // Another project does not see this one's containers.
         let mut other = node.clone();
         other.metrics[0].series[0].labels = labels(&[("container_id", "3f1c2a9b8e7d")]);

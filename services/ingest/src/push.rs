@@ -426,15 +426,21 @@ impl TelemetryService for PushService {
         let profiles = match profile_batch {
             Some(b) => {
                 let n = b.profiles.len();
-                self.write(Signal::Profiles, p, n, self.store.write_profiles(b))
-                    .await?
+                self.write(
+                    protocol,
+                    Signal::Profiles,
+                    p,
+                    n,
+                    self.store.write_profiles(b),
+                )
+                .await?
             }
             None => None,
         };
         let events = match event_batch {
             Some(b) => {
                 let n = b.events.len();
-                self.write(Signal::Events, p, n, self.store.write_events(b))
+                self.write(protocol, Signal::Events, p, n, self.store.write_events(b))
                     .await?
             }
             None => None,
@@ -442,7 +448,7 @@ impl TelemetryService for PushService {
         let logs = match log_batch {
             Some(b) => {
                 let n = b.records.len();
-                self.write(Signal::Logs, p, n, self.store.write_logs(b))
+                self.write(protocol, Signal::Logs, p, n, self.store.write_logs(b))
                     .await?
             }
             None => None,
@@ -450,14 +456,20 @@ impl TelemetryService for PushService {
         let spans = match span_batch {
             Some(b) => {
                 let n = b.spans.len();
-                self.write(Signal::Traces, p, n, self.store.write_spans(b))
+                self.write(protocol, Signal::Traces, p, n, self.store.write_spans(b))
                     .await?
             }
             None => None,
         };
         let samples: usize = batch.series.iter().map(|s| s.samples.len()).sum();
         let metrics = self
-            .write(Signal::Metrics, p, samples, self.store.write_metrics(batch))
+            .write(
+                protocol,
+                Signal::Metrics,
+                p,
+                samples,
+                self.store.write_metrics(batch),
+            )
             .await?;
         let response = PushResponse {
             duplicate: [metrics, spans, logs, profiles, events]
@@ -479,6 +491,7 @@ impl PushService {
     /// None when the batch id was stored already.
     async fn write<F>(
         &self,
+        protocol: Protocol,
         signal: Signal,
         project: &str,
         count: usize,
@@ -489,7 +502,7 @@ impl PushService {
     {
         match self
             .gate
-            .write(Protocol::Agent, signal, project, count as u64, write)
+            .write(protocol, signal, project, count as u64, write)
             .await
             .map_err(|r| r.to_status())?
         {

@@ -2,7 +2,7 @@
 //! (`vigil.telemetry.v1.KubeEvent`; the query API lists them with
 //! `ListEvents`), each put on the application it concerns.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Event;
 use kube::api::DynamicObject;
@@ -16,11 +16,15 @@ fn label(name: &str, value: impl Into<String>) -> Label {
     }
 }
 
-/// When an event last happened, in milliseconds.
+/// When an event last happened, in milliseconds: the newest of its times
+/// (`series.lastObservedTime` for a repeated events.k8s.io event, whose
+/// `eventTime` is its first occurrence).
 pub fn event_time_ms(e: &Event) -> i64 {
-    e.last_timestamp
+    e.series
         .as_ref()
+        .and_then(|s| s.last_observed_time.as_ref())
         .map(|t| t.0.as_millisecond())
+        .or_else(|| e.last_timestamp.as_ref().map(|t| t.0.as_millisecond()))
         .or_else(|| e.event_time.as_ref().map(|t| t.0.as_millisecond()))
         .or_else(|| e.first_timestamp.as_ref().map(|t| t.0.as_millisecond()))
         .or_else(|| {
@@ -32,43 +36,71 @@ pub fn event_time_ms(e: &Event) -> i64 {
         .unwrap_or(0)
 }
 
-/// An occurrence of an event: the same Event object counts again with
-/// each repetition (`count`, or `series.count` for events.k8s.io ones).
-fn occurrence(e: &Event) -> String {
-    let count = e
-        .series
+/// How many times the event happened: `series.count` for events.k8s.io
+/// ones, `count` for core/v1 ones.
+fn count(e: &Event) -> i32 {
+    e.series
         .as_ref()
         .and_then(|s| s.count)
         .or(e.count)
-        .unwrap_or(1);
-    format!("{}/{count}", e.metadata.uid.as_deref().unwrap_or_default())
+        .unwrap_or(1)
 }
 
-/// Which events were shipped already, so that a restart or a re-list
-/// ships each occurrence once: the newest time shipped, and the
-/// occurrences at exactly that time (event times have whole seconds).
-/// Kept in the spool with each batch that carries events.
+/// Events older than this are not shipped: the API server keeps events an
+/// hour by default, so after a longer outage what it still lists is stale.
+pub const HORIZON_MS: i64 = 3 * 3_600_000;
+
+/// Which event occurrences were shipped, so that a restart or a re-list
+/// ships each once: per event uid, the highest count shipped and when.
+/// Entries older than [`HORIZON_MS`] are dropped (so are such events).
+/// Kept in the spool with the batch that carries the last events it notes.
 #[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Cursor {
-    pub time_ms: i64,
-    pub at_time: BTreeSet<String>,
+    pub shipped: BTreeMap<String, (i32, i64)>,
 }
 
 impl Cursor {
-    /// Whether this occurrence is new; notes it if so.
-    pub fn admit(&mut self, e: &Event) -> bool {
-        let t = event_time_ms(e);
-        let key = occurrence(e);
-        if t < self.time_ms || (t == self.time_ms && self.at_time.contains(&key)) {
+    /// Whether this occurrence is new (and recent); notes it if so.
+    pub fn admit(&mut self, e: &Event, now_ms: i64) -> bool {
+        let time = event_time_ms(e);
+        if now_ms - time > HORIZON_MS {
             return false;
         }
-        if t > self.time_ms {
-            self.time_ms = t;
-            self.at_time.clear();
+        let uid = e.metadata.uid.clone().unwrap_or_default();
+        let count = count(e);
+        if self
+            .shipped
+            .get(&uid)
+            .is_some_and(|(shipped, _)| *shipped >= count)
+        {
+            return false;
         }
-        self.at_time.insert(key);
+        self.shipped.insert(uid, (count, time));
         true
     }
+
+    /// Forgets what is past the horizon.
+    pub fn prune(&mut self, now_ms: i64) {
+        self.shipped.retain(|_, (_, t)| now_ms - *t <= HORIZON_MS);
+    }
+}
+
+/// Longest reason, object and message kept (the events store refuses more
+/// than 256 and 1024 bytes for the first two; a message is cut at 4 KiB so
+/// that a batch of events stays well under the gRPC message limit).
+const MAX_REASON: usize = 256;
+const MAX_OBJECT: usize = 1024;
+const MAX_MESSAGE: usize = 4096;
+
+fn cut(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
 }
 
 /// One event, on the application it concerns (`application` names the
@@ -86,22 +118,16 @@ pub fn kube_event(cluster: &str, e: &Event, application: &str, now_ms: i64) -> K
         .filter(|c| !c.is_empty())
         .or_else(|| e.source.as_ref().and_then(|s| s.component.clone()))
         .unwrap_or_default();
-    let count = e
-        .series
-        .as_ref()
-        .and_then(|s| s.count)
-        .or(e.count)
-        .unwrap_or(1);
-    let mut attributes = vec![label("k8s.event.count", count.to_string())];
+    let mut attributes = vec![label("k8s.event.count", count(e).to_string())];
     if !component.is_empty() {
         attributes.push(label("k8s.event.source", component));
     }
     KubeEvent {
         time_unix_nano: event_time_ms(e).min(now_ms).saturating_mul(1_000_000),
         kind: e.type_.clone().unwrap_or_else(|| "Normal".into()),
-        reason: e.reason.clone().unwrap_or_default(),
-        object: object(&kind, &namespace, &name),
-        message: e.message.clone().unwrap_or_default(),
+        reason: cut(e.reason.clone().unwrap_or_default(), MAX_REASON),
+        object: cut(object(&kind, &namespace, &name), MAX_OBJECT),
+        message: cut(e.message.clone().unwrap_or_default(), MAX_MESSAGE),
         resource: Some(Resource {
             cluster: cluster.to_owned(),
             namespace,
@@ -156,11 +182,19 @@ impl Readiness {
     }
 }
 
-/// Flux objects' readiness by (kind, namespace, name), and the records of
-/// its changes.
+/// Flux objects' readiness by (kind, namespace, name), and the events of
+/// its changes. Each reconciliation passes through Ready=Unknown
+/// (Progressing): only the definite states (True, False) count, so a
+/// healthy object makes no events and stays ready.
 #[derive(Default)]
 pub struct Flux {
     pub objects: BTreeMap<(String, String, String), Readiness>,
+}
+
+impl Readiness {
+    fn definite(&self) -> bool {
+        self.status == "True" || self.status == "False"
+    }
 }
 
 impl Flux {
@@ -178,7 +212,19 @@ impl Flux {
         let name = o.metadata.name.clone().unwrap_or_default();
         let now = Readiness::of(o);
         let key = (kind.to_owned(), namespace.clone(), name.clone());
-        let before = self.objects.insert(key, now.clone());
+        let before = self.objects.get(&key).cloned();
+        if !now.definite() {
+            // Reconciling: the last definite state holds (first sight:
+            // ready until it says otherwise).
+            let suspended = now.suspended;
+            let held = before.unwrap_or(Readiness {
+                status: "True".into(),
+                ..now
+            });
+            self.objects.insert(key, Readiness { suspended, ..held });
+            return None;
+        }
+        self.objects.insert(key, now.clone());
         let changed = match &before {
             None => !now.ready() && !now.suspended,
             Some(b) => b.status != now.status || b.reason != now.reason,
@@ -186,21 +232,24 @@ impl Flux {
         if !changed {
             return None;
         }
-        let message = match now.status.as_str() {
-            "True" => format!("ready: {}", now.message),
-            "False" => format!("reconciliation failed: {}", now.message),
-            _ => format!("reconciling: {}", now.message),
+        let message = if now.ready() {
+            format!("ready: {}", now.message)
+        } else {
+            format!("reconciliation failed: {}", now.message)
         };
         Some(KubeEvent {
             time_unix_nano: now_ms.saturating_mul(1_000_000),
             kind: "Flux".into(),
-            reason: if now.reason.is_empty() {
-                now.status.clone()
-            } else {
-                now.reason.clone()
-            },
-            object: object(kind, &namespace, &name),
-            message,
+            reason: cut(
+                if now.reason.is_empty() {
+                    now.status.clone()
+                } else {
+                    now.reason.clone()
+                },
+                MAX_REASON,
+            ),
+            object: cut(object(kind, &namespace, &name), MAX_OBJECT),
+            message: cut(message, MAX_MESSAGE),
             resource: Some(Resource {
                 cluster: cluster.to_owned(),
                 namespace,
@@ -223,7 +272,8 @@ impl Flux {
     }
 
     /// `flux_resource_ready` (1 ready, 0 not) and `flux_resource_suspended`
-    /// per object.
+    /// per object. The reason is not a label (each new reason would start a
+    /// new series next to the old one); it is in the object's events.
     pub fn series(&self, ts: i64) -> Vec<vigil_proto::telemetry::v1::TimeSeries> {
         use vigil_proto::telemetry::v1::{Sample, TimeSeries};
         let mut out = Vec::new();
@@ -238,13 +288,9 @@ impl Flux {
                 ("flux_resource_ready", r.ready()),
                 ("flux_resource_suspended", r.suspended),
             ] {
-                let mut labels = labels.clone();
-                if metric == "flux_resource_ready" && !r.reason.is_empty() {
-                    labels.push(label("reason", r.reason.clone()));
-                }
                 out.push(TimeSeries {
                     name: metric.to_owned(),
-                    labels,
+                    labels: labels.clone(),
                     samples: vec![Sample {
                         timestamp_ms: ts,
                         value: if value { 1.0 } else { 0.0 },
@@ -273,18 +319,43 @@ mod tests {
     }
 
     #[test]
-    fn each_occurrence_is_admitted_once() {
+    fn each_occurrence_is_admitted_once_in_any_order() {
+        let now = 1_795_309_300_000; // 2026-11-22T01:01:40Z
         let mut c = Cursor::default();
         let a = event("a", "2026-11-22T01:00:00Z", 1);
-        assert!(c.admit(&a));
-        assert!(!c.admit(&a), "the same occurrence again");
-        // Another event in the same second, and a repetition of the first.
-        assert!(c.admit(&event("b", "2026-11-22T01:00:00Z", 1)));
-        assert!(c.admit(&event("a", "2026-11-22T01:00:05Z", 2)));
-        // Older than what was shipped: a re-list after a restart.
-        assert!(!c.admit(&event("c", "2026-11-22T00:59:00Z", 1)));
+        assert!(c.admit(&a, now));
+        assert!(!c.admit(&a, now), "the same occurrence again");
+        // Listed after a newer one (lists are in name order, not time
+        // order): still new.
+        assert!(c.admit(&event("b", "2026-11-22T00:59:00Z", 1), now));
+        // A repetition is a new occurrence; an older count is not.
+        assert!(c.admit(&event("a", "2026-11-22T01:00:05Z", 2), now));
+        assert!(!c.admit(&event("a", "2026-11-22T01:00:00Z", 1), now));
+        // Past the horizon: not shipped.
+        assert!(!c.admit(&event("c", "2026-11-21T20:00:00Z", 1), now));
         let kept: Cursor = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
         assert_eq!(kept, c);
+        c.prune(now + HORIZON_MS - 130_000);
+        assert_eq!(
+            c.shipped.len(),
+            1,
+            "b (00:59) is past the horizon, a is not"
+        );
+    }
+
+    #[test]
+    fn a_repeated_new_style_event_has_its_latest_time() {
+        let e: Event = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "x", "namespace": "shop", "uid": "n"},
+            "involvedObject": {"kind": "Pod", "name": "web-1", "namespace": "shop"},
+            "reason": "FailedScheduling", "type": "Warning",
+            "eventTime": "2026-11-22T00:00:00.000000Z",
+            "series": {"count": 4, "lastObservedTime": "2026-11-22T01:00:00.250000Z"},
+            "reportingComponent": "default-scheduler", "reportingInstance": "s"
+        }))
+        .unwrap();
+        assert_eq!(event_time_ms(&e), 1_795_309_200_250);
+        assert_eq!(count(&e), 4);
     }
 
     #[test]
@@ -357,9 +428,14 @@ mod tests {
             failed.message,
             "reconciliation failed: kustomize build failed"
         );
-        // Still failing the same way: no new record.
+        // Still failing the same way, or reconciling again: no event, and
+        // still not ready.
         assert!(
             flux.observe("c", "Kustomization", &obj("False", "BuildFailed"), 3)
+                .is_none()
+        );
+        assert!(
+            flux.observe("c", "Kustomization", &obj("Unknown", "Progressing"), 3)
                 .is_none()
         );
         let series = flux.series(5);
@@ -377,5 +453,17 @@ mod tests {
             )
             .unwrap();
         assert_eq!(back.reason, "ReconciliationSucceeded");
+        // A healthy object's next reconciliation: no events, ready all along.
+        for status in [
+            ("Unknown", "Progressing"),
+            ("True", "ReconciliationSucceeded"),
+        ] {
+            assert!(
+                flux.observe("c", "Kustomization", &obj(status.0, status.1), 5)
+                    .is_none()
+            );
+            assert_eq!(flux.series(6)[0].samples[0].value, 1.0, "{status:?}");
+        }
+        assert!(flux.series(6)[0].labels.iter().all(|l| l.name != "reason"));
     }
 }

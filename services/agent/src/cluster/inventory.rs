@@ -109,8 +109,9 @@ impl<'a> Owners<'a> {
         };
         match owner.kind.as_str() {
             "ReplicaSet" => match self.replica_sets.get(&(namespace, owner.name.as_str())) {
-                Some(Some(d)) if d.kind == "Deployment" => up_to(d),
-                Some(_) => up("ReplicaSet"),
+                // A Deployment's, or another controller's (Argo Rollouts).
+                Some(Some(d)) => up_to(d),
+                Some(None) => up("ReplicaSet"),
                 None => match meta
                     .labels
                     .as_ref()
@@ -125,8 +126,18 @@ impl<'a> Owners<'a> {
                 },
             },
             "Job" => match self.jobs.get(&(namespace, owner.name.as_str())) {
-                Some(Some(c)) if c.kind == "CronJob" => up_to(c),
+                Some(Some(c)) => up_to(c),
                 _ => up("Job"),
+            },
+            // A static (mirror) pod: the kubelet names it `<name>-<node>`
+            // and makes the Node its owner; the application is `<name>`.
+            "Node" => Workload {
+                kind: "StaticPod".into(),
+                name: own
+                    .name
+                    .strip_suffix(&format!("-{}", owner.name))
+                    .unwrap_or(&own.name)
+                    .to_owned(),
             },
             other => up(other),
         }
@@ -151,36 +162,33 @@ pub fn short_container_id(id: &str) -> Option<String> {
 /// A Kubernetes quantity (`500m`, `2`, `1Gi`, `128974848`, `1e3`) as a
 /// number: CPU in cores, memory in bytes. None for what is not one.
 pub fn quantity(q: &str) -> Option<f64> {
+    const SUFFIXES: [(&str, f64, f64); 15] = [
+        ("Ki", 1024.0, 1.0),
+        ("Mi", 1048576.0, 1.0),
+        ("Gi", 1073741824.0, 1.0),
+        ("Ti", 1099511627776.0, 1.0),
+        ("Pi", 1125899906842624.0, 1.0),
+        ("Ei", 1152921504606846976.0, 1.0),
+        // Fractions divide, so that 3800m is 3.8 exactly as a float can be.
+        ("n", 1.0, 1e9),
+        ("u", 1.0, 1e6),
+        ("m", 1.0, 1e3),
+        ("k", 1e3, 1.0),
+        ("M", 1e6, 1.0),
+        ("G", 1e9, 1.0),
+        ("T", 1e12, 1.0),
+        ("P", 1e15, 1.0),
+        // `1E` is one exa; `1E3` (an exponent) parses as a plain number.
+        ("E", 1e18, 1.0),
+    ];
     let q = q.trim();
-    let split = q
-        .find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
-        .unwrap_or(q.len());
-    let (number, suffix) = q.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    // Fractions divide, so that 3800m is 3.8 exactly as a float can be.
-    let divisor = match suffix {
-        "n" => 1e9,
-        "u" => 1e6,
-        "m" => 1e3,
-        _ => 1.0,
-    };
-    let factor = match suffix {
-        "" | "n" | "u" | "m" => 1.0,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        _ => return None,
-    };
-    Some(number * factor / divisor)
+    if let Ok(plain) = q.parse::<f64>() {
+        return Some(plain);
+    }
+    SUFFIXES.iter().find_map(|(suffix, factor, divisor)| {
+        let number: f64 = q.strip_suffix(suffix)?.parse().ok()?;
+        Some(number * factor / divisor)
+    })
 }
 
 /// Series with one sample each, at one timestamp.
@@ -409,7 +417,8 @@ pub fn series(snapshot: &Snapshot, ts: i64) -> Vec<TimeSeries> {
                     .unwrap_or(false),
             ),
         );
-        let status = node.status.clone().unwrap_or_default();
+        let empty = k8s_openapi::api::core::v1::NodeStatus::default();
+        let status = node.status.as_ref().unwrap_or(&empty);
         for c in status.conditions.iter().flatten() {
             for s in ["true", "false", "unknown"] {
                 out.push(
@@ -497,7 +506,8 @@ const PHASES: [&str; 5] = ["Pending", "Running", "Succeeded", "Failed", "Unknown
 fn pod_series(out: &mut Out, owners: &Owners<'_>, p: &Pod) {
     let (n, m) = (name(&p.metadata), ns(&p.metadata));
     let workload = owners.workload("Pod", &p.metadata);
-    let status = p.status.clone().unwrap_or_default();
+    let empty = k8s_openapi::api::core::v1::PodStatus::default();
+    let status = p.status.as_ref().unwrap_or(&empty);
     let node = p
         .spec
         .as_ref()
@@ -593,7 +603,8 @@ fn container_series(out: &mut Out, base: &[(&str, &str); 3], node: &str, c: &Con
         f64::from(c.restart_count),
     );
     out.push("kube_pod_container_status_ready", &l, flag(c.ready));
-    let state = c.state.clone().unwrap_or_default();
+    let empty = k8s_openapi::api::core::v1::ContainerState::default();
+    let state = c.state.as_ref().unwrap_or(&empty);
     out.push(
         "kube_pod_container_status_running",
         &l,
@@ -690,6 +701,8 @@ mod tests {
             ("129e6", 129e6),
             ("123Mi", 128974848.0),
             ("1k", 1000.0),
+            ("1E", 1e18),
+            ("2Ei", 2.0 * 1024f64.powi(6)),
         ] {
             assert_eq!(quantity(q), Some(v), "{q}");
         }
@@ -764,6 +777,12 @@ mod tests {
             owners.workload("Pod", &meta("other", "ReplicaSet", "web-5d9c7", None)),
             w("ReplicaSet", "web-5d9c7")
         );
+        let mirror: ObjectMeta = serde_json::from_value(serde_json::json!({
+            "name": "etcd-node-1", "namespace": "kube-system",
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": "node-1", "uid": "n", "controller": true}]
+        }))
+        .unwrap();
+        assert_eq!(owners.workload("Pod", &mirror), w("StaticPod", "etcd"));
         let bare: ObjectMeta =
             serde_json::from_value(serde_json::json!({"name": "debug", "namespace": "x"})).unwrap();
         assert_eq!(owners.workload("Pod", &bare), w("Pod", "debug"));

@@ -35,7 +35,6 @@ use k8s_openapi::{
         core::v1::{Event, Node, Pod, Service},
         discovery::v1::EndpointSlice,
     },
-    apimachinery::pkg::apis::meta::v1::ObjectMeta,
     serde::de::DeserializeOwned,
 };
 use kube::{
@@ -83,7 +82,8 @@ pub struct ClusterAgentConfig {
     /// Watch Flux Kustomizations and HelmReleases (when their CRDs exist).
     pub flux: bool,
     /// The API server; default: the in-cluster service account, else the
-    /// kubeconfig (`KUBECONFIG`, `~/.kube/config`).
+    /// kubeconfig (`KUBECONFIG`, `~/.kube/config`). Set, it is used without
+    /// credentials: for `kubectl proxy` (`http://127.0.0.1:8001`) or tests.
     pub api_url: Option<String>,
     /// How long one watch request lasts before it is resumed (the API
     /// server's `timeoutSeconds`).
@@ -169,6 +169,13 @@ impl Validate for ClusterAgentConfig {
                 "must be at least 1",
             ));
         }
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(ns) = self.namespaces.iter().find(|n| !seen.insert(n.as_str())) {
+            return Err(ConfigError::invalid(
+                key(prefix, "namespaces"),
+                format!("{ns:?} is listed twice"),
+            ));
+        }
         if let Some(ns) = self.namespaces.iter().find(|n| {
             n.is_empty()
                 || n.len() > 63
@@ -188,11 +195,10 @@ impl Validate for ClusterAgentConfig {
 }
 
 /// Series and events per batch: under ingest's default limits (10,000
-/// series per request).
+/// series per request) and its 8 MiB gRPC message (a series is about
+/// 200 bytes, an event at most about 5 KiB).
 const SERIES_PER_BATCH: usize = 5_000;
-const EVENTS_PER_BATCH: usize = 5_000;
-/// Events older than this are not shipped.
-const MAX_EVENT_AGE_MS: i64 = 6 * 86_400_000;
+const EVENTS_PER_BATCH: usize = 1_000;
 
 async fn client(config: &ClusterAgentConfig) -> Result<Client, ConfigError> {
     let invalid = |e: String| ConfigError::invalid("cluster_agent.api_url", e);
@@ -213,7 +219,7 @@ async fn client(config: &ClusterAgentConfig) -> Result<Client, ConfigError> {
 /// What the event and Flux watches found since the last shipment.
 #[derive(Default)]
 struct Pending {
-    events: Vec<KubeEvent>,
+    events: std::collections::VecDeque<KubeEvent>,
     cursor: events::Cursor,
     flux: events::Flux,
 }
@@ -254,11 +260,18 @@ impl Watches {
         }
     }
 
-    async fn ready(&self) {
+    /// Waits until every kind is listed, or until `deadline`: a kind the
+    /// agent may not list (RBAC) is named, and the rest ship without it.
+    async fn ready(&self, deadline: tokio::time::Instant) {
         macro_rules! wait {
             ($($field:ident),*) => {$(
                 for s in &self.$field {
-                    let _ = s.wait_until_ready().await;
+                    if tokio::time::timeout_at(deadline, s.wait_until_ready()).await.is_err() {
+                        tracing::warn!(
+                            kind = stringify!($field),
+                            "not listed yet (may the agent list and watch it?); going on without it"
+                        );
+                    }
                 }
             )*};
         }
@@ -277,14 +290,78 @@ impl Watches {
     }
 }
 
-/// Drops what the agent never reads and that can be large.
-fn slim<K: Resource>(o: &mut K) {
-    let meta = o.meta_mut();
-    meta.managed_fields = None;
-    if let Some(a) = meta.annotations.as_mut() {
-        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+/// Drops what the agent never reads and that can be large (managed
+/// fields, annotations, pod templates, containers' environment and
+/// probes): the watches hold every object of the cluster in memory.
+trait Slim: Resource {
+    fn slim(&mut self) {
+        let meta = self.meta_mut();
+        meta.managed_fields = None;
+        meta.annotations = None;
     }
 }
+
+/// A pod template the agent does not read.
+fn no_template(t: &mut k8s_openapi::api::core::v1::PodTemplateSpec) {
+    *t = Default::default();
+}
+
+impl Slim for Pod {
+    fn slim(&mut self) {
+        let meta = self.meta_mut();
+        meta.managed_fields = None;
+        meta.annotations = None;
+        if let Some(spec) = self.spec.as_mut() {
+            spec.volumes = None;
+            spec.affinity = None;
+            spec.tolerations = None;
+            spec.init_containers = None;
+            for c in &mut spec.containers {
+                c.env = None;
+                c.env_from = None;
+                c.volume_mounts = None;
+                c.liveness_probe = None;
+                c.readiness_probe = None;
+                c.startup_probe = None;
+                c.command = None;
+                c.args = None;
+                c.ports = None;
+                c.security_context = None;
+                c.lifecycle = None;
+            }
+        }
+    }
+}
+
+macro_rules! slim_template {
+    ($($kind:ty => |$o:ident| $body:expr;)*) => {$(
+        impl Slim for $kind {
+            fn slim(&mut self) {
+                let meta = self.meta_mut();
+                meta.managed_fields = None;
+                meta.annotations = None;
+                let $o = self;
+                $body
+            }
+        }
+    )*};
+}
+
+slim_template! {
+    ReplicaSet => |o| if let Some(s) = o.spec.as_mut() { s.template = None };
+    Deployment => |o| if let Some(s) = o.spec.as_mut() { no_template(&mut s.template) };
+    StatefulSet => |o| if let Some(s) = o.spec.as_mut() {
+        no_template(&mut s.template);
+        s.volume_claim_templates = None;
+    };
+    DaemonSet => |o| if let Some(s) = o.spec.as_mut() { no_template(&mut s.template) };
+    Job => |o| if let Some(s) = o.spec.as_mut() { no_template(&mut s.template) };
+    CronJob => |o| if let Some(s) = o.spec.as_mut() { s.job_template = Default::default() };
+}
+
+impl Slim for Node {}
+impl Slim for Service {}
+impl Slim for EndpointSlice {}
 
 struct Watcher {
     client: Client,
@@ -314,6 +391,7 @@ impl Watcher {
     fn reflect<K>(&mut self) -> Vec<Store<K>>
     where
         K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Slim
             + Clone
             + DeserializeOwned
             + Debug
@@ -328,12 +406,19 @@ impl Watcher {
     /// Reflectors of `K` through `apis`, driven by tasks.
     fn reflect_in<K>(&mut self, apis: Vec<Api<K>>) -> Vec<Store<K>>
     where
-        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K: Resource<DynamicType = ()>
+            + Slim
+            + Clone
+            + DeserializeOwned
+            + Debug
+            + Send
+            + Sync
+            + 'static,
     {
         let mut stores = Vec::new();
         for api in apis {
             let (reader, writer) = reflector::store();
-            let stream = reflector(writer, watcher(api, self.config.clone()).modify(slim::<K>))
+            let stream = reflector(writer, watcher(api, self.config.clone()).modify(K::slim))
                 .default_backoff();
             let errors = self.errors.clone();
             let kind = K::kind(&());
@@ -432,13 +517,16 @@ pub async fn run(config: ClusterAgentConfig, shutdown: Shutdown) -> Result<(), A
         seen: events_seen,
         max_pending: config.max_pending_events,
     };
+    // How long the first lists may take before the agent ships without a
+    // kind it cannot list.
+    let listed_by = tokio::time::Instant::now() + Duration::from_secs(60);
     for api in w.apis::<Event>() {
         let stream = watcher(api, w.config.clone()).default_backoff();
         let (watches, sink) = (watches.clone(), sink.clone());
         w.tasks.push(Box::pin(async move {
             // Events name pods and ReplicaSets: hold them until those are
             // listed, so that each is put on its workload.
-            watches.ready().await;
+            watches.ready(listed_by).await;
             futures::pin_mut!(stream);
             while let Some(item) = stream.next().await {
                 let e = match item {
@@ -449,16 +537,15 @@ pub async fn run(config: ClusterAgentConfig, shutdown: Shutdown) -> Result<(), A
                         continue;
                     }
                 };
-                // Ingest refuses records older than its `max_age` (7 days
-                // by default); an event that old is stale anyway.
                 let now = now_ms();
-                if now - events::event_time_ms(&e) > MAX_EVENT_AGE_MS
-                    || !lock(&sink.pending).cursor.admit(&e)
-                {
-                    continue;
-                }
                 let application = application_of(&watches, &e);
-                sink.hold(events::kube_event(&sink.cluster, &e, &application, now));
+                let event = events::kube_event(&sink.cluster, &e, &application, now);
+                // Admitted and held under one lock: a shipment never
+                // carries a cursor past an event it does not carry.
+                let mut p = lock(&sink.pending);
+                if p.cursor.admit(&e, now) {
+                    sink.hold(&mut p, event);
+                }
             }
         }));
     }
@@ -528,7 +615,7 @@ pub async fn run(config: ClusterAgentConfig, shutdown: Shutdown) -> Result<(), A
     };
     let snapshot_loop = async {
         tokio::select! {
-            () = watches.ready() => {}
+            () = watches.ready(listed_by) => {}
             () = shutdown.wait() => return Ok(()),
         }
         readiness.set_ready(true);
@@ -539,6 +626,7 @@ pub async fn run(config: ClusterAgentConfig, shutdown: Shutdown) -> Result<(), A
             let snapshot = watches.snapshot();
             let (events, cursor, mut series) = {
                 let mut p = lock(&pending);
+                p.cursor.prune(now);
                 let series = p.flux.series(now);
                 (std::mem::take(&mut p.events), p.cursor.clone(), series)
             };
@@ -548,14 +636,22 @@ pub async fn run(config: ClusterAgentConfig, shutdown: Shutdown) -> Result<(), A
                 ..PbResource::default()
             };
             let cursor = serde_json::to_vec(&cursor).unwrap_or_default();
+            // The cursor goes with the last batch that carries events, and
+            // only if every such batch before it was spooled: it never
+            // covers an event that is not on disk.
+            let event_batches = events.len().div_ceil(EVENTS_PER_BATCH);
+            let mut events_spooled = true;
+            let mut returned = Vec::new();
             let mut series = series.into_iter().peekable();
             let mut events = events.into_iter().peekable();
+            let mut n = 0;
             while series.peek().is_some() || events.peek().is_some() {
                 let chunk: Vec<TimeSeries> = series.by_ref().take(SERIES_PER_BATCH).collect();
                 let events: Vec<KubeEvent> = events.by_ref().take(EVENTS_PER_BATCH).collect();
                 let carries_events = !events.is_empty();
+                n += 1;
                 sequence += 1;
-                let batch = PushRequest {
+                let mut batch = PushRequest {
                     batch_id: format!("cluster-{agent_id}-{sequence}"),
                     agent: Some(agent_info.clone()),
                     metrics: vec![ResourceMetrics {
@@ -565,11 +661,22 @@ pub async fn run(config: ClusterAgentConfig, shutdown: Shutdown) -> Result<(), A
                     events,
                     ..PushRequest::default()
                 };
-                shipper.spool(
+                let with_cursor = carries_events && n == event_batches && events_spooled;
+                let spooled = shipper.spool(
                     &batch,
-                    carries_events.then_some((cursor_path.as_path(), cursor.as_slice())),
+                    with_cursor.then_some((cursor_path.as_path(), cursor.as_slice())),
                 );
-                shipper.metrics.batches_spooled.inc();
+                if carries_events && !spooled {
+                    // Tried again with the next shipment.
+                    events_spooled = false;
+                    returned.append(&mut batch.events);
+                }
+            }
+            if !returned.is_empty() {
+                let mut p = lock(&pending);
+                for e in returned.into_iter().rev() {
+                    p.events.push_front(e);
+                }
             }
             spooled.notify_one();
             if !shutdown.sleep(config.interval).await {
@@ -591,40 +698,51 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// The application an event concerns: a pod's workload, a ReplicaSet's
-/// Deployment, a Job's CronJob; any other object is named as itself.
+/// Deployment, a Job's CronJob (empty when the pod, ReplicaSet or Job is
+/// gone already: its name is no application); any other object is named
+/// as itself.
 fn application_of(watches: &Watches, e: &Event) -> String {
     let o = &e.involved_object;
     let name = o.name.clone().unwrap_or_default();
     let namespace = o.namespace.clone().unwrap_or_default();
-    fn meta_of<K: Resource<DynamicType = ()> + Clone + 'static>(
+    fn get<K: Resource<DynamicType = ()> + Clone + 'static>(
         stores: &[Store<K>],
         name: &str,
         namespace: &str,
-    ) -> Option<ObjectMeta> {
+    ) -> Option<Arc<K>> {
         let key = ObjectRef::new(name).within(namespace);
-        stores
-            .iter()
-            .find_map(|s| s.get(&key))
-            .map(|o| o.meta().clone())
+        stores.iter().find_map(|s| s.get(&key))
     }
     let kind = o.kind.as_deref().unwrap_or_default();
     let meta = match kind {
-        "Pod" => meta_of(&watches.pods, &name, &namespace),
-        "ReplicaSet" => meta_of(&watches.replica_sets, &name, &namespace),
-        "Job" => meta_of(&watches.jobs, &name, &namespace),
-        _ => None,
+        "Pod" => get(&watches.pods, &name, &namespace).map(|p| p.metadata.clone()),
+        "ReplicaSet" => get(&watches.replica_sets, &name, &namespace).map(|r| r.metadata.clone()),
+        "Job" => get(&watches.jobs, &name, &namespace).map(|j| j.metadata.clone()),
+        _ => return name,
     };
-    match meta {
-        Some(meta) => {
-            let snapshot = inventory::Snapshot {
-                replica_sets: state(&watches.replica_sets),
-                jobs: state(&watches.jobs),
-                ..inventory::Snapshot::default()
-            };
-            inventory::Owners::new(&snapshot).workload(kind, &meta).name
-        }
-        None => name,
-    }
+    let Some(meta) = meta else {
+        return String::new();
+    };
+    // Only the owner the chain goes through is looked up.
+    let owner = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true));
+    let snapshot = inventory::Snapshot {
+        replica_sets: owner
+            .filter(|r| r.kind == "ReplicaSet")
+            .and_then(|r| get(&watches.replica_sets, &r.name, &namespace))
+            .into_iter()
+            .collect(),
+        jobs: owner
+            .filter(|r| r.kind == "Job")
+            .and_then(|r| get(&watches.jobs, &r.name, &namespace))
+            .into_iter()
+            .collect(),
+        ..inventory::Snapshot::default()
+    };
+    inventory::Owners::new(&snapshot).workload(kind, &meta).name
 }
 
 /// What the event and Flux watches share.
@@ -640,14 +758,13 @@ struct Sink {
 
 impl Sink {
     /// Holds an event for the next shipment, dropping the oldest when full.
-    fn hold(&self, event: KubeEvent) {
+    fn hold(&self, p: &mut Pending, event: KubeEvent) {
         self.seen.inc();
-        let mut p = lock(&self.pending);
         if p.events.len() >= self.max_pending {
-            p.events.remove(0);
+            p.events.pop_front();
             self.dropped.inc();
         }
-        p.events.push(event);
+        p.events.push_back(event);
     }
 
     fn failed(&self, kind: &str, e: &dyn std::fmt::Display) {
@@ -692,11 +809,9 @@ async fn watch_flux(
             Ok(watcher::Event::Init) => listed.clear(),
             Ok(watcher::Event::InitApply(o) | watcher::Event::Apply(o)) => {
                 listed.insert((o.namespace(), o.name_any()));
-                let record = lock(&sink.pending)
-                    .flux
-                    .observe(&sink.cluster, kind, &o, now);
-                if let Some(record) = record {
-                    sink.hold(record);
+                let mut p = lock(&sink.pending);
+                if let Some(event) = p.flux.observe(&sink.cluster, kind, &o, now) {
+                    sink.hold(&mut p, event);
                 }
             }
             Ok(watcher::Event::Delete(o)) => lock(&sink.pending).flux.forget(kind, &o),

@@ -194,6 +194,14 @@ pub async fn serve(
             .into_response();
     };
     if !fake.installed.contains(resource.as_str()) {
+        let mut inner = fake.inner.lock().unwrap();
+        let counts = if q.contains_key("watch") {
+            &mut inner.watches
+        } else {
+            &mut inner.lists
+        };
+        *counts.entry(resource.clone()).or_default() += 1;
+        drop(inner);
         return (
             StatusCode::NOT_FOUND,
             axum::Json(status(
