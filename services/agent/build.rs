@@ -13,7 +13,7 @@ fn main() {
     let clang = env::var("VIGIL_CLANG").unwrap_or_else(|_| "clang".to_owned());
     let target_os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     if target_os != "linux" {
-        println!("cargo::rustc-env=VIGIL_EBPF_MISSING=not a Linux build");
+        println!("cargo::rustc-env=AGENT_EBPF_BUILD_MISSING=not a Linux build");
         return;
     }
     for program in PROGRAMS {
@@ -45,11 +45,11 @@ fn main() {
                     "cargo::warning=eBPF programs not built: {clang} not found ({e}); \
                      scripts/install-deps.sh installs clang and libbpf-dev"
                 );
-                println!("cargo::rustc-env=VIGIL_EBPF_MISSING=built without clang");
+                println!("cargo::rustc-env=AGENT_EBPF_BUILD_MISSING=built without clang");
                 return;
             }
         }
     }
     println!("cargo::rustc-cfg=vigil_ebpf");
-    println!("cargo::rustc-env=VIGIL_EBPF_MISSING=");
+    println!("cargo::rustc-env=AGENT_EBPF_BUILD_MISSING=");
 }

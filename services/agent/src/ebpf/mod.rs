@@ -56,7 +56,7 @@ pub fn status() -> String {
         }
         Support::Available => format!(
             "eBPF unavailable: {}; using /proc",
-            env!("VIGIL_EBPF_MISSING")
+            env!("AGENT_EBPF_BUILD_MISSING")
         ),
     }
 }
@@ -301,7 +301,7 @@ impl TcpTracer {
             })
         }
         #[cfg(not(vigil_ebpf))]
-        Err(env!("VIGIL_EBPF_MISSING").to_owned())
+        Err(env!("AGENT_EBPF_BUILD_MISSING").to_owned())
     }
 
     /// Moves every event waiting in the ring buffer into the stats.
@@ -378,7 +378,7 @@ impl L7Tracer {
         #[cfg(not(vigil_ebpf))]
         {
             let _ = proc_root;
-            Err(env!("VIGIL_EBPF_MISSING").to_owned())
+            Err(env!("AGENT_EBPF_BUILD_MISSING").to_owned())
         }
     }
 
@@ -477,7 +477,7 @@ impl Profiler {
             })
         }
         #[cfg(not(vigil_ebpf))]
-        Err(env!("VIGIL_EBPF_MISSING").to_owned())
+        Err(env!("AGENT_EBPF_BUILD_MISSING").to_owned())
     }
 
     /// The samples taken since the last read, symbolized per process; the
