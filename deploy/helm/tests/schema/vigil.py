@@ -3,25 +3,8 @@
 Config keys passed through to Vigil (auth, inspections, overrides,
 integrations, slo) list exactly the keys of the Rust config structs, so a
 key Vigil would refuse at start is refused by helm already."""
-import json
-S = lambda **k: dict(type="string", **k)
-B = lambda **k: dict(type="boolean", **k)
-I = lambda **k: dict(type="integer", **k)
-N = lambda **k: dict(type="number", **k)
-A = lambda items=None, **k: dict(type="array", **({"items": items} if items else {}), **k)
-def O(props=None, extra=False, req=None, **k):
-    d = dict(type="object")
-    if props is not None: d["properties"] = props
-    d["additionalProperties"] = extra
-    if req: d["required"] = req
-    d.update(k)
-    return d
-MAP = O(None, True)
-DUR = S(pattern=r"^[0-9]+(\.[0-9]+)?\s*[a-zA-Z]+(\s*[0-9]+(\.[0-9]+)?\s*[a-zA-Z]+)*$", description="a humantime duration, e.g. 30s, 5m, 7d")
-QTY = {"anyOf": [S(), N()]}
-RES = O({"requests": O({"cpu": QTY, "memory": QTY}, req=["cpu", "memory"]),
-         "limits": O({"cpu": QTY, "memory": QTY}, req=["cpu", "memory"])},
-        req=["requests", "limits"], description="requests and limits are both required")
+from builders import A, B, DUR, I, MAP, N, O, QTY, S, resources, write
+RES = resources(description="requests and limits are both required")
 SCHED = {"nodeSelector": O(None, {"type": "string"}), "tolerations": A(MAP), "affinity": MAP, "podAnnotations": O(None, {"type": "string"})}
 PERSIST = O({"size": S(), "storageClassName": S(), "accessModes": A(S(), minItems=1)}, req=["size"])
 PEERS = A(MAP, description="NetworkPolicy peers (podSelector, namespaceSelector, ipBlock)")
@@ -110,6 +93,4 @@ schema = {
 # Helm copies `global` into every subchart's section before validating.
 for k in ["agent", "cluster-agent", "ingest", "query", "alerting", "ui-gateway", "clickhouse"]:
     schema["properties"][k]["properties"]["global"] = {"type": "object", "description": "set by Helm: a copy of global"}
-import sys
-json.dump(schema, open(sys.argv[1], "w"), indent=2)
-open(sys.argv[1], "a").write("\n")
+write(schema)

@@ -2,24 +2,8 @@
 """Writes deploy/helm/vigil-heartbeat/values.schema.json (draft-07):
 python3 vigil_heartbeat.py OUT. Checks and probes list exactly the keys of
 services/heartbeat (CheckConfig, ProbeConfig)."""
-import json, sys
-S = lambda **k: dict(type="string", **k)
-B = lambda **k: dict(type="boolean", **k)
-I = lambda **k: dict(type="integer", **k)
-N = lambda **k: dict(type="number", **k)
-A = lambda items=None, **k: dict(type="array", **({"items": items} if items else {}), **k)
-def O(props=None, extra=False, req=None, **k):
-    d = dict(type="object")
-    if props is not None: d["properties"] = props
-    d["additionalProperties"] = extra
-    if req: d["required"] = req
-    d.update(k)
-    return d
-MAP = O(None, True)
-DUR = S(pattern=r"^[0-9]+(\.[0-9]+)?\s*[a-zA-Z]+(\s*[0-9]+(\.[0-9]+)?\s*[a-zA-Z]+)*$", description="a humantime duration, e.g. 30s, 5m, 1d")
-QTY = {"anyOf": [S(), N()]}
-RES = O({"requests": O({"cpu": QTY, "memory": QTY}, req=["cpu", "memory"]),
-         "limits": O({"cpu": QTY, "memory": QTY}, req=["cpu", "memory"])}, req=["requests", "limits"])
+from builders import A, B, DUR, I, MAP, N, O, QTY, S, resources, write
+RES = resources()
 SECRETREF = O({"name": S(minLength=1), "key": S(minLength=1)}, req=["name", "key"])
 INTEGRATION = O({
     "name": S(pattern=r"^[A-Za-z0-9._-]+$"),
@@ -62,5 +46,4 @@ schema = {
   "nodeSelector": O(None, {"type": "string"}), "tolerations": A(MAP), "affinity": MAP, "podAnnotations": O(None, {"type": "string"}),
  },
 }
-json.dump(schema, open(sys.argv[1], "w"), indent=2)
-open(sys.argv[1], "a").write("\n")
+write(schema)
