@@ -363,6 +363,17 @@ impl Slim for Node {}
 impl Slim for Service {}
 impl Slim for EndpointSlice {}
 
+/// What a reflector can hold.
+trait Watched:
+    Resource<DynamicType = ()> + Slim + Clone + DeserializeOwned + Debug + Send + Sync + 'static
+{
+}
+
+impl<K> Watched for K where
+    K: Resource<DynamicType = ()> + Slim + Clone + DeserializeOwned + Debug + Send + Sync + 'static
+{
+}
+
 struct Watcher {
     client: Client,
     namespaces: Vec<String>,
@@ -390,31 +401,14 @@ impl Watcher {
     /// Reflectors of `K` in every watched namespace, driven by tasks.
     fn reflect<K>(&mut self) -> Vec<Store<K>>
     where
-        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-            + Slim
-            + Clone
-            + DeserializeOwned
-            + Debug
-            + Send
-            + Sync
-            + 'static,
+        K: Watched + Resource<Scope = k8s_openapi::NamespaceResourceScope>,
     {
         let apis = self.apis::<K>();
         self.reflect_in(apis)
     }
 
     /// Reflectors of `K` through `apis`, driven by tasks.
-    fn reflect_in<K>(&mut self, apis: Vec<Api<K>>) -> Vec<Store<K>>
-    where
-        K: Resource<DynamicType = ()>
-            + Slim
-            + Clone
-            + DeserializeOwned
-            + Debug
-            + Send
-            + Sync
-            + 'static,
-    {
+    fn reflect_in<K: Watched>(&mut self, apis: Vec<Api<K>>) -> Vec<Store<K>> {
         let mut stores = Vec::new();
         for api in apis {
             let (reader, writer) = reflector::store();
