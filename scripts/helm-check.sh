@@ -10,8 +10,10 @@
 # hand, every rendered config file through `vigil check-config`. Then the
 # invariant checker must FAIL on each deploy/helm/tests/fixtures/bad-*.yaml,
 # and the CRD validator on every object of each
-# deploy/helm/tests/fixtures/crd/bad-*.yaml, saying what their `# expect:`
-# lines say, and the values schemas must match their generators
+# deploy/helm/tests/fixtures/crd/bad-*.yaml, and `helm template` of
+# deploy/helm/vigil on each deploy/helm/tests/fixtures/values/bad-*.yaml,
+# saying what their `# expect:` lines say, and the values schemas must match
+# their generators
 # (deploy/helm/tests/schema/).
 #
 #   scripts/helm-check.sh                 # all of the above
@@ -185,6 +187,22 @@ for fixture in deploy/helm/tests/fixtures/crd/bad-*.yaml; do
     cat "$work/bad.log"; fail "$fixture: not refused object by object for the expected reasons"
   else
     echo "   $(basename "$fixture"): all $objects objects refused as expected"
+  fi
+done
+
+echo "-- the vigil chart refuses bad values"
+for fixture in deploy/helm/tests/fixtures/values/bad-*.yaml; do
+  if helm template vigil deploy/helm/vigil --namespace vigil -f "$fixture" >/dev/null 2>"$work/bad.log"; then
+    fail "helm template accepted $fixture, which is bad"; continue
+  fi
+  missing=0
+  while IFS= read -r expected; do
+    grep -qF -- "$expected" "$work/bad.log" || { echo "   missing: $expected"; missing=1; }
+  done < <(sed -n 's/^# expect: //p' "$fixture")
+  if [ "$missing" -eq 0 ]; then
+    echo "   $(basename "$fixture"): refused as expected"
+  else
+    cat "$work/bad.log"; fail "$fixture: not refused for the expected reasons"
   fi
 done
 

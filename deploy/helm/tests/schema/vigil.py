@@ -66,7 +66,7 @@ schema = {
   }, req=["mode", "image", "projects", "publicUrl"]),
   "monolith": O(dict(persistence=PERSIST, resources=RES, **SCHED), req=["resources", "persistence"]),
   "agent": svc({"hostNetwork": B(), "config": MAP, "spoolHostPath": S(pattern="^/"),
-                "priorityClass": O({"create": B(), "name": S(), "value": I()})}),
+                "priorityClass": O({"create": B(), "name": S(description="empty: <release>-agent; required with create: false (the templates fail without it)"), "value": I()})}),
   "cluster-agent": svc({
       "interval": dict(DUR, description="cluster_agent.interval: how often the figures are shipped (at least 1s)"),
       "namespaces": A(S(pattern="^[a-z0-9-]{1,63}$"), description="cluster_agent.namespaces: the namespaces watched; empty: all of them"),

@@ -327,6 +327,9 @@ sets: (dict "config" <user map> "forced" <chart map>). Chart keys win. */}}
 {{- range $k := list "client_secret" "client_secret_file" -}}
 {{- if hasKey $oidc $k }}{{ fail (printf "ui-gateway.auth.oidc.%s: the client secret comes from ui-gateway.oidcClientSecret {name, key} (an existing Secret)" $k) }}{{ end -}}
 {{- end -}}
+{{- if and (eq ($auth.mode | default "token") "forward_auth") (not (and $root.Values.global.networkPolicy.enabled $ui.networkPolicy.from)) -}}
+{{- fail "ui-gateway.auth.mode forward_auth: the gateway trusts the user headers of any peer in trusted_proxies, so only the proxy may reach it: set global.networkPolicy.enabled: true and list the proxy's pods or namespace (for an HTTPRoute, the Gateway's proxy pods too) in ui-gateway.networkPolicy.from" -}}
+{{- end -}}
 {{- if and (eq ($auth.mode | default "token") "oidc") $ui.oidcClientSecret.name -}}
 {{- $_ := set $oidc "client_secret_file" (printf "/etc/vigil/oidc/%s" $ui.oidcClientSecret.key) -}}
 {{- end -}}
