@@ -48,6 +48,15 @@ fn ping_url(text: &str) -> Result<String, String> {
     }
 }
 
+/// The URL as it may be shown: scheme and host only. The path holds the
+/// check's uuid or ping key, which is a secret, and a job's stderr often
+/// ends up in logs.
+fn shown(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let host = rest.split(['/', '?']).next().unwrap_or_default();
+    format!("{scheme}://{host}/…")
+}
+
 /// Sends a ping with `body`, retrying; says on stderr when it fails.
 async fn send(http: &reqwest::Client, url: &str, body: Vec<u8>, timeout: Duration) -> bool {
     for attempt in 1..=ATTEMPTS {
@@ -60,11 +69,16 @@ async fn send(http: &reqwest::Client, url: &str, body: Vec<u8>, timeout: Duratio
         match sent {
             Ok(r) if r.status().is_success() => return true,
             Ok(r) if r.status().is_client_error() => {
-                eprintln!("vigil ping: {url} answered {}: not retried", r.status());
+                eprintln!(
+                    "vigil ping: {} answered {}: not retried",
+                    shown(url),
+                    r.status()
+                );
                 return false;
             }
             Ok(r) => eprintln!(
-                "vigil ping: {url} answered {} (attempt {attempt})",
+                "vigil ping: {} answered {} (attempt {attempt})",
+                shown(url),
                 r.status()
             ),
             Err(e) => eprintln!("vigil ping: {} (attempt {attempt})", e.without_url()),
@@ -179,4 +193,16 @@ pub async fn run(args: PingArgs) -> ExitCode {
         .collect();
     send(&http, &format!("{url}/{code}"), body, args.timeout).await;
     ExitCode::from(code)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn failures_show_the_host_not_the_check() {
+        assert_eq!(
+            super::shown("https://hc.example.com:8443/ping/5f0c1e7a-1b2c/start?rid=1"),
+            "https://hc.example.com:8443/…"
+        );
+        assert_eq!(super::shown("http://h/ping/k/slug"), "http://h/…");
+    }
 }
