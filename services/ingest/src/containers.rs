@@ -45,6 +45,8 @@ struct ProjectMap {
     ids: HashMap<String, (Owner, Instant)>,
     refreshed: Option<Instant>,
     refreshing: bool,
+    /// Whether "map full" was logged since the last refresh.
+    full_logged: bool,
 }
 
 #[derive(Default, Clone)]
@@ -97,7 +99,8 @@ impl Containers {
     fn note(map: &mut ProjectMap, id: String, owner: Owner) {
         if map.ids.len() < MAX_PER_PROJECT || map.ids.contains_key(&id) {
             map.ids.insert(id, (owner, Instant::now()));
-        } else {
+        } else if !map.full_logged {
+            map.full_logged = true;
             tracing::warn!(
                 limit = MAX_PER_PROJECT,
                 "container map full: new containers are not labelled with their application"
@@ -199,6 +202,7 @@ impl Containers {
         map.refreshing = false;
         map.refreshed = Some(Instant::now());
         map.ids.retain(|_, (_, seen)| seen.elapsed() < FORGET_AFTER);
+        map.full_logged = false;
         match read {
             Ok(series) => {
                 for s in series {

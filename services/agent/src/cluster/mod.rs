@@ -420,8 +420,7 @@ impl Watcher {
                 futures::pin_mut!(stream);
                 while let Some(item) = stream.next().await {
                     if let Err(e) = item {
-                        errors.inc();
-                        tracing::warn!(kind = %kind, error = %e, "watch failed; retrying");
+                        watch_failed(&errors, &kind, &e);
                     }
                 }
             }));
@@ -762,9 +761,14 @@ impl Sink {
     }
 
     fn failed(&self, kind: &str, e: &dyn std::fmt::Display) {
-        self.errors.inc();
-        tracing::warn!(kind, error = %e, "watch failed; retrying");
+        watch_failed(&self.errors, kind, e);
     }
+}
+
+/// Counts and logs a failed list or watch (kube-runtime retries it).
+fn watch_failed(errors: &Counter, kind: &str, e: &dyn std::fmt::Display) {
+    errors.inc();
+    tracing::warn!(kind, error = %e, "watch failed; retrying");
 }
 
 /// Watches one Flux kind; waits (re-checking every 5 min) while its CRD is
